@@ -1,0 +1,324 @@
+//! The storage crate's only contact with the runtime's file API: segment
+//! files opened with O_DIRECT through glommio (io_uring), aligned writes,
+//! reads, fdatasync, truncation, and the few blocking metadata operations
+//! (listing, small metadata files) moved off the executor. Fault-injection
+//! points live here so tests can make the disk fail on demand.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+use glommio::io::{DmaFile, OpenOptions};
+
+use crate::error::{Result, StorageError};
+
+/// Writes go to the disk in whole blocks of this size: O_DIRECT needs at
+/// least the device's logical block size, and 4 KiB also avoids
+/// read-modify-write inside the SSD.
+pub const BLOCK_BYTES: u64 = 4096;
+
+pub(crate) fn align_down(v: u64) -> u64 {
+    v & !(BLOCK_BYTES - 1)
+}
+
+pub(crate) fn align_up(v: u64) -> u64 {
+    align_down(v + BLOCK_BYTES - 1)
+}
+
+/// Failures a test can switch on; shared by every file of the logs that
+/// were opened with it. Off unless a test builds one.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// Bytes the "disk" still accepts; a write beyond fails with ENOSPC
+    /// after writing what fits. `None` = unlimited.
+    disk_bytes_left: Cell<Option<u64>>,
+    /// Fail every fdatasync with EIO while set.
+    fail_sync: Cell<bool>,
+}
+
+impl Faults {
+    pub fn new() -> Rc<Faults> {
+        Rc::new(Faults::default())
+    }
+
+    pub fn set_disk_bytes_left(&self, bytes: Option<u64>) {
+        self.disk_bytes_left.set(bytes);
+    }
+
+    pub fn set_fail_sync(&self, fail: bool) {
+        self.fail_sync.set(fail);
+    }
+
+    /// How much of a `len`-byte write fits; `None` when all of it does.
+    fn admit_write(&self, len: u64) -> Option<u64> {
+        let left = self.disk_bytes_left.get()?;
+        if len <= left {
+            self.disk_bytes_left.set(Some(left - len));
+            None
+        } else {
+            self.disk_bytes_left.set(Some(0));
+            Some(left)
+        }
+    }
+}
+
+fn injected(op: &'static str, path: &Path, errno: i32) -> StorageError {
+    StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        message: format!(
+            "{} (injected fault)",
+            std::io::Error::from_raw_os_error(errno)
+        ),
+        errno: Some(errno),
+    }
+}
+
+thread_local! {
+    /// Devices whose iopoll support this executor thread has probed.
+    static PROBED_DEVICES: RefCell<HashSet<u64>> = RefCell::new(HashSet::new());
+}
+
+/// glommio decides once per device and executor whether reads may use the
+/// polled ring, by reading the first block of the first file it opens there.
+/// If that file is empty the read "succeeds", polling is wrongly enabled and
+/// every later read fails with EOPNOTSUPP on devices without poll queues.
+/// So the first open on a device goes to a scratch file holding one block.
+async fn probe_device_once(path: &Path) -> Result<()> {
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let shown = dir.clone();
+    let probe = dir.join(".sluice-direct-io-probe");
+    let dev = blocking(move || {
+        std::fs::metadata(&dir).map(|m| std::os::linux::fs::MetadataExt::st_dev(&m))
+    })
+    .await
+    .map_err(|e| StorageError::io("stat", &shown, e))?;
+    if PROBED_DEVICES.with(|p| p.borrow().contains(&dev)) {
+        return Ok(());
+    }
+    let scratch = probe.clone();
+    blocking(move || std::fs::write(&scratch, vec![0u8; BLOCK_BYTES as usize]))
+        .await
+        .map_err(|e| StorageError::io("write", &probe, e))?;
+    let opened = DmaFile::open(&probe).await;
+    remove_file(&probe).await?;
+    let file = opened.map_err(|e| StorageError::io("open", &probe, e))?;
+    let _ = file.close().await;
+    PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
+    Ok(())
+}
+
+/// A segment file opened for direct I/O.
+pub(crate) struct SegmentFile {
+    file: Rc<DmaFile>,
+    path: PathBuf,
+    faults: Option<Rc<Faults>>,
+}
+
+impl SegmentFile {
+    pub(crate) async fn open(path: &Path, faults: Option<Rc<Faults>>) -> Result<SegmentFile> {
+        probe_device_once(path).await?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(|e| StorageError::io("open", path, e))?;
+        if file.alignment() > BLOCK_BYTES {
+            return Err(StorageError::Io {
+                op: "open",
+                path: path.to_path_buf(),
+                message: format!(
+                    "the file system needs {}-byte aligned direct I/O, more than {BLOCK_BYTES}",
+                    file.alignment()
+                ),
+                errno: None,
+            });
+        }
+        Ok(SegmentFile {
+            file: Rc::new(file),
+            path: path.to_path_buf(),
+            faults,
+        })
+    }
+
+    /// Writes `data` (a whole number of blocks) at the block-aligned `pos`.
+    pub(crate) async fn write_blocks(&self, pos: u64, data: &[u8]) -> Result<()> {
+        debug_assert_eq!(pos % BLOCK_BYTES, 0);
+        debug_assert_eq!(data.len() as u64 % BLOCK_BYTES, 0);
+        let mut len = data.len();
+        let mut fault = None;
+        if let Some(fit) = self.faults.as_ref().and_then(|f| f.admit_write(len as u64)) {
+            len = align_down(fit) as usize;
+            fault = Some(injected("write", &self.path, libc::ENOSPC));
+        }
+        let mut done = 0;
+        while done < len {
+            let chunk = &data[done..len];
+            let mut buf = self.file.alloc_dma_buffer(chunk.len());
+            buf.as_bytes_mut().copy_from_slice(chunk);
+            let wrote = self
+                .file
+                .write_at(buf, pos + done as u64)
+                .await
+                .map_err(|e| StorageError::io("write", &self.path, e))?;
+            if wrote == 0 {
+                return Err(StorageError::Io {
+                    op: "write",
+                    path: self.path.clone(),
+                    message: "the disk accepted no bytes".into(),
+                    errno: None,
+                });
+            }
+            // A short direct write still ends on a block boundary.
+            done += wrote;
+        }
+        match fault {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `len` bytes at `pos` (fewer at the end of the file).
+    pub(crate) async fn read(&self, pos: u64, len: usize) -> Result<Bytes> {
+        let got = self
+            .file
+            .read_at(pos, len)
+            .await
+            .map_err(|e| StorageError::io("read", &self.path, e))?;
+        Ok(Bytes::copy_from_slice(&got))
+    }
+
+    pub(crate) async fn sync(&self) -> Result<()> {
+        if self.faults.as_ref().is_some_and(|f| f.fail_sync.get()) {
+            return Err(injected("fdatasync", &self.path, libc::EIO));
+        }
+        self.file
+            .fdatasync()
+            .await
+            .map_err(|e| StorageError::io("fdatasync", &self.path, e))
+    }
+
+    pub(crate) async fn truncate(&self, size: u64) -> Result<()> {
+        self.file
+            .truncate(size)
+            .await
+            .map_err(|e| StorageError::io("truncate", &self.path, e))
+    }
+
+    pub(crate) async fn size(&self) -> Result<u64> {
+        self.file
+            .file_size()
+            .await
+            .map_err(|e| StorageError::io("stat", &self.path, e))
+    }
+
+    pub(crate) async fn close(self) {
+        // Another reader may still hold the handle; the last one closes it.
+        let _ = self.file.close_rc().await;
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn share(&self) -> SegmentFile {
+        SegmentFile {
+            file: self.file.clone(),
+            path: self.path.clone(),
+            faults: self.faults.clone(),
+        }
+    }
+}
+
+/// Runs a blocking file-system call on glommio's helper threads so the
+/// shard never blocks on it.
+pub(crate) async fn blocking<R, F>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// Writes a small file atomically: temporary file, fsync, rename, fsync of
+/// the directory.
+pub(crate) async fn write_atomic(path: &Path, contents: Vec<u8>) -> Result<()> {
+    let path = path.to_path_buf();
+    let shown = path.clone();
+    blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&contents)?;
+        f.sync_data()?;
+        std::fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| StorageError::io("write", shown, e))
+}
+
+/// Reads a small file; `None` when it does not exist.
+pub(crate) async fn read_small(path: &Path) -> Result<Option<Vec<u8>>> {
+    let owned = path.to_path_buf();
+    match blocking(move || std::fs::read(owned)).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StorageError::io("read", path, e)),
+    }
+}
+
+pub(crate) async fn remove_file(path: &Path) -> Result<()> {
+    let owned = path.to_path_buf();
+    match blocking(move || std::fs::remove_file(owned)).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io("remove", path, e)),
+    }
+}
+
+pub(crate) async fn sync_dir(dir: &Path) -> Result<()> {
+    let owned = dir.to_path_buf();
+    blocking(move || std::fs::File::open(owned)?.sync_all())
+        .await
+        .map_err(|e| StorageError::io("fsync directory", dir, e))
+}
+
+pub(crate) async fn create_dir_all(dir: &Path) -> Result<()> {
+    let owned = dir.to_path_buf();
+    blocking(move || std::fs::create_dir_all(owned))
+        .await
+        .map_err(|e| StorageError::io("create directory", dir, e))
+}
+
+/// File names in `dir`.
+pub(crate) async fn list_dir(dir: &Path) -> Result<Vec<String>> {
+    let owned = dir.to_path_buf();
+    blocking(move || -> std::io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(owned)? {
+            if let Some(name) = entry?.file_name().to_str() {
+                names.push(name.to_string());
+            }
+        }
+        Ok(names)
+    })
+    .await
+    .map_err(|e| StorageError::io("list", dir, e))
+}
+
+pub(crate) async fn remove_dir_all(dir: &Path) -> Result<()> {
+    let owned = dir.to_path_buf();
+    match blocking(move || std::fs::remove_dir_all(owned)).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StorageError::io("remove directory", dir, e)),
+    }
+}

@@ -1,0 +1,24 @@
+//! Sluice's storage engine: one append-only log per partition replica, made
+//! of segments written with direct I/O through glommio (io_uring), with
+//! sparse offset and time indexes, a tail cache, fsync policies with group
+//! commit, crash recovery, retention and truncation. It knows nothing of
+//! Kafka requests, shards or the cluster; the broker composes it.
+
+pub mod batch;
+mod cache;
+pub mod config;
+mod error;
+mod file;
+mod flush;
+mod index;
+mod log;
+mod maintenance;
+mod recovery;
+mod segment;
+pub mod testing;
+
+pub use config::{ConfigError, FsyncPolicy, LogConfig};
+pub use error::StorageError;
+pub use file::{Faults, BLOCK_BYTES};
+pub use log::{AppendInfo, PartitionLog, ReadBatches, TimestampOffset};
+pub use maintenance::RetentionOutcome;

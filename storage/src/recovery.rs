@@ -1,0 +1,241 @@
+//! Opening a log: list its segments, load or rebuild their indexes, and scan
+//! what may not have reached the disk whole. Segments below the recovery
+//! point were sealed and synced: a valid index is trusted and only the part
+//! after its last entry is read. From the recovery point on, every batch is
+//! validated and the log is cut at the first torn or corrupt one.
+
+use std::collections::VecDeque;
+use std::path::Path;
+use std::rc::Rc;
+
+use crate::cache::TailCache;
+use crate::config::LogConfig;
+use crate::error::{Result, StorageError};
+use crate::file::{self, align_down, Faults, SegmentFile};
+use crate::index::SegmentIndex;
+use crate::log::{State, Writer};
+use crate::maintenance::{Meta, META_FILE};
+use crate::segment::{self, Segment};
+
+pub(crate) async fn recover(
+    dir: &Path,
+    config: LogConfig,
+    faults: Option<Rc<Faults>>,
+) -> Result<State> {
+    file::create_dir_all(dir).await?;
+    let meta = match file::read_small(&dir.join(META_FILE)).await? {
+        Some(bytes) => Meta::decode(&bytes).unwrap_or_else(|| {
+            tracing::warn!(dir = %dir.display(), "damaged log metadata; rescanning every segment");
+            Meta {
+                log_start_offset: 0,
+                recovery_point: 0,
+            }
+        }),
+        None => Meta {
+            log_start_offset: 0,
+            recovery_point: 0,
+        },
+    };
+    let mut bases: Vec<i64> = file::list_dir(dir)
+        .await?
+        .iter()
+        .filter_map(|n| segment::parse_log_file_name(n))
+        .collect();
+    bases.sort_unstable();
+
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
+    let mut cut_after: Option<usize> = None;
+    for (k, &base) in bases.iter().enumerate() {
+        let last = k + 1 == bases.len();
+        let next_base = bases.get(k + 1).copied();
+        let trusted = !last && next_base.is_some_and(|n| n <= meta.recovery_point);
+        let mut seg = Segment::new(dir, base);
+        let file = SegmentFile::open(&seg.path, faults.clone()).await?;
+        let size = file.size().await?;
+        let loaded = load_index(&seg, size).await?;
+        let (from_pos, from_offset, mut index) = match loaded {
+            Some(idx) => match idx.offsets.last().copied() {
+                Some(e) => (
+                    u64::from(e.position),
+                    base + i64::from(e.relative_offset),
+                    idx,
+                ),
+                None => (0, base, SegmentIndex::default()),
+            },
+            None => (0, base, SegmentIndex::default()),
+        };
+        let resumed = from_pos > 0;
+        let (mut max_ts, mut max_ts_batch) = index
+            .times
+            .last()
+            .map(|t| (t.timestamp, base + i64::from(t.relative_offset)))
+            .unwrap_or((-1, base));
+        let interval = config.index_interval_bytes;
+        let end = segment::scan(&file, from_pos, size, Some(from_offset), |h, pos, _| {
+            if resumed && pos == from_pos {
+                index.resume_after(h.size as u32);
+            } else {
+                index.on_append(
+                    (h.base_offset - base) as u32,
+                    pos as u32,
+                    h.size as u32,
+                    h.max_timestamp,
+                    interval,
+                );
+            }
+            if h.max_timestamp > max_ts {
+                (max_ts, max_ts_batch) = (h.max_timestamp, h.base_offset);
+            }
+            true
+        })
+        .await?;
+        seg.index = index;
+        seg.max_timestamp = max_ts;
+        seg.max_timestamp_batch = max_ts_batch;
+        seg.written_max_timestamp = (max_ts, max_ts_batch);
+        seg.sealed = !last;
+        let mut stop = false;
+        match (&end.damage, trusted) {
+            (None, _) => {
+                seg.size = end.position;
+                seg.next_offset = end.next_offset;
+            }
+            (Some(why), true) => {
+                // A synced, sealed segment is never cut: the damage is
+                // reported when a reader reaches it.
+                tracing::error!(segment = %seg.path.display(), position = end.position, reason = %why, "corrupt batch in a sealed segment");
+                seg.size = size;
+                seg.next_offset = next_base.unwrap_or(end.next_offset);
+            }
+            (Some(why), false) => {
+                let padding = end.position == align_down(size)
+                    || is_zero_tail(&file, end.position, size).await?;
+                if !padding {
+                    tracing::warn!(segment = %seg.path.display(), position = end.position, reason = %why, "truncating the log at a torn or corrupt batch");
+                }
+                file.truncate(end.position).await?;
+                file.sync().await?;
+                seg.size = end.position;
+                seg.next_offset = end.next_offset;
+                stop = !last;
+                seg.sealed = false;
+            }
+        }
+        if !stop && next_base.is_some_and(|n| n != seg.next_offset) && !trusted {
+            tracing::warn!(segment = %seg.path.display(), "next segment does not continue this one; dropping what follows");
+            stop = true;
+            seg.sealed = false;
+        }
+        seg.written_size = seg.size;
+        file.close().await;
+        segments.push(seg);
+        if stop {
+            cut_after = Some(k);
+            break;
+        }
+    }
+    if let Some(k) = cut_after {
+        for &base in &bases[k + 1..] {
+            let gone = Segment::new(dir, base);
+            file::remove_file(&gone.index_path()).await?;
+            file::remove_file(&gone.time_index_path()).await?;
+            file::remove_file(&gone.path).await?;
+        }
+        // The last kept segment becomes the active one: stale indexes go.
+        if let Some(seg) = segments.last() {
+            file::remove_file(&seg.index_path()).await?;
+            file::remove_file(&seg.time_index_path()).await?;
+        }
+        file::sync_dir(dir).await?;
+    }
+    if segments.is_empty() {
+        segments.push(Segment::new(dir, meta.log_start_offset.max(0)));
+    }
+    let active = segments.len() - 1;
+    segments[active].sealed = false;
+    let next_offset = segments[active].next_offset;
+    let log_start_offset = meta
+        .log_start_offset
+        .max(segments[0].base_offset)
+        .min(next_offset);
+
+    let (tail_pos, tail) = load_tail(&segments[active], faults.clone()).await?;
+    let state = State {
+        dir: dir.to_path_buf(),
+        faults,
+        segments,
+        log_start_offset,
+        next_offset,
+        written_end: next_offset,
+        synced_end: next_offset,
+        readable_end: next_offset,
+        recovery_point: meta.recovery_point.min(next_offset),
+        pending: VecDeque::new(),
+        waiters: VecDeque::new(),
+        drain_waiters: Vec::new(),
+        flusher_running: false,
+        writer: Writer {
+            segment_base: 0,
+            file: None,
+            tail_pos,
+            tail,
+        },
+        sealed_reader: None,
+        cache: TailCache::new(config.tail_cache_bytes),
+        unsynced_bytes: 0,
+        first_unsynced_at: None,
+        sync_timer_armed: false,
+        failed: None,
+        closed: false,
+        config,
+    };
+    let mut state = state;
+    state.writer.segment_base = state.active().base_offset;
+    Ok(state)
+}
+
+async fn load_index(seg: &Segment, size: u64) -> Result<Option<SegmentIndex>> {
+    let offsets = file::read_small(&seg.index_path()).await?;
+    let times = file::read_small(&seg.time_index_path()).await?;
+    match (offsets, times) {
+        (Some(o), Some(t)) => {
+            let idx = SegmentIndex::decode(&o, &t, size);
+            if idx.is_none() {
+                tracing::warn!(segment = %seg.path.display(), "index damaged; rebuilding from the log");
+            }
+            Ok(idx)
+        }
+        _ => Ok(None),
+    }
+}
+
+/// True when everything from `from` to `size` is zero: the block padding
+/// of an unsealed segment, not damage.
+async fn is_zero_tail(file: &SegmentFile, from: u64, size: u64) -> Result<bool> {
+    if size <= from {
+        return Ok(true);
+    }
+    let len = ((size - from) as usize).min(1 << 20);
+    let bytes = file.read(from, len).await?;
+    Ok(bytes.iter().all(|b| *b == 0))
+}
+
+/// The partial last block of the active segment, which the next write
+/// rewrites whole.
+async fn load_tail(seg: &Segment, faults: Option<Rc<Faults>>) -> Result<(u64, Vec<u8>)> {
+    let tail_pos = align_down(seg.size);
+    if tail_pos == seg.size {
+        return Ok((tail_pos, Vec::new()));
+    }
+    let file = SegmentFile::open(&seg.path, faults).await?;
+    let bytes = file.read(tail_pos, (seg.size - tail_pos) as usize).await?;
+    file.close().await;
+    if bytes.len() as u64 != seg.size - tail_pos {
+        return Err(StorageError::Corrupt {
+            path: seg.path.clone(),
+            position: tail_pos,
+            reason: "short read of the last block".into(),
+        });
+    }
+    Ok((tail_pos, bytes.to_vec()))
+}

@@ -1,0 +1,70 @@
+//! Builders of valid, uncompressed v2 batches for tests, crash drivers and
+//! benchmarks. Real producers' batches (compressed, with headers) come from
+//! Kafka clients in the end-to-end tests; these only need to be valid.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+fn put_varint(out: &mut BytesMut, value: i64) {
+    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
+    while raw >= 0x80 {
+        out.put_u8((raw as u8) | 0x80);
+        raw >>= 7;
+    }
+    out.put_u8(raw as u8);
+}
+
+/// A batch of `count` records, each with a `value_len`-byte value derived
+/// from its index, record `i` stamped `base_timestamp + i`. Base offset 0.
+pub fn batch_bytes(count: i32, base_timestamp: i64, value_len: usize) -> Bytes {
+    batch_with_values(
+        base_timestamp,
+        (0..count).map(|i| {
+            (0..value_len)
+                .map(|j| (i as usize + j) as u8)
+                .collect::<Vec<u8>>()
+        }),
+    )
+}
+
+/// A batch holding one record per value, timestamps `base_timestamp + i`.
+pub fn batch_with_values<I, V>(base_timestamp: i64, values: I) -> Bytes
+where
+    I: IntoIterator<Item = V>,
+    V: AsRef<[u8]>,
+{
+    let mut records = BytesMut::new();
+    let mut count: i32 = 0;
+    for value in values {
+        let value = value.as_ref();
+        let mut body = BytesMut::new();
+        body.put_i8(0); // attributes
+        put_varint(&mut body, i64::from(count)); // timestampDelta
+        put_varint(&mut body, i64::from(count)); // offsetDelta
+        put_varint(&mut body, -1); // null key
+        put_varint(&mut body, value.len() as i64);
+        body.put_slice(value);
+        put_varint(&mut body, 0); // no headers
+        put_varint(&mut records, body.len() as i64);
+        records.put_slice(&body);
+        count += 1;
+    }
+    assert!(count > 0, "a batch needs at least one record");
+    let mut b = BytesMut::with_capacity(61 + records.len());
+    b.put_i64(0); // baseOffset, stamped by the log
+    b.put_i32((49 + records.len()) as i32); // batchLength
+    b.put_i32(-1); // partitionLeaderEpoch
+    b.put_i8(2); // magic
+    b.put_u32(0); // crc, filled below
+    b.put_i16(0); // attributes
+    b.put_i32(count - 1); // lastOffsetDelta
+    b.put_i64(base_timestamp);
+    b.put_i64(base_timestamp + i64::from(count - 1));
+    b.put_i64(-1); // producerId
+    b.put_i16(-1); // producerEpoch
+    b.put_i32(-1); // baseSequence
+    b.put_i32(count);
+    b.put_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
