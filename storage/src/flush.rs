@@ -125,6 +125,8 @@ async fn write_group(inner: &Rc<Inner>, group: &[PendingWrite]) -> Result<()> {
         st.first_unsynced_at = Some(Instant::now());
     }
     st.unsynced_bytes += written;
+    st.stats.writes += 1;
+    st.stats.bytes_written += written;
     Ok(())
 }
 
@@ -186,6 +188,7 @@ pub(crate) async fn sync_now(inner: &Rc<Inner>) -> Result<()> {
     let mut st = inner.state.borrow_mut();
     match result {
         Ok(()) => {
+            st.stats.syncs += 1;
             if target > st.synced_end {
                 st.synced_end = target;
             }

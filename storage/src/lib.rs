@@ -20,5 +20,5 @@ pub mod testing;
 pub use config::{ConfigError, FsyncPolicy, LogConfig};
 pub use error::StorageError;
 pub use file::{Faults, BLOCK_BYTES};
-pub use log::{AppendInfo, PartitionLog, ReadBatches, TimestampOffset};
+pub use log::{AppendInfo, LogStats, PartitionLog, ReadBatches, TimestampOffset};
 pub use maintenance::RetentionOutcome;

@@ -102,6 +102,16 @@ pub(crate) struct State {
     /// so the log refuses appends until it is reopened (and recovered).
     pub failed: Option<StorageError>,
     pub closed: bool,
+    pub stats: LogStats,
+}
+
+/// Counters of the work a log did, for metrics and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogStats {
+    pub appends: u64,
+    pub writes: u64,
+    pub syncs: u64,
+    pub bytes_written: u64,
 }
 
 pub(crate) struct Inner {
@@ -239,6 +249,7 @@ impl PartitionLog {
             });
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back((stamped.next_offset(), tx));
+            st.stats.appends += 1;
             let start_flusher = !st.flusher_running;
             st.flusher_running = true;
             st.assert_invariants();
@@ -347,6 +358,10 @@ impl PartitionLog {
             st.sealed_reader = Some((base, file.share()));
         }
         Ok(file)
+    }
+
+    pub fn stats(&self) -> LogStats {
+        self.inner.state.borrow().stats
     }
 
     pub fn log_start_offset(&self) -> i64 {

@@ -13,7 +13,7 @@ use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, Faults, SegmentFile};
 use crate::index::SegmentIndex;
-use crate::log::{State, Writer};
+use crate::log::{LogStats, State, Writer};
 use crate::maintenance::{Meta, META_FILE};
 use crate::segment::{self, Segment};
 
@@ -52,7 +52,13 @@ pub(crate) async fn recover(
         let mut seg = Segment::new(dir, base);
         let file = SegmentFile::open(&seg.path, faults.clone()).await?;
         let size = file.size().await?;
-        let loaded = load_index(&seg, size).await?;
+        // The active segment is always scanned whole: its index files, if
+        // any, predate the writes that a crash may have torn.
+        let loaded = if last {
+            None
+        } else {
+            load_index(&seg, size).await?
+        };
         let (from_pos, from_offset, mut index) = match loaded {
             Some(idx) => match idx.offsets.last().copied() {
                 Some(e) => (
@@ -187,6 +193,7 @@ pub(crate) async fn recover(
         sync_timer_armed: false,
         failed: None,
         closed: false,
+        stats: LogStats::default(),
         config,
     };
     let mut state = state;

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: formatting, lints, unit, property,
+# crash and end-to-end tests, then the client compatibility script.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/setup.sh
+# glommio registers its io buffers as locked memory.
+ulimit -l unlimited 2>/dev/null || true
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
+cargo test --workspace -- --test-threads=2
+if [ -f tests/python/compat.py ]; then
+  .venv/bin/python tests/python/compat.py
+fi
+echo "all tests passed"
