@@ -574,6 +574,22 @@ impl PartitionLog {
             flush::sync_now(&self.inner).await?;
             crate::maintenance::write_indexes(&self.inner, true).await?;
         }
+        let trim = {
+            let st = self.inner.state.borrow();
+            let active = st.active();
+            let same = st.writer.segment_base == active.base_offset;
+            same.then(|| {
+                st.writer
+                    .file
+                    .as_ref()
+                    .map(|f| (f.share(), active.written_size))
+            })
+            .flatten()
+        };
+        if let (Some((file, size)), false) = (trim, failed) {
+            // Leave no block padding behind: the file ends where the log does.
+            file.truncate(size).await?;
+        }
         let files = {
             let mut st = self.inner.state.borrow_mut();
             st.closed = true;
