@@ -287,8 +287,12 @@ impl PartitionLog {
         })
         .await?;
         let (cut_pos, cut_offset) = if cut.1 < 0 { (limit, offset) } else { cut };
-        let cut_offset = cut_offset.max(start);
         drop(file);
+        if cut_offset < start {
+            // The straddling batch began below the log start: nothing
+            // visible remains, so the log restarts empty at its start.
+            return self.restart_empty_at(start).await;
+        }
         let gone = {
             let mut st = self.inner.state.borrow_mut();
             let gone: Vec<Segment> = st.segments.drain(i + 1..).collect();
@@ -340,6 +344,33 @@ impl PartitionLog {
         recompute_max_timestamp(self, i).await?;
         persist_meta(&self.inner, None).await?;
         Ok(cut_offset)
+    }
+
+    /// Drops every segment and starts a fresh, empty one at `offset`
+    /// (Kafka's truncateFullyAndStartAt). Called with the gate held.
+    async fn restart_empty_at(&self, offset: i64) -> Result<i64> {
+        let (gone, dir) = {
+            let mut st = self.inner.state.borrow_mut();
+            let dir = st.dir.clone();
+            let gone: Vec<Segment> = st.segments.drain(..).collect();
+            st.segments.push(Segment::new(&dir, offset));
+            st.sealed_reader = None;
+            st.writer.file = None;
+            st.writer.segment_base = offset;
+            st.writer.tail_pos = 0;
+            st.writer.tail.clear();
+            st.log_start_offset = offset;
+            st.next_offset = offset;
+            st.written_end = offset;
+            st.synced_end = offset;
+            st.readable_end = offset;
+            st.cache.truncate(i64::MIN);
+            (gone, dir)
+        };
+        remove_segment_files(gone).await?;
+        file::sync_dir(&dir).await?;
+        persist_meta(&self.inner, Some(offset)).await?;
+        Ok(offset)
     }
 
     /// Closes the log and deletes its directory (DeleteTopics).

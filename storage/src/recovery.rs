@@ -59,18 +59,16 @@ pub(crate) async fn recover(
         } else {
             load_index(&seg, size).await?
         };
-        let (from_pos, from_offset, mut index) = match loaded {
+        let (from_pos, from_offset, mut index, resumed) = match loaded {
             Some(idx) => match idx.offsets.last().copied() {
-                Some(e) => (
-                    u64::from(e.position),
-                    base + i64::from(e.relative_offset),
-                    idx,
-                ),
-                None => (0, base, SegmentIndex::default()),
+                Some(e) => {
+                    let offset = base + i64::from(e.relative_offset);
+                    (u64::from(e.position), offset, idx, true)
+                }
+                None => (0, base, SegmentIndex::default(), false),
             },
-            None => (0, base, SegmentIndex::default()),
+            None => (0, base, SegmentIndex::default(), false),
         };
-        let resumed = from_pos > 0;
         let (mut max_ts, mut max_ts_batch) = index
             .times
             .last()
