@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 
 use crate::error::{Result, StorageError};
 
@@ -86,6 +86,9 @@ thread_local! {
 /// If that file is empty the read "succeeds", polling is wrongly enabled and
 /// every later read fails with EOPNOTSUPP on devices without poll queues.
 /// So the first open on a device goes to a scratch file holding one block.
+///
+/// Call it (through [`probe_direct_io`]) before opening any other direct-I/O
+/// file on the device from this thread.
 async fn probe_device_once(path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     let shown = dir.clone();
@@ -108,6 +111,14 @@ async fn probe_device_once(path: &Path) -> Result<()> {
     let _ = file.close().await;
     PROBED_DEVICES.with(|p| p.borrow_mut().insert(dev));
     Ok(())
+}
+
+/// Checks that `dir` accepts direct I/O through io_uring and settles how
+/// this executor thread reads from its device. Every executor should call
+/// it for its data directory before opening direct-I/O files there.
+pub async fn probe_direct_io(dir: &Path) -> Result<()> {
+    create_dir_all(dir).await?;
+    probe_device_once(&dir.join("probe")).await
 }
 
 /// A segment file opened for direct I/O.
@@ -145,36 +156,41 @@ impl SegmentFile {
         })
     }
 
-    /// Writes `data` (a whole number of blocks) at the block-aligned `pos`.
-    pub(crate) async fn write_blocks(&self, pos: u64, data: &[u8]) -> Result<()> {
+    /// A buffer for `write_blocks`, aligned for direct I/O.
+    pub(crate) fn alloc(&self, len: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(len)
+    }
+
+    /// Writes `buf` (a whole number of blocks) at the block-aligned `pos`.
+    pub(crate) async fn write_blocks(&self, pos: u64, mut buf: DmaBuffer) -> Result<()> {
         debug_assert_eq!(pos % BLOCK_BYTES, 0);
-        debug_assert_eq!(data.len() as u64 % BLOCK_BYTES, 0);
-        let mut len = data.len();
+        debug_assert_eq!(buf.len() as u64 % BLOCK_BYTES, 0);
         let mut fault = None;
-        if let Some(fit) = self.faults.as_ref().and_then(|f| f.admit_write(len as u64)) {
-            len = align_down(fit) as usize;
+        if let Some(fit) = self
+            .faults
+            .as_ref()
+            .and_then(|f| f.admit_write(buf.len() as u64))
+        {
+            buf.trim_to_size(align_down(fit) as usize);
             fault = Some(injected("write", &self.path, libc::ENOSPC));
         }
-        let mut done = 0;
-        while done < len {
-            let chunk = &data[done..len];
-            let mut buf = self.file.alloc_dma_buffer(chunk.len());
-            buf.as_bytes_mut().copy_from_slice(chunk);
+        if !buf.is_empty() {
+            let len = buf.len();
             let wrote = self
                 .file
-                .write_at(buf, pos + done as u64)
+                .write_at(buf, pos)
                 .await
                 .map_err(|e| StorageError::io("write", &self.path, e))?;
-            if wrote == 0 {
+            if wrote < len {
+                // Direct writes are all-or-error on local file systems; a
+                // short one means the device ran out of room mid-way.
                 return Err(StorageError::Io {
                     op: "write",
                     path: self.path.clone(),
-                    message: "the disk accepted no bytes".into(),
-                    errno: None,
+                    message: format!("short write: {wrote} of {len} bytes"),
+                    errno: Some(libc::ENOSPC),
                 });
             }
-            // A short direct write still ends on a block boundary.
-            done += wrote;
         }
         match fault {
             Some(e) => Err(e),

@@ -85,27 +85,30 @@ async fn write_group(inner: &Rc<Inner>, group: &[PendingWrite]) -> Result<()> {
         roll_writer(inner, segment_base).await?;
     }
     let file = writer_file(inner).await?;
-    let (pos, buf, new_size) = {
+    let (pos, buf, new_size, tail) = {
         let st = inner.state.borrow();
         let w = &st.writer;
         let data_len: usize = group.iter().map(|p| p.data.len()).sum();
         let used = w.tail.len() + data_len;
-        let mut buf = Vec::with_capacity(align_up(used as u64) as usize);
-        buf.extend_from_slice(&w.tail);
+        let mut buf = file.alloc(align_up(used as u64) as usize);
+        let out = buf.as_bytes_mut();
+        out[..w.tail.len()].copy_from_slice(&w.tail);
+        let mut at = w.tail.len();
         for p in group {
-            buf.extend_from_slice(&p.data);
+            out[at..at + p.data.len()].copy_from_slice(&p.data);
+            at += p.data.len();
         }
-        buf.resize(align_up(used as u64) as usize, 0);
-        (w.tail_pos, buf, w.tail_pos + used as u64)
+        out[used..].fill(0);
+        let new_size = w.tail_pos + used as u64;
+        // The partial last block stays in memory for the next write.
+        let from = (align_down(new_size) - w.tail_pos) as usize;
+        let tail = out[from..used].to_vec();
+        (w.tail_pos, buf, new_size, tail)
     };
-    file.write_blocks(pos, &buf).await?;
+    file.write_blocks(pos, buf).await?;
     let mut st = inner.state.borrow_mut();
-    let tail_pos = align_down(new_size);
-    let keep = (new_size - tail_pos) as usize;
-    let from = (tail_pos - pos) as usize;
-    st.writer.tail.clear();
-    st.writer.tail.extend_from_slice(&buf[from..from + keep]);
-    st.writer.tail_pos = tail_pos;
+    st.writer.tail = tail;
+    st.writer.tail_pos = align_down(new_size);
     let last = group
         .last()
         .map(|p| p.next_offset)

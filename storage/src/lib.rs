@@ -19,6 +19,6 @@ pub mod testing;
 
 pub use config::{ConfigError, FsyncPolicy, LogConfig};
 pub use error::StorageError;
-pub use file::{Faults, BLOCK_BYTES};
+pub use file::{probe_direct_io, Faults, BLOCK_BYTES};
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadBatches, TimestampOffset};
 pub use maintenance::RetentionOutcome;
