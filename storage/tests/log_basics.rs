@@ -204,3 +204,49 @@ fn every_fsync_policy_appends_and_survives_reopen() {
         });
     }
 }
+
+#[test]
+fn segments_roll_by_age_and_interval_syncs_by_time() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let config = LogConfig {
+            segment_ms: 30,
+            fsync: FsyncPolicy::Interval {
+                interval_ms: 20,
+                interval_bytes: 1 << 30,
+            },
+            ..small_segments()
+        };
+        let log = PartitionLog::open(&path, config).await.expect("open");
+        log.append(&tagged_batch(1, 1, 10, 1))
+            .await
+            .expect("append");
+        assert_eq!(log.segment_count(), 1);
+        assert_eq!(
+            log.synced_end_offset(),
+            0,
+            "interval policy acks before syncing"
+        );
+        // No further append comes: only the interval timer can sync.
+        let waited = std::time::Instant::now();
+        while log.synced_end_offset() < 1 && waited.elapsed() < std::time::Duration::from_secs(10) {
+            glommio::timer::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            log.synced_end_offset(),
+            1,
+            "the interval timer synced the write"
+        );
+        glommio::timer::sleep(std::time::Duration::from_millis(40)).await;
+        log.append(&tagged_batch(2, 1, 10, 1))
+            .await
+            .expect("append");
+        assert_eq!(
+            log.segment_count(),
+            2,
+            "an old segment rolls on the next append"
+        );
+        log.close().await.expect("close");
+    });
+}
