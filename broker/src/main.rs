@@ -1,1 +1,185 @@
-fn main() {}
+//! The `sluice` command: `sluice serve` runs a broker from flags and/or a
+//! TOML file (flags win), after checks that turn a machine that cannot run
+//! it into a message naming the cause and the fix.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use broker::config::{Config, Profile};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice",
+    version,
+    about = "A Kafka-compatible event-streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args, Default)]
+struct ServeArgs {
+    /// TOML file with the same keys as the flags (underscores for dashes).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:9092].
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: Option<String>,
+    /// Address clients are told to connect to [default: the listen address].
+    #[arg(long, value_name = "HOST:PORT")]
+    advertise: Option<String>,
+    /// Where partition logs and metadata live [default: ./sluice-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Shards, one per core [default: every core].
+    #[arg(long)]
+    cores: Option<usize>,
+    #[arg(long)]
+    node_id: Option<i32>,
+    /// durable (fsync always), balanced (fsync on an interval) or
+    /// throughput (never fsync) [default: balanced].
+    #[arg(long)]
+    profile: Option<String>,
+    /// always, interval or never: overrides the profile.
+    #[arg(long)]
+    fsync: Option<String>,
+    #[arg(long)]
+    fsync_interval_ms: Option<u64>,
+    #[arg(long)]
+    fsync_interval_bytes: Option<u64>,
+    /// num.partitions for new topics [default: 1].
+    #[arg(long)]
+    default_partitions: Option<i32>,
+    /// default.replication.factor [default: 1].
+    #[arg(long)]
+    default_replication_factor: Option<i16>,
+    /// log.retention.ms; -1 keeps data forever [default: 7 days].
+    #[arg(long, allow_negative_numbers = true)]
+    retention_ms: Option<i64>,
+    /// log.retention.bytes; -1 means no limit [default: -1].
+    #[arg(long, allow_negative_numbers = true)]
+    retention_bytes: Option<i64>,
+    /// log.segment.bytes [default: 1 GiB].
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// log.roll.ms [default: 7 days].
+    #[arg(long)]
+    segment_ms: Option<u64>,
+    /// log.retention.check.interval.ms [default: 300000].
+    #[arg(long)]
+    retention_check_interval_ms: Option<u64>,
+    /// auto.create.topics.enable [default: true].
+    #[arg(long)]
+    auto_create_topics: Option<bool>,
+    /// socket.request.max.bytes [default: 104857600].
+    #[arg(long)]
+    max_request_bytes: Option<usize>,
+    /// message.max.bytes, the default max.message.bytes of topics.
+    #[arg(long)]
+    max_message_bytes: Option<u32>,
+    /// Memory each shard registers with io_uring [default: 2 MiB].
+    #[arg(long)]
+    io_memory_bytes: Option<usize>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading config file {}", path.display()))?;
+                Config::from_toml(&text)
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("parsing config file {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { c.$field = v; })* };
+        }
+        set!(
+            listen,
+            data_dir,
+            node_id,
+            fsync_interval_ms,
+            fsync_interval_bytes,
+            default_partitions,
+            default_replication_factor,
+            retention_ms,
+            retention_bytes,
+            segment_bytes,
+            segment_ms,
+            retention_check_interval_ms,
+            auto_create_topics,
+            max_request_bytes,
+            max_message_bytes,
+            io_memory_bytes
+        );
+        if self.advertise.is_some() {
+            c.advertise = self.advertise;
+        }
+        if self.cores.is_some() {
+            c.cores = self.cores;
+        }
+        if self.fsync.is_some() {
+            c.fsync = self.fsync;
+        }
+        if let Some(p) = self.profile {
+            c.profile = Profile::parse(&p).ok_or_else(|| {
+                anyhow::anyhow!("invalid value {p:?} for profile: durable, balanced or throughput")
+            })?;
+        }
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.into_config()?;
+    broker::preflight::check(&config)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, shutdown.clone())
+            .context("installing the signal handlers")?;
+    }
+    broker::server::run(config, shutdown)?;
+    Ok(())
+}
+
+fn init_logging() {
+    // glommio reports a failed iopoll probe as an error on devices without
+    // polled queues (every VM disk); it is harmless, so it is hidden.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio::reactor=off"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,180 @@
+//! Topic administration on shard 0, the metadata owner: create, delete and
+//! grow topics, persist the metadata file, and make every shard apply the
+//! new metadata before answering.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use kafka_protocol::ResponseError as Kafka;
+use uuid::Uuid;
+
+use crate::mesh::{AdminOp, AdminOutcome, ShardRequest};
+use crate::metadata::{ClusterMetadata, TopicMeta};
+use crate::shard::Shard;
+use crate::topic_config;
+
+/// Partitions a topic may have: opening more logs than this in one request
+/// would stall the shards (and is surely a mistake).
+pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
+
+impl Shard {
+    pub(crate) async fn admin_local(self: &Rc<Self>, op: AdminOp) -> Vec<AdminOutcome> {
+        if self.id != 0 {
+            return vec![Err((
+                Kafka::NotController.code(),
+                "topic administration runs on shard 0".into(),
+            ))];
+        }
+        let Ok(_permit) = self.admin_gate.acquire_permit(1).await else {
+            return vec![Err((
+                Kafka::UnknownServerError.code(),
+                "shutting down".into(),
+            ))];
+        };
+        let current = self.metadata();
+        let mut next: ClusterMetadata = (*current).clone();
+        let (outcomes, removing) = match op {
+            AdminOp::CreateTopics {
+                topics,
+                validate_only,
+            } => {
+                let outcomes: Vec<AdminOutcome> = topics
+                    .into_iter()
+                    .map(|t| {
+                        if next.topics.contains_key(&t.name) {
+                            return Err((
+                                Kafka::TopicAlreadyExists.code(),
+                                format!("Topic '{}' already exists.", t.name),
+                            ));
+                        }
+                        check_partitions(t.partitions)?;
+                        topic_config::log_config(&self.default_log, &t.configs)
+                            .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
+                        let meta = TopicMeta {
+                            name: t.name.clone(),
+                            topic_id: Uuid::new_v4(),
+                            partitions: t.partitions,
+                            configs: t.configs,
+                        };
+                        if !validate_only {
+                            next.topics.insert(t.name, meta.clone());
+                        }
+                        Ok(meta)
+                    })
+                    .collect();
+                (outcomes, false)
+            }
+            AdminOp::DeleteTopics(names) => {
+                let outcomes = names
+                    .into_iter()
+                    .map(|name| {
+                        next.topics.remove(&name).ok_or((
+                            Kafka::UnknownTopicOrPartition.code(),
+                            "This server does not host this topic-partition.".into(),
+                        ))
+                    })
+                    .collect();
+                (outcomes, true)
+            }
+            AdminOp::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
+                let outcomes = topics
+                    .into_iter()
+                    .map(|(name, count)| {
+                        let Some(topic) = next.topics.get_mut(&name) else {
+                            return Err((
+                                Kafka::UnknownTopicOrPartition.code(),
+                                format!("The topic '{name}' does not exist."),
+                            ));
+                        };
+                        if count < topic.partitions {
+                            return Err((
+                                Kafka::InvalidPartitions.code(),
+                                format!(
+                                    "Topic currently has {} partitions, which is higher than the requested {count}.",
+                                    topic.partitions
+                                ),
+                            ));
+                        }
+                        if count == topic.partitions {
+                            return Err((
+                                Kafka::InvalidPartitions.code(),
+                                format!("Topic already has {count} partitions."),
+                            ));
+                        }
+                        check_partitions(count)?;
+                        let mut grown = topic.clone();
+                        grown.partitions = count;
+                        if !validate_only {
+                            *topic = grown.clone();
+                        }
+                        Ok(grown)
+                    })
+                    .collect();
+                (outcomes, false)
+            }
+        };
+        if next == *current {
+            return outcomes;
+        }
+        let next = Arc::new(next);
+        // Deleting: drop the logs first, then forget the topic, so a crash
+        // in between leaves a known topic rather than stray data under a
+        // name that may be re-created. Creating: record the topic first.
+        if removing {
+            self.broadcast(next.clone()).await;
+        }
+        if let Err(e) = next.save(&self.config.data_dir) {
+            tracing::error!("saving metadata failed: {e}");
+            return outcomes
+                .into_iter()
+                .map(|o| {
+                    o.and(Err((
+                        Kafka::KafkaStorageError.code(),
+                        format!("saving metadata failed: {e}"),
+                    )))
+                })
+                .collect();
+        }
+        if !removing {
+            self.broadcast(next).await;
+        }
+        outcomes
+    }
+
+    /// Makes every shard (this one included) apply `meta`, and waits.
+    async fn broadcast(self: &Rc<Self>, meta: Arc<ClusterMetadata>) {
+        let tasks: Vec<_> = (0..self.nr_shards)
+            .map(|to| {
+                let shard = self.clone();
+                let meta = meta.clone();
+                glommio::spawn_local(async move {
+                    shard.call(to, ShardRequest::ApplyMetadata(meta)).await;
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await;
+        }
+    }
+}
+
+fn check_partitions(count: i32) -> Result<(), (i16, String)> {
+    if count < 1 {
+        return Err((
+            Kafka::InvalidPartitions.code(),
+            "Number of partitions must be larger than 0.".into(),
+        ));
+    }
+    if count > PARTITIONS_PER_TOPIC_MAX {
+        return Err((
+            Kafka::InvalidPartitions.code(),
+            format!(
+                "Number of partitions {count} exceeds the limit of {PARTITIONS_PER_TOPIC_MAX}."
+            ),
+        ));
+    }
+    Ok(())
+}

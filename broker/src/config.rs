@@ -1,0 +1,423 @@
+//! The broker's configuration: defaults, the TOML file, durability
+//! profiles, and `validate()` that refuses nonsense at start-up with the
+//! key, the value and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use storage::{FsyncPolicy, LogConfig};
+
+/// Named bundles of durability choices, compared by the benchmark harness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Acknowledge only what an fdatasync covers (group commit).
+    Durable,
+    /// fdatasync at least every `fsync_interval_ms` or `fsync_interval_bytes`.
+    Balanced,
+    /// Never fdatasync on the produce path; the kernel flushes.
+    Throughput,
+}
+
+impl Profile {
+    pub fn parse(s: &str) -> Option<Profile> {
+        match s {
+            "durable" => Some(Profile::Durable),
+            "balanced" => Some(Profile::Balanced),
+            "throughput" => Some(Profile::Throughput),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::Durable => "durable",
+            Profile::Balanced => "balanced",
+            Profile::Throughput => "throughput",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub value: String,
+    pub allowed: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "invalid value {:?} for {}: {}",
+            self.value, self.key, self.allowed
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Every key of the TOML file; the CLI flags use the same names with dashes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every shard binds (SO_REUSEPORT).
+    pub listen: String,
+    /// Address given to clients in Metadata; defaults to `listen`.
+    pub advertise: Option<String>,
+    pub data_dir: PathBuf,
+    /// Shards (one per core); `None` = every core.
+    pub cores: Option<usize>,
+    pub node_id: i32,
+    pub profile: Profile,
+    /// `always`, `interval` or `never`: overrides the profile's policy.
+    pub fsync: Option<String>,
+    pub fsync_interval_ms: u64,
+    pub fsync_interval_bytes: u64,
+    /// `num.partitions`.
+    pub default_partitions: i32,
+    /// `default.replication.factor`.
+    pub default_replication_factor: i16,
+    /// `log.retention.ms`; -1 keeps data forever.
+    pub retention_ms: i64,
+    /// `log.retention.bytes`; -1 means no size limit.
+    pub retention_bytes: i64,
+    /// `log.segment.bytes`.
+    pub segment_bytes: u64,
+    /// `log.roll.ms`.
+    pub segment_ms: u64,
+    /// `log.retention.check.interval.ms`.
+    pub retention_check_interval_ms: u64,
+    /// `auto.create.topics.enable`.
+    pub auto_create_topics: bool,
+    /// `socket.request.max.bytes`.
+    pub max_request_bytes: usize,
+    /// `message.max.bytes`: the default `max.message.bytes` of topics.
+    pub max_message_bytes: u32,
+    /// Memory each shard registers with io_uring for direct I/O.
+    pub io_memory_bytes: usize,
+    /// Bytes of recent batches each partition keeps in memory.
+    pub tail_cache_bytes: usize,
+    /// Bound on connections per shard.
+    pub connections_per_shard_max: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_timeout_ms: u64,
+}
+
+pub const IO_MEMORY_BYTES_MIN: usize = 2 << 20;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:9092".into(),
+            advertise: None,
+            data_dir: PathBuf::from("./sluice-data"),
+            cores: None,
+            node_id: 0,
+            profile: Profile::Balanced,
+            fsync: None,
+            fsync_interval_ms: 100,
+            fsync_interval_bytes: 4 << 20,
+            default_partitions: 1,
+            default_replication_factor: 1,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_check_interval_ms: 300_000,
+            auto_create_topics: true,
+            max_request_bytes: net::MAX_FRAME_BYTES_DEFAULT,
+            max_message_bytes: 1_048_588,
+            io_memory_bytes: IO_MEMORY_BYTES_MIN,
+            tail_cache_bytes: 1 << 20,
+            connections_per_shard_max: 10_000,
+            shutdown_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|_| ConfigError {
+            key: "listen",
+            value: self.listen.clone(),
+            allowed: "an IP address and port, e.g. 127.0.0.1:9092 or 0.0.0.0:9092".into(),
+        })
+    }
+
+    /// Host and port clients are told to connect to.
+    pub fn advertised(&self) -> Result<(String, i32), ConfigError> {
+        let text = self.advertise.as_deref().unwrap_or(&self.listen);
+        let bad = || ConfigError {
+            key: "advertise",
+            value: text.to_string(),
+            allowed: "HOST:PORT with a port between 1 and 65535".into(),
+        };
+        let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if host.is_empty() || port == 0 {
+            return Err(bad());
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if self.advertise.is_none() && (host == "0.0.0.0" || host == "::") {
+            return Err(ConfigError {
+                key: "advertise",
+                value: "(unset)".into(),
+                allowed: format!("an address clients can reach, required when listening on {text}"),
+            });
+        }
+        Ok((host.to_string(), i32::from(port)))
+    }
+
+    pub fn fsync_policy(&self) -> Result<FsyncPolicy, ConfigError> {
+        let name = match &self.fsync {
+            Some(name) => name.as_str(),
+            None => match self.profile {
+                Profile::Durable => "always",
+                Profile::Balanced => "interval",
+                Profile::Throughput => "never",
+            },
+        };
+        FsyncPolicy::parse(name, self.fsync_interval_ms, self.fsync_interval_bytes).ok_or_else(
+            || ConfigError {
+                key: "fsync",
+                value: name.to_string(),
+                allowed: "always, interval or never".into(),
+            },
+        )
+    }
+
+    /// The log configuration a topic gets when it sets nothing itself.
+    pub fn default_log_config(&self) -> Result<LogConfig, ConfigError> {
+        Ok(LogConfig {
+            segment_bytes: self.segment_bytes,
+            segment_ms: self.segment_ms,
+            retention_ms: u64::try_from(self.retention_ms).ok(),
+            retention_bytes: u64::try_from(self.retention_bytes).ok(),
+            index_interval_bytes: 4096,
+            max_batch_bytes: self.max_message_bytes,
+            fsync: self.fsync_policy()?,
+            tail_cache_bytes: self.tail_cache_bytes,
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.advertised()?;
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(ConfigError {
+                key: "data-dir",
+                value: String::new(),
+                allowed: "a directory path".into(),
+            });
+        }
+        if let Some(cores) = self.cores {
+            let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+            if cores == 0 || cores > available {
+                return Err(ConfigError {
+                    key: "cores",
+                    value: cores.to_string(),
+                    allowed: format!("between 1 and {available} (the cores of this machine)"),
+                });
+            }
+        }
+        if self.node_id < 0 {
+            return Err(ConfigError {
+                key: "node-id",
+                value: self.node_id.to_string(),
+                allowed: "0 or more".into(),
+            });
+        }
+        if self.default_partitions < 1 {
+            return Err(ConfigError {
+                key: "default-partitions",
+                value: self.default_partitions.to_string(),
+                allowed: "at least 1".into(),
+            });
+        }
+        if self.default_replication_factor < 1 {
+            return Err(ConfigError {
+                key: "default-replication-factor",
+                value: self.default_replication_factor.to_string(),
+                allowed: "at least 1".into(),
+            });
+        }
+        for (key, value) in [
+            ("retention-ms", self.retention_ms),
+            ("retention-bytes", self.retention_bytes),
+        ] {
+            if value < -1 || value == 0 {
+                return Err(ConfigError {
+                    key,
+                    value: value.to_string(),
+                    allowed: "a positive number, or -1 for no limit".into(),
+                });
+            }
+        }
+        if self.retention_check_interval_ms == 0 {
+            return Err(ConfigError {
+                key: "retention-check-interval-ms",
+                value: "0".into(),
+                allowed: "at least 1".into(),
+            });
+        }
+        if self.max_request_bytes < 1024 || self.max_request_bytes > i32::MAX as usize {
+            return Err(ConfigError {
+                key: "max-request-bytes",
+                value: self.max_request_bytes.to_string(),
+                allowed: "between 1024 and 2147483647".into(),
+            });
+        }
+        if self.io_memory_bytes < IO_MEMORY_BYTES_MIN {
+            return Err(ConfigError {
+                key: "io-memory-bytes",
+                value: self.io_memory_bytes.to_string(),
+                allowed: format!(
+                    "at least {IO_MEMORY_BYTES_MIN} (smaller buffers make direct-I/O reads fail)"
+                ),
+            });
+        }
+        if self.connections_per_shard_max == 0 {
+            return Err(ConfigError {
+                key: "connections-per-shard-max",
+                value: "0".into(),
+                allowed: "at least 1".into(),
+            });
+        }
+        let log = self.default_log_config()?;
+        log.validate().map_err(|e| ConfigError {
+            key: cli_key(e.key),
+            value: e.value,
+            allowed: e.allowed.to_string(),
+        })?;
+        Ok(())
+    }
+
+    pub fn shards(&self) -> usize {
+        self.cores
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+/// Names storage's Kafka-style keys by the flag that sets them.
+fn cli_key(storage_key: &'static str) -> &'static str {
+    match storage_key {
+        "segment.bytes" => "segment-bytes",
+        "segment.ms" => "segment-ms",
+        "max.message.bytes" => "max-message-bytes",
+        "fsync.interval" => "fsync-interval-ms",
+        other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::default();
+        c.validate().expect("defaults are valid");
+        assert_eq!(c.advertised().expect("ok"), ("127.0.0.1".into(), 9092));
+        assert!(matches!(c.fsync_policy(), Ok(FsyncPolicy::Interval { .. })));
+    }
+
+    #[test]
+    fn profiles_choose_fsync_and_fsync_overrides() {
+        let mut c = Config {
+            profile: Profile::Durable,
+            ..Config::default()
+        };
+        assert_eq!(c.fsync_policy().expect("ok"), FsyncPolicy::Always);
+        c.profile = Profile::Throughput;
+        assert_eq!(c.fsync_policy().expect("ok"), FsyncPolicy::Never);
+        c.fsync = Some("always".into());
+        assert_eq!(c.fsync_policy().expect("ok"), FsyncPolicy::Always);
+        c.fsync = Some("sometimes".into());
+        let err = c.validate().expect_err("bad fsync");
+        assert_eq!(err.key, "fsync");
+        assert!(err.to_string().contains("sometimes"));
+    }
+
+    #[test]
+    fn nonsense_is_named() {
+        let cases: Vec<(Config, &str)> = vec![
+            (
+                Config {
+                    listen: "nowhere".into(),
+                    ..Config::default()
+                },
+                "listen",
+            ),
+            (
+                Config {
+                    cores: Some(0),
+                    ..Config::default()
+                },
+                "cores",
+            ),
+            (
+                Config {
+                    default_partitions: 0,
+                    ..Config::default()
+                },
+                "default-partitions",
+            ),
+            (
+                Config {
+                    retention_ms: 0,
+                    ..Config::default()
+                },
+                "retention-ms",
+            ),
+            (
+                Config {
+                    segment_bytes: 3,
+                    ..Config::default()
+                },
+                "segment-bytes",
+            ),
+            (
+                Config {
+                    max_request_bytes: 10,
+                    ..Config::default()
+                },
+                "max-request-bytes",
+            ),
+            (
+                Config {
+                    io_memory_bytes: 4096,
+                    ..Config::default()
+                },
+                "io-memory-bytes",
+            ),
+            (
+                Config {
+                    listen: "0.0.0.0:9092".into(),
+                    ..Config::default()
+                },
+                "advertise",
+            ),
+        ];
+        for (config, key) in cases {
+            assert_eq!(config.validate().expect_err(key).key, key);
+        }
+    }
+
+    #[test]
+    fn toml_file_sets_keys_and_rejects_unknown_ones() {
+        let c = Config::from_toml(
+            "listen = \"127.0.0.1:19092\"\nprofile = \"durable\"\ndefault_partitions = 3\n",
+        )
+        .expect("parses");
+        assert_eq!(c.listen, "127.0.0.1:19092");
+        assert_eq!(c.profile, Profile::Durable);
+        assert_eq!(c.default_partitions, 3);
+        assert!(Config::from_toml("colour = \"blue\"\n").is_err());
+    }
+}

@@ -1,0 +1,78 @@
+//! One client connection: read a frame, dispatch it, write the response,
+//! in order, as Kafka does (one request in flight per connection). A bad
+//! frame or a failing handler closes only this connection, with a log line.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+
+use futures_lite::{future, FutureExt};
+use glommio::net::TcpStream;
+
+use crate::kafka::{self, Reply};
+use crate::shard::Shard;
+
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let peer: Option<SocketAddr> = stream.peer_addr().ok();
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(?peer, "TCP_NODELAY refused: {e}");
+    }
+    let limit = shard.config.max_request_bytes;
+    loop {
+        let next = future::or(
+            async { Some(net::read_frame(&mut stream, limit).await) },
+            async {
+                shard.stopped().await;
+                None
+            },
+        )
+        .await;
+        let frame = match next {
+            None | Some(Ok(None)) => break,
+            Some(Ok(Some(frame))) => frame,
+            Some(Err(e)) => {
+                tracing::warn!(?peer, "closing connection: {e}");
+                break;
+            }
+        };
+        let request = match net::decode_request(frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(?peer, "closing connection: {e}");
+                break;
+            }
+        };
+        let api_key = request.api_key;
+        let version = request.api_version();
+        // A panic in a handler is a bug; it must cost this connection only,
+        // not the shard and every connection on it.
+        let outcome = std::panic::AssertUnwindSafe(kafka::dispatch(&shard, request))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Ok(Reply::Frame(chunks))) => {
+                if let Err(e) = net::write_chunks(&mut stream, &chunks).await {
+                    tracing::debug!(?peer, "writing the response failed: {e}");
+                    break;
+                }
+            }
+            Ok(Ok(Reply::Nothing)) => {}
+            Ok(Ok(Reply::Close(reason))) => {
+                tracing::info!(?peer, "closing connection: {reason}");
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(?peer, "closing connection: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::error!(
+                    ?peer,
+                    ?api_key,
+                    version,
+                    "handler panicked; closing connection"
+                );
+                break;
+            }
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! DescribeCluster (v0-v2): this broker, the cluster id, and itself as the
+//! controller.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use kafka_protocol::ResponseError as Kafka;
+use net::RequestFrame;
+
+use super::{respond, str_bytes, HandlerError, Reply};
+use crate::shard::Shard;
+
+/// DescribeCluster endpoint types (KIP-919).
+const ENDPOINT_TYPE_BROKERS: i8 = 1;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: &RequestFrame,
+    request: DescribeClusterRequest,
+) -> Result<Reply, HandlerError> {
+    let mut response = DescribeClusterResponse::default();
+    response.cluster_authorized_operations = i32::MIN;
+    if frame.api_version() >= 1 && request.endpoint_type != ENDPOINT_TYPE_BROKERS {
+        response.error_code = Kafka::UnsupportedEndpointType.code();
+        response.error_message = Some(str_bytes("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER"));
+        return respond(frame, &response);
+    }
+    response.cluster_id = str_bytes(shard.metadata().cluster_id.clone());
+    response.controller_id = BrokerId(shard.config.node_id);
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = BrokerId(shard.config.node_id);
+    b.host = str_bytes(shard.advertised.0.clone());
+    b.port = shard.advertised.1;
+    response.brokers = vec![b];
+    respond(frame, &response)
+}

@@ -1,0 +1,117 @@
+//! Metadata: this broker as the only broker and controller, and the topics
+//! asked for (all when the list is null, or empty in v0), auto-creating
+//! unknown ones when the config and the request allow it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::ResponseError as Kafka;
+use net::RequestFrame;
+use uuid::Uuid;
+
+use super::{respond, str_bytes, topics, HandlerError, Reply};
+use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::shard::Shard;
+
+/// Kafka's "authorized operations not requested" marker.
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: &RequestFrame,
+    request: MetadataRequest,
+) -> Result<Reply, HandlerError> {
+    let version = frame.api_version();
+    let requested = match request.topics {
+        Some(t) if !(version == 0 && t.is_empty()) => Some(t),
+        _ => None,
+    };
+    let mut response = MetadataResponse::default();
+    response.brokers = vec![broker(shard)];
+    response.cluster_id = Some(str_bytes(shard.metadata().cluster_id.clone()));
+    response.controller_id = BrokerId(shard.config.node_id);
+    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    match requested {
+        None => {
+            let meta = shard.metadata();
+            response.topics = meta.topics.values().map(|t| topic(shard, t)).collect();
+        }
+        Some(asked) => {
+            let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
+            if allow_auto_create {
+                let names: Vec<String> = asked
+                    .iter()
+                    .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                    .collect();
+                topics::auto_create(shard, &names).await;
+            }
+            let meta = shard.metadata();
+            response.topics = asked
+                .iter()
+                .map(|t| match &t.name {
+                    Some(name) => {
+                        let name = name.0.as_str();
+                        match meta.topic(name) {
+                            Some(found) => topic(shard, found),
+                            None => {
+                                let error = if validate_topic_name(name).is_err() {
+                                    Kafka::InvalidTopicException
+                                } else {
+                                    Kafka::UnknownTopicOrPartition
+                                };
+                                missing(error, Some(name), Uuid::nil())
+                            }
+                        }
+                    }
+                    None => match meta.topic_by_id(t.topic_id) {
+                        Some(found) => topic(shard, found),
+                        None => missing(Kafka::UnknownTopicId, None, t.topic_id),
+                    },
+                })
+                .collect();
+        }
+    }
+    respond(frame, &response)
+}
+
+pub(crate) fn broker(shard: &Shard) -> MetadataResponseBroker {
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(shard.config.node_id);
+    b.host = str_bytes(shard.advertised.0.clone());
+    b.port = shard.advertised.1;
+    b
+}
+
+fn topic(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
+    let node = BrokerId(shard.config.node_id);
+    let mut out = MetadataResponseTopic::default();
+    out.name = Some(TopicName(str_bytes(t.name.clone())));
+    out.topic_id = t.topic_id;
+    out.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    out.partitions = (0..t.partitions)
+        .map(|p| {
+            let mut part = MetadataResponsePartition::default();
+            part.partition_index = p;
+            part.leader_id = node;
+            // No leader epochs on a single node: -1 tells clients not to
+            // validate offsets against epochs.
+            part.leader_epoch = -1;
+            part.replica_nodes = vec![node];
+            part.isr_nodes = vec![node];
+            part
+        })
+        .collect();
+    out
+}
+
+fn missing(error: Kafka, name: Option<&str>, topic_id: Uuid) -> MetadataResponseTopic {
+    let mut out = MetadataResponseTopic::default();
+    out.error_code = error.code();
+    out.name = name.map(|n| TopicName(str_bytes(n)));
+    out.topic_id = topic_id;
+    out.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    out
+}

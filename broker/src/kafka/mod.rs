@@ -1,0 +1,199 @@
+//! The Kafka APIs: one file per API, each a handler taking a decoded
+//! request and returning its response, and the dispatch table that also
+//! feeds ApiVersions (so what is advertised is exactly what is handled).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable, Message};
+use net::RequestFrame;
+
+use crate::shard::Shard;
+
+pub mod api_versions;
+pub mod create_partitions;
+pub mod create_topics;
+pub mod delete_topics;
+pub mod describe_cluster;
+pub mod describe_configs;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod produce;
+mod topics;
+
+/// What a handler asks the connection to do.
+pub enum Reply {
+    /// Write these chunks (one whole response frame).
+    Frame(Vec<Bytes>),
+    /// Produce with acks=0: Kafka sends nothing back.
+    Nothing,
+    /// Produce with acks=0 failed: Kafka closes the connection, the only
+    /// way such a producer learns of it.
+    Close(String),
+}
+
+/// Failures that end the connection, as Kafka does when it cannot answer.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    #[error("unsupported version {version} of {api_key:?}")]
+    UnsupportedVersion { api_key: ApiKey, version: i16 },
+    #[error("api key {0:?} is not implemented")]
+    NotImplemented(ApiKey),
+    #[error("malformed {api_key:?} v{version} request: {reason}")]
+    Malformed {
+        api_key: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error(transparent)]
+    Encode(#[from] net::ResponseError),
+}
+
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, HandlerError>>>>;
+pub type Handler = fn(Rc<Shard>, RequestFrame) -> HandlerFuture;
+
+pub struct Api {
+    pub key: ApiKey,
+    /// Versions handled: within what kafka-protocol can decode and encode.
+    pub min_version: i16,
+    pub max_version: i16,
+    pub handler: Handler,
+}
+
+/// Declares a table entry: decodes the request at the frame's version and
+/// calls `$module::handle(shard, frame, request)`.
+macro_rules! api {
+    ($key:expr, $module:ident, $request:ty, $min:expr, $max:expr) => {{
+        fn run(shard: Rc<Shard>, frame: RequestFrame) -> HandlerFuture {
+            Box::pin(async move {
+                let request: $request = decode(&frame)?;
+                $module::handle(&shard, &frame, request).await
+            })
+        }
+        const _: () = assert!(
+            <$request as Message>::VERSIONS.min <= $min
+                && $max <= <$request as Message>::VERSIONS.max
+        );
+        Api {
+            key: $key,
+            min_version: $min,
+            max_version: $max,
+            handler: run,
+        }
+    }};
+}
+
+use kafka_protocol::messages as m;
+
+pub fn apis() -> &'static [Api] {
+    use std::sync::OnceLock;
+    static APIS: OnceLock<Vec<Api>> = OnceLock::new();
+    APIS.get_or_init(|| {
+        vec![
+            api!(ApiKey::Produce, produce, m::ProduceRequest, 3, 13),
+            api!(ApiKey::Fetch, fetch, m::FetchRequest, 4, 17),
+            api!(
+                ApiKey::ListOffsets,
+                list_offsets,
+                m::ListOffsetsRequest,
+                1,
+                10
+            ),
+            api!(ApiKey::Metadata, metadata, m::MetadataRequest, 0, 13),
+            api!(
+                ApiKey::ApiVersions,
+                api_versions,
+                m::ApiVersionsRequest,
+                0,
+                4
+            ),
+            api!(
+                ApiKey::CreateTopics,
+                create_topics,
+                m::CreateTopicsRequest,
+                2,
+                7
+            ),
+            api!(
+                ApiKey::DeleteTopics,
+                delete_topics,
+                m::DeleteTopicsRequest,
+                1,
+                6
+            ),
+            api!(
+                ApiKey::DescribeConfigs,
+                describe_configs,
+                m::DescribeConfigsRequest,
+                1,
+                4
+            ),
+            api!(
+                ApiKey::CreatePartitions,
+                create_partitions,
+                m::CreatePartitionsRequest,
+                0,
+                3
+            ),
+            api!(
+                ApiKey::DescribeCluster,
+                describe_cluster,
+                m::DescribeClusterRequest,
+                0,
+                2
+            ),
+        ]
+    })
+}
+
+pub fn find(key: ApiKey) -> Option<&'static Api> {
+    apis().iter().find(|a| a.key == key)
+}
+
+/// Handles one request frame. ApiVersions answers any version (with the v0
+/// fallback when it does not support it); other unsupported versions and
+/// unimplemented keys close the connection, as Kafka does.
+pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Result<Reply, HandlerError> {
+    let version = frame.api_version();
+    let Some(api) = find(frame.api_key) else {
+        return Err(HandlerError::NotImplemented(frame.api_key));
+    };
+    if version < api.min_version || version > api.max_version {
+        if frame.api_key == ApiKey::ApiVersions {
+            return api_versions::unsupported_version(&frame);
+        }
+        return Err(HandlerError::UnsupportedVersion {
+            api_key: frame.api_key,
+            version,
+        });
+    }
+    (api.handler)(shard.clone(), frame).await
+}
+
+pub(crate) fn decode<R: Decodable>(frame: &RequestFrame) -> Result<R, HandlerError> {
+    let mut body = frame.body.clone();
+    R::decode(&mut body, frame.api_version()).map_err(|e| HandlerError::Malformed {
+        api_key: frame.api_key,
+        version: frame.api_version(),
+        reason: e.to_string(),
+    })
+}
+
+/// Frames a response with the request's key, version and correlation id.
+pub(crate) fn respond<M: Encodable>(frame: &RequestFrame, body: &M) -> Result<Reply, HandlerError> {
+    let bytes = net::encode_response(
+        frame.api_key,
+        frame.api_version(),
+        frame.correlation_id(),
+        body,
+    )?;
+    Ok(Reply::Frame(vec![bytes]))
+}
+
+pub(crate) fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.into())
+}

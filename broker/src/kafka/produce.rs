@@ -1,0 +1,125 @@
+//! Produce (v3-v13): appends each partition's record batches, as sent
+//! (compressed or not), on the shard owning the partition; acks 0, 1 and -1
+//! (on a single node 1 and -1 wait for the same thing: the log's fsync
+//! policy). Unknown topics are auto-created when allowed.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+use kafka_protocol::ResponseError as Kafka;
+use net::RequestFrame;
+
+use super::{respond, str_bytes, topics, HandlerError, Reply};
+use crate::mesh::{PartitionWrite, ProduceItem};
+use crate::metadata::validate_topic_name;
+use crate::route;
+use crate::shard::Shard;
+
+/// First version naming topics by id instead of name.
+const TOPIC_IDS_FROM: i16 = 13;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: &RequestFrame,
+    request: ProduceRequest,
+) -> Result<Reply, HandlerError> {
+    let version = frame.api_version();
+    let by_id = version >= TOPIC_IDS_FROM;
+    let acks = request.acks;
+    if !by_id {
+        let names: Vec<String> = request
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .collect();
+        topics::auto_create(shard, &names).await;
+    }
+    let meta = shard.metadata();
+    // One slot per partition in request order: either an item to append or
+    // an answer already known.
+    let mut slots: Vec<Result<usize, PartitionWrite>> = Vec::new();
+    let mut items: Vec<ProduceItem> = Vec::new();
+    let mut names: Vec<(TopicName, uuid::Uuid)> = Vec::new();
+    for t in &request.topic_data {
+        let found = if by_id {
+            meta.topic_by_id(t.topic_id)
+        } else {
+            meta.topic(t.name.0.as_str())
+        };
+        names.push(match found {
+            Some(f) => (TopicName(str_bytes(f.name.clone())), f.topic_id),
+            None => (t.name.clone(), t.topic_id),
+        });
+        for p in &t.partition_data {
+            let refusal = if !(-1..=1).contains(&acks) {
+                Some(Kafka::InvalidRequiredAcks)
+            } else if let Some(topic) = found {
+                if p.index < 0 || p.index >= topic.partitions {
+                    Some(Kafka::UnknownTopicOrPartition)
+                } else {
+                    None
+                }
+            } else if by_id {
+                Some(Kafka::UnknownTopicId)
+            } else if validate_topic_name(t.name.0.as_str()).is_err() {
+                Some(Kafka::InvalidTopicException)
+            } else {
+                Some(Kafka::UnknownTopicOrPartition)
+            };
+            match (refusal, found, &p.records) {
+                (None, Some(topic), Some(records)) => {
+                    slots.push(Ok(items.len()));
+                    items.push(ProduceItem {
+                        tp: (topic.name.clone(), p.index),
+                        records: records.clone(),
+                    });
+                }
+                (refusal, _, _) => {
+                    let error = refusal.unwrap_or(Kafka::InvalidRecord);
+                    slots.push(Err(PartitionWrite {
+                        error_code: error.code(),
+                        error_message: None,
+                        base_offset: -1,
+                        log_start_offset: -1,
+                    }));
+                }
+            }
+        }
+    }
+    let written = route::produce(shard, items).await;
+    let mut answers = slots.into_iter().map(|slot| match slot {
+        Ok(i) => written[i].clone(),
+        Err(known) => known,
+    });
+    if acks == 0 {
+        let failed: Vec<PartitionWrite> = answers.filter(|a| a.error_code != 0).collect();
+        return Ok(match failed.first() {
+            None => Reply::Nothing,
+            Some(f) => Reply::Close(format!(
+                "acks=0 produce failed with error code {}: {}",
+                f.error_code,
+                f.error_message.clone().unwrap_or_default()
+            )),
+        });
+    }
+    let mut response = ProduceResponse::default();
+    for (t, (name, topic_id)) in request.topic_data.iter().zip(names) {
+        let mut tr = TopicProduceResponse::default();
+        tr.name = name;
+        tr.topic_id = topic_id;
+        for p in &t.partition_data {
+            let a = answers.next().unwrap_or_default();
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = p.index;
+            pr.error_code = a.error_code;
+            pr.base_offset = a.base_offset;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = a.log_start_offset;
+            pr.error_message = a.error_message.map(str_bytes);
+            tr.partition_responses.push(pr);
+        }
+        response.responses.push(tr);
+    }
+    respond(frame, &response)
+}

@@ -1,0 +1,17 @@
+//! The Sluice broker: configuration, the shard runtime, the partitions each
+//! shard owns, topic metadata, and one handler per Kafka API. The `sluice`
+//! binary (main.rs) is a thin CLI over `server::run`.
+
+pub mod admin;
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod kafka;
+pub mod mesh;
+pub mod metadata;
+pub mod preflight;
+pub mod route;
+pub mod server;
+pub mod shard;
+pub mod signal;
+pub mod topic_config;

@@ -1,0 +1,180 @@
+//! Messages between shards. A request for partitions another shard owns is
+//! sent over glommio's channel mesh with an id; the owner answers with the
+//! same id and the caller's pending oneshot completes. Record data crosses
+//! as `Bytes`, never copied.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_channel::oneshot;
+use glommio::channels::channel_mesh::Senders;
+
+use crate::metadata::{ClusterMetadata, TopicMeta};
+
+pub type TopicPartition = (String, i32);
+
+/// Work a shard does on partitions it owns, or on metadata (shard 0).
+pub enum ShardRequest {
+    Produce(Vec<ProduceItem>),
+    Fetch {
+        items: Vec<FetchItem>,
+        budget_bytes: usize,
+    },
+    /// Resolves once any partition's log end offset passes its offset, or
+    /// when the timeout passes.
+    WaitForData {
+        items: Vec<(TopicPartition, i64)>,
+        timeout: Duration,
+    },
+    ListOffsets(Vec<(TopicPartition, i64)>),
+    Admin(AdminOp),
+    ApplyMetadata(Arc<ClusterMetadata>),
+}
+
+pub enum ShardResponse {
+    Produced(Vec<PartitionWrite>),
+    Fetched(Vec<PartitionRead>),
+    Waited,
+    Offsets(Vec<OffsetAnswer>),
+    Admin(Vec<AdminOutcome>),
+    Applied,
+}
+
+pub struct ProduceItem {
+    pub tp: TopicPartition,
+    pub records: Bytes,
+}
+
+/// Outcome of appending one partition's records.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionWrite {
+    pub error_code: i16,
+    pub error_message: Option<String>,
+    pub base_offset: i64,
+    pub log_start_offset: i64,
+}
+
+pub struct FetchItem {
+    pub tp: TopicPartition,
+    pub offset: i64,
+    pub partition_max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PartitionRead {
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub chunks: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OffsetAnswer {
+    pub error_code: i16,
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+/// Topic administration, done by shard 0 (the metadata owner).
+pub enum AdminOp {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics(Vec<String>),
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+}
+
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: std::collections::BTreeMap<String, String>,
+}
+
+/// Per topic: the topic as it now is, or a Kafka error code and message.
+pub type AdminOutcome = Result<TopicMeta, (i16, String)>;
+
+pub enum Envelope {
+    Request {
+        id: u64,
+        from: usize,
+        body: ShardRequest,
+    },
+    Response {
+        id: u64,
+        body: ShardResponse,
+    },
+}
+
+/// Bound on messages queued from one shard to another.
+pub const MESH_CHANNEL_CAPACITY: usize = 1024;
+
+#[derive(Debug, thiserror::Error)]
+#[error("shard {0} is not reachable (shutting down)")]
+pub struct MeshError(pub usize);
+
+/// This shard's side of the mesh: senders and the calls awaiting answers.
+pub struct Mesh {
+    senders: Option<Senders<Envelope>>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<ShardResponse>>>,
+    next_id: Cell<u64>,
+}
+
+impl Mesh {
+    pub fn new(senders: Option<Senders<Envelope>>) -> Self {
+        Mesh {
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+        }
+    }
+
+    /// Sends `body` to shard `to` and waits for its answer.
+    pub async fn call(
+        &self,
+        self_id: usize,
+        to: usize,
+        body: ShardRequest,
+    ) -> Result<ShardResponse, MeshError> {
+        let senders = self.senders.as_ref().ok_or(MeshError(to))?;
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let sent = senders
+            .send_to(
+                to,
+                Envelope::Request {
+                    id,
+                    from: self_id,
+                    body,
+                },
+            )
+            .await;
+        if sent.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            return Err(MeshError(to));
+        }
+        rx.await.map_err(|_| MeshError(to))
+    }
+
+    pub async fn respond(&self, to: usize, id: u64, body: ShardResponse) {
+        if let Some(senders) = &self.senders {
+            // A closed peer is shutting down and no longer waits for it.
+            let _ = senders.send_to(to, Envelope::Response { id, body }).await;
+        }
+    }
+
+    pub fn complete(&self, id: u64, body: ShardResponse) {
+        if let Some(tx) = self.pending.borrow_mut().remove(&id) {
+            // The caller may have given up (a fetch that already answered).
+            let _ = tx.send(body);
+        }
+    }
+}

@@ -1,0 +1,203 @@
+//! Cluster metadata: topics with their ids, partition counts and configs,
+//! and the cluster id. Shard 0 owns changes and persists them atomically in
+//! `<data-dir>/metadata.json`; every shard holds an immutable snapshot.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub const METADATA_FILE: &str = "metadata.json";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: i32,
+    /// Configs set explicitly on the topic (Kafka's DYNAMIC_TOPIC_CONFIG).
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub cluster_id: String,
+    pub topics: BTreeMap<String, TopicMeta>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid metadata: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+    #[error("writing {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl ClusterMetadata {
+    pub fn new() -> Self {
+        ClusterMetadata {
+            cluster_id: Uuid::new_v4().simple().to_string(),
+            topics: BTreeMap::new(),
+        }
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicMeta> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&TopicMeta> {
+        self.topics.values().find(|t| t.topic_id == topic_id)
+    }
+
+    /// Loads the metadata file, or returns `None` when there is none yet.
+    /// A short blocking read: it runs once, before a shard serves anything.
+    pub fn load(data_dir: &Path) -> Result<Option<ClusterMetadata>, MetadataError> {
+        let path = data_dir.join(METADATA_FILE);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(MetadataError::Read { path, source }),
+        };
+        let meta: ClusterMetadata =
+            serde_json::from_str(&text).map_err(|e| MetadataError::Invalid {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        for (name, topic) in &meta.topics {
+            if name != &topic.name || topic.partitions < 1 {
+                return Err(MetadataError::Invalid {
+                    path,
+                    reason: format!("topic entry {name:?} is inconsistent"),
+                });
+            }
+        }
+        Ok(Some(meta))
+    }
+
+    /// Writes the metadata so that a crash leaves either the old or the new
+    /// file: write a temporary file, fsync it, rename it, fsync the dir.
+    /// Blocking, but rare (topic administration) and a few KiB.
+    pub fn save(&self, data_dir: &Path) -> Result<(), MetadataError> {
+        let path = data_dir.join(METADATA_FILE);
+        let tmp = data_dir.join(format!("{METADATA_FILE}.tmp"));
+        let write_err = |source| MetadataError::Write {
+            path: path.clone(),
+            source,
+        };
+        let text = serde_json::to_vec_pretty(self).map_err(|e| MetadataError::Write {
+            path: path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        let mut file = std::fs::File::create(&tmp).map_err(write_err)?;
+        file.write_all(&text).map_err(write_err)?;
+        file.sync_all().map_err(write_err)?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(write_err)?;
+        std::fs::File::open(data_dir)
+            .and_then(|d| d.sync_all())
+            .map_err(write_err)?;
+        Ok(())
+    }
+}
+
+impl Default for ClusterMetadata {
+    fn default() -> Self {
+        ClusterMetadata::new()
+    }
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("Topic name is illegal, it can't be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("Topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!(
+            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
+        ));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return Err(format!(
+            "Topic name {name} is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
+        ));
+    }
+    Ok(())
+}
+
+/// The directory of one partition's log, as Kafka names it.
+pub fn partition_dir(data_dir: &Path, topic: &str, partition: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{partition}"))
+}
+
+/// The shard that owns a partition: stable for a given shard count, and
+/// spreading a topic's partitions over consecutive shards.
+pub fn owner_shard(topic: &str, partition: i32, shards: usize) -> usize {
+    // FNV-1a: deterministic across processes, unlike std's RandomState.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    let slot = hash.wrapping_add(partition as u64);
+    (slot % shards as u64) as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads_atomically() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(ClusterMetadata::load(dir.path()).expect("ok").is_none());
+        let mut meta = ClusterMetadata::new();
+        meta.topics.insert(
+            "orders".into(),
+            TopicMeta {
+                name: "orders".into(),
+                topic_id: Uuid::new_v4(),
+                partitions: 3,
+                configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+            },
+        );
+        meta.save(dir.path()).expect("saves");
+        let back = ClusterMetadata::load(dir.path())
+            .expect("ok")
+            .expect("some");
+        assert_eq!(back, meta);
+        std::fs::write(dir.path().join(METADATA_FILE), "{").expect("write");
+        assert!(ClusterMetadata::load(dir.path()).is_err());
+    }
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("metrics.cpu_1-a").is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "ü"] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn owner_shard_is_stable_and_spreads_partitions() {
+        assert_eq!(owner_shard("t", 0, 1), 0);
+        let a = owner_shard("orders", 0, 2);
+        assert_eq!(owner_shard("orders", 1, 2), 1 - a);
+        assert_eq!(owner_shard("orders", 0, 2), a);
+    }
+}

@@ -1,0 +1,125 @@
+//! Checks made before any shard starts, so that a machine or directory
+//! that cannot run the broker gives a message naming the cause and the fix
+//! instead of a panic in a shard thread.
+
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::config::{Config, ConfigError};
+
+/// glommio's reactor refuses to start below this RLIMIT_MEMLOCK.
+const MEMLOCK_BYTES_MIN: u64 = 512 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("data directory {dir}: {reason}. Fix: {fix}")]
+    DataDir {
+        dir: String,
+        reason: String,
+        fix: &'static str,
+    },
+    #[error("RLIMIT_MEMLOCK is {limit} bytes; io_uring needs at least {needed}. Fix: raise it with `ulimit -l unlimited` (shell) or `LimitMEMLOCK=infinity` (systemd)")]
+    MemLock { limit: u64, needed: u64 },
+    #[error("io_uring is not usable here: {reason}. Fix: run on Linux 5.8 or newer with io_uring enabled (sysctl kernel.io_uring_disabled=0; containers may need a seccomp profile allowing io_uring_setup)")]
+    IoUring { reason: String },
+    #[error("metadata: {0}. Fix: restore {1} from a backup or move it away to start empty")]
+    Metadata(crate::metadata::MetadataError, String),
+    #[error("binding {addr} failed: {reason}. Fix: stop whatever listens there or choose another --listen")]
+    Bind { addr: String, reason: String },
+    #[error("shard {shard} failed: {reason}")]
+    Shard { shard: usize, reason: String },
+}
+
+pub fn check(config: &Config) -> Result<(), StartError> {
+    config.validate()?;
+    check_data_dir(&config.data_dir)?;
+    check_memlock(config)?;
+    check_io_uring(config)?;
+    Ok(())
+}
+
+fn check_data_dir(dir: &Path) -> Result<(), StartError> {
+    let shown = dir.display().to_string();
+    std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir {
+        dir: shown.clone(),
+        reason: format!("cannot create it: {e}"),
+        fix: "choose a --data-dir the broker's user may create and write",
+    })?;
+    let probe = dir.join(".sluice-probe");
+    let opened = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&probe);
+    let result = match opened {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(StartError::DataDir {
+            dir: shown,
+            reason: "the filesystem refuses O_DIRECT (tmpfs and some overlay filesystems do)"
+                .into(),
+            fix: "put --data-dir on ext4 or xfs",
+        }),
+        Err(e) => Err(StartError::DataDir {
+            dir: shown,
+            reason: format!("not writable: {e}"),
+            fix: "give the broker's user write access or choose another --data-dir",
+        }),
+    };
+    let _ = std::fs::remove_file(&probe);
+    result
+}
+
+fn check_memlock(config: &Config) -> Result<(), StartError> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 || limit.rlim_cur == libc::RLIM_INFINITY {
+        return Ok(());
+    }
+    let current = limit.rlim_cur;
+    if current < MEMLOCK_BYTES_MIN {
+        return Err(StartError::MemLock {
+            limit: current,
+            needed: MEMLOCK_BYTES_MIN,
+        });
+    }
+    // Root normally holds CAP_IPC_LOCK, which lifts the limit.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(());
+    }
+    // Each shard registers its io_memory in up to three rings.
+    let wanted = (config.shards() * 3 * config.io_memory_bytes) as u64;
+    if current < wanted {
+        tracing::warn!(
+            memlock_bytes = current,
+            wanted_bytes = wanted,
+            "RLIMIT_MEMLOCK is below what the shards' io_memory needs without CAP_IPC_LOCK; \
+             direct I/O falls back to unregistered buffers (slower). Raise `ulimit -l`."
+        );
+    }
+    Ok(())
+}
+
+fn check_io_uring(config: &Config) -> Result<(), StartError> {
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(config.io_memory_bytes)
+        .make()
+        .map(drop)
+        .map_err(|e| match e {
+            glommio::GlommioError::ReactorError(glommio::ReactorErrorKind::MemLockLimit(
+                limit,
+                needed,
+            )) => StartError::MemLock { limit, needed },
+            other => StartError::IoUring {
+                reason: other.to_string(),
+            },
+        })
+}

@@ -1,0 +1,181 @@
+//! Scatter and gather: a request's partitions grouped by owning shard, sent
+//! concurrently, and the answers put back in the request's order.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::future;
+use kafka_protocol::ResponseError as Kafka;
+
+use crate::mesh::{
+    AdminOp, AdminOutcome, FetchItem, OffsetAnswer, PartitionRead, PartitionWrite, ProduceItem,
+    ShardRequest, ShardResponse, TopicPartition,
+};
+use crate::shard::Shard;
+use crate::signal::AppendSignal;
+
+/// Splits `items` by owner shard, remembering each item's position.
+fn group<T>(
+    shard: &Shard,
+    items: Vec<T>,
+    tp: impl Fn(&T) -> &TopicPartition,
+) -> Vec<(usize, Vec<usize>, Vec<T>)> {
+    let mut groups: Vec<(usize, Vec<usize>, Vec<T>)> = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        let (topic, partition) = tp(&item);
+        let owner = shard.owner(topic, *partition);
+        match groups.iter_mut().find(|g| g.0 == owner) {
+            Some(g) => {
+                g.1.push(i);
+                g.2.push(item);
+            }
+            None => groups.push((owner, vec![i], vec![item])),
+        }
+    }
+    groups
+}
+
+/// Sends each group to its shard concurrently and reassembles the answers;
+/// a shard that cannot answer fills its places with `failed`.
+async fn scatter<T, O>(
+    shard: &Rc<Shard>,
+    items: Vec<T>,
+    tp: impl Fn(&T) -> &TopicPartition,
+    request: impl Fn(Vec<T>) -> ShardRequest,
+    answer: fn(ShardResponse) -> Option<Vec<O>>,
+    failed: impl Fn() -> O,
+) -> Vec<O>
+where
+    O: Clone + 'static,
+{
+    let total = items.len();
+    let groups = group(shard, items, tp);
+    let tasks: Vec<_> = groups
+        .into_iter()
+        .map(|(owner, positions, items)| {
+            let shard = shard.clone();
+            let req = request(items);
+            let task =
+                glommio::spawn_local(async move { shard.call(owner, req).await.and_then(answer) });
+            (positions, task)
+        })
+        .collect();
+    let mut out: Vec<Option<O>> = vec![None; total];
+    for (positions, task) in tasks {
+        match task.await {
+            Some(answers) if answers.len() == positions.len() => {
+                for (pos, a) in positions.into_iter().zip(answers) {
+                    out[pos] = Some(a);
+                }
+            }
+            _ => {
+                for pos in positions {
+                    out[pos] = Some(failed());
+                }
+            }
+        }
+    }
+    out.into_iter().map(|o| o.unwrap_or_else(&failed)).collect()
+}
+
+pub async fn produce(shard: &Rc<Shard>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+    scatter(
+        shard,
+        items,
+        |i| &i.tp,
+        ShardRequest::Produce,
+        |r| match r {
+            ShardResponse::Produced(v) => Some(v),
+            _ => None,
+        },
+        || PartitionWrite {
+            error_code: Kafka::NotLeaderOrFollower.code(),
+            error_message: None,
+            base_offset: -1,
+            log_start_offset: -1,
+        },
+    )
+    .await
+}
+
+pub async fn fetch(
+    shard: &Rc<Shard>,
+    items: Vec<FetchItem>,
+    budget_bytes: usize,
+) -> Vec<PartitionRead> {
+    scatter(
+        shard,
+        items,
+        |i| &i.tp,
+        |items| ShardRequest::Fetch {
+            items,
+            budget_bytes,
+        },
+        |r| match r {
+            ShardResponse::Fetched(v) => Some(v),
+            _ => None,
+        },
+        || PartitionRead {
+            error_code: Kafka::NotLeaderOrFollower.code(),
+            high_watermark: -1,
+            log_start_offset: -1,
+            chunks: Vec::new(),
+        },
+    )
+    .await
+}
+
+pub async fn list_offsets(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, i64)>,
+) -> Vec<OffsetAnswer> {
+    scatter(
+        shard,
+        items,
+        |i| &i.0,
+        ShardRequest::ListOffsets,
+        |r| match r {
+            ShardResponse::Offsets(v) => Some(v),
+            _ => None,
+        },
+        || OffsetAnswer {
+            error_code: Kafka::NotLeaderOrFollower.code(),
+            timestamp: -1,
+            offset: -1,
+        },
+    )
+    .await
+}
+
+/// Resolves when any of the partitions has data past its offset (on any
+/// shard), or after `timeout`.
+pub async fn wait_for_data(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, i64)>,
+    timeout: Duration,
+) {
+    let done = Rc::new(AppendSignal::default());
+    let first = done.next();
+    for (owner, _, items) in group(shard, items, |i| &i.0) {
+        let shard = shard.clone();
+        let done = done.clone();
+        // The first shard to report data ends the wait; the others end on
+        // their own by the timeout (bounded), and nobody listens any more.
+        glommio::spawn_local(async move {
+            shard
+                .call(owner, ShardRequest::WaitForData { items, timeout })
+                .await;
+            done.notify();
+        })
+        .detach();
+    }
+    future::or(first, glommio::timer::sleep(timeout)).await;
+}
+
+/// Runs a topic administration on shard 0, the metadata owner.
+pub async fn admin(shard: &Rc<Shard>, op: AdminOp) -> Option<Vec<AdminOutcome>> {
+    match shard.call(0, ShardRequest::Admin(op)).await {
+        Some(ShardResponse::Admin(v)) => Some(v),
+        _ => None,
+    }
+}

@@ -1,0 +1,279 @@
+//! The shard runtime: one glommio executor per core, each opening the logs
+//! of the partitions it owns, joining the channel mesh, binding the listen
+//! port (SO_REUSEPORT) and serving the connections it accepts; and the
+//! graceful shutdown on SIGTERM/SIGINT.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers};
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
+
+use crate::config::Config;
+use crate::connection;
+use crate::mesh::{Envelope, Mesh, MESH_CHANNEL_CAPACITY};
+use crate::metadata::ClusterMetadata;
+use crate::preflight::StartError;
+use crate::shard::Shard;
+
+/// How often shards look at the process-wide shutdown flag set by the
+/// signal handler.
+const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+
+/// Counters shared by all shards for start-up and shutdown barriers.
+#[derive(Default)]
+struct Barriers {
+    logs_opened: AtomicUsize,
+    drained: AtomicUsize,
+}
+
+/// Runs the broker until SIGTERM/SIGINT (or `shutdown` set), then stops
+/// gracefully. Returns once every shard has closed its logs.
+pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> {
+    let data_dir = config.data_dir.clone();
+    let metadata = match ClusterMetadata::load(&data_dir) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            let m = ClusterMetadata::new();
+            m.save(&data_dir).map_err(|e| {
+                StartError::Metadata(
+                    e,
+                    data_dir
+                        .join(crate::metadata::METADATA_FILE)
+                        .display()
+                        .to_string(),
+                )
+            })?;
+            m
+        }
+        Err(e) => {
+            return Err(StartError::Metadata(
+                e,
+                data_dir
+                    .join(crate::metadata::METADATA_FILE)
+                    .display()
+                    .to_string(),
+            ))
+        }
+    };
+    let shards = config.shards();
+    tracing::info!(
+        shards,
+        listen = %config.listen,
+        data_dir = %data_dir.display(),
+        profile = config.profile.name(),
+        fsync = config.fsync_policy().map(|p| p.name()).unwrap_or("?"),
+        topics = metadata.topics.len(),
+        "starting"
+    );
+    let config = Arc::new(config);
+    let metadata = Arc::new(metadata);
+    let barriers = Arc::new(Barriers::default());
+    let mesh = MeshBuilder::<Envelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
+    let io_memory = config.io_memory_bytes;
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
+        .name("sluice-shard")
+        .io_memory(io_memory)
+        .on_all_shards(move || async move {
+            shard_main(config, metadata, mesh, shutdown, barriers).await
+        })
+        .map_err(|e| StartError::IoUring {
+            reason: e.to_string(),
+        })?;
+    let mut first_error = None;
+    for (i, result) in handles.join_all().into_iter().enumerate() {
+        let err = match result {
+            Ok(Ok(())) => continue,
+            Ok(Err(e)) => e,
+            Err(e) => StartError::Shard {
+                shard: i,
+                reason: e.to_string(),
+            },
+        };
+        tracing::error!("{err}");
+        first_error.get_or_insert(err);
+    }
+    match first_error {
+        None => {
+            tracing::info!("stopped");
+            Ok(())
+        }
+        Some(e) => Err(e),
+    }
+}
+
+async fn shard_main(
+    config: Arc<Config>,
+    metadata: Arc<ClusterMetadata>,
+    mesh: MeshBuilder<Envelope, Full>,
+    shutdown: Arc<AtomicBool>,
+    barriers: Arc<Barriers>,
+) -> Result<(), StartError> {
+    let nr_shards = mesh.nr_peers();
+    let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Shard {
+        shard: usize::MAX,
+        reason: "joining the channel mesh failed".into(),
+    })?;
+    let id = senders.peer_id();
+    let shard = Rc::new(Shard::new(
+        id,
+        nr_shards,
+        config.clone(),
+        Mesh::new(Some(senders)),
+        shutdown.clone(),
+    )?);
+    spawn_mesh_receivers(&shard, receivers);
+    shard.apply_metadata(metadata).await;
+    // Nobody accepts before every shard has opened its logs, so no request
+    // reaches a shard that does not know its partitions yet.
+    barriers.logs_opened.fetch_add(1, Ordering::SeqCst);
+    while barriers.logs_opened.load(Ordering::SeqCst) < nr_shards {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr).map_err(|e| StartError::Bind {
+        addr: addr.to_string(),
+        reason: e.to_string(),
+    });
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            // Let the other shards stop too instead of serving half a broker.
+            shutdown.store(true, Ordering::SeqCst);
+            shard.begin_shutdown();
+            shard.close_logs().await;
+            return Err(e);
+        }
+    };
+    if id == 0 {
+        tracing::info!(%addr, "listening");
+    }
+    spawn_shutdown_watch(&shard);
+    spawn_retention(&shard);
+    let active = Rc::new(Cell::new(0usize));
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            shard.stopped().await;
+            None
+        })
+        .await;
+        let stream = match accepted {
+            None => break,
+            Some(Ok(s)) => s,
+            Some(Err(e)) => {
+                tracing::warn!(shard = id, "accept failed: {e}");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if active.get() >= config.connections_per_shard_max {
+            tracing::warn!(
+                shard = id,
+                "connection limit reached; refusing a connection"
+            );
+            drop(stream);
+            continue;
+        }
+        active.set(active.get() + 1);
+        let shard = shard.clone();
+        let active = active.clone();
+        glommio::spawn_local(async move {
+            connection::serve(shard, stream).await;
+            active.set(active.get() - 1);
+        })
+        .detach();
+    }
+    drop(listener);
+    // Connections finish the request they are handling, then close.
+    let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
+    while active.get() > 0 && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    if active.get() > 0 {
+        tracing::warn!(
+            shard = id,
+            connections = active.get(),
+            "shutdown timeout; closing anyway"
+        );
+    }
+    // Logs close only once no shard can forward a request any more.
+    barriers.drained.fetch_add(1, Ordering::SeqCst);
+    while barriers.drained.load(Ordering::SeqCst) < nr_shards && Instant::now() < deadline {
+        glommio::timer::sleep(Duration::from_millis(10)).await;
+    }
+    shard.close_logs().await;
+    Ok(())
+}
+
+fn spawn_mesh_receivers(shard: &Rc<Shard>, receivers: Receivers<Envelope>) {
+    let receivers = Rc::new(receivers);
+    for peer in 0..shard.nr_shards {
+        if peer == shard.id {
+            continue;
+        }
+        let shard = shard.clone();
+        let receivers = receivers.clone();
+        glommio::spawn_local(async move {
+            while let Ok(Some(envelope)) = receivers.recv_from(peer).await {
+                match envelope {
+                    Envelope::Request { id, from, body } => {
+                        // Served in its own task so this loop never blocks
+                        // and answers can flow both ways without deadlock.
+                        let shard = shard.clone();
+                        glommio::spawn_local(async move {
+                            let answer = shard.serve(body).await;
+                            shard.mesh.respond(from, id, answer).await;
+                        })
+                        .detach();
+                    }
+                    Envelope::Response { id, body } => shard.mesh.complete(id, body),
+                }
+            }
+        })
+        .detach();
+    }
+}
+
+fn spawn_shutdown_watch(shard: &Rc<Shard>) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        while !shard.shutdown.load(Ordering::SeqCst) {
+            glommio::timer::sleep(SHUTDOWN_POLL).await;
+        }
+        if shard.id == 0 {
+            tracing::info!("shutting down: no new connections, finishing requests in flight");
+        }
+        shard.begin_shutdown();
+    })
+    .detach();
+}
+
+fn spawn_retention(shard: &Rc<Shard>) {
+    let shard = shard.clone();
+    let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
+    glommio::spawn_local(async move {
+        loop {
+            let woke = future::or(
+                async {
+                    glommio::timer::sleep(interval).await;
+                    true
+                },
+                async {
+                    shard.stopped().await;
+                    false
+                },
+            )
+            .await;
+            if !woke {
+                return;
+            }
+            shard.enforce_retention().await;
+        }
+    })
+    .detach();
+}
