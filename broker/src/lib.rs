@@ -14,4 +14,5 @@ pub mod route;
 pub mod server;
 pub mod shard;
 pub mod signal;
+pub mod timestamps;
 pub mod topic_config;

@@ -338,17 +338,17 @@ impl Shard {
             let found: Result<Option<(i64, i64)>, i16> = match timestamp {
                 EARLIEST_TIMESTAMP => Ok(Some((-1, log.log_start_offset()))),
                 LATEST_TIMESTAMP => Ok(Some((-1, log.log_end_offset()))),
-                MAX_TIMESTAMP => log
-                    .max_timestamp()
-                    .await
-                    .map(|hit| hit.map(|h| (h.timestamp, h.offset)))
-                    .map_err(|e| storage_error_code(&e)),
+                MAX_TIMESTAMP => match log.max_timestamp().await {
+                    Ok(Some(hit)) => refine(&log, hit, hit.timestamp, true).await,
+                    other => other.map(|h| h.map(|h| (h.timestamp, h.offset))),
+                }
+                .map_err(|e| storage_error_code(&e)),
                 ts if ts < 0 => Err(code(Kafka::InvalidRequest)),
-                ts => log
-                    .offset_for_timestamp(ts)
-                    .await
-                    .map(|hit| hit.map(|h| (h.timestamp, h.offset)))
-                    .map_err(|e| storage_error_code(&e)),
+                ts => match log.offset_for_timestamp(ts).await {
+                    Ok(Some(hit)) => refine(&log, hit, ts, false).await,
+                    other => other.map(|h| h.map(|h| (h.timestamp, h.offset))),
+                }
+                .map_err(|e| storage_error_code(&e)),
             };
             out.push(match found {
                 Ok(Some((timestamp, offset))) => OffsetAnswer {
@@ -398,6 +398,16 @@ impl Shard {
             }
         }
     }
+}
+
+async fn refine(
+    log: &PartitionLog,
+    hit: storage::TimestampOffset,
+    target: i64,
+    exact: bool,
+) -> Result<Option<(i64, i64)>, storage::StorageError> {
+    let exact_hit = crate::timestamps::refine(log, hit, target, exact).await?;
+    Ok(Some((exact_hit.timestamp, exact_hit.offset)))
 }
 
 /// ListOffsets special timestamps.

@@ -56,13 +56,22 @@ pub fn decode_request(frame: Bytes) -> Result<RequestFrame, RequestError> {
         correlation_id,
     })?;
     let header_version = api_key.request_header_version(api_version);
-    let mut body = frame;
-    let header = RequestHeader::decode(&mut body, header_version).map_err(|e| {
-        RequestError::MalformedHeader {
-            api_key: api_key_raw,
-            api_version,
-            reason: e.to_string(),
+    let mut body = frame.clone();
+    let header = match RequestHeader::decode(&mut body, header_version) {
+        Ok(h) => Ok(h),
+        // A client probing with an ApiVersions version newer than ours may
+        // frame it with the older, non-flexible header; it must still get
+        // the UNSUPPORTED_VERSION answer rather than a closed connection.
+        Err(_) if api_key == ApiKey::ApiVersions && header_version > 1 => {
+            body = frame;
+            RequestHeader::decode(&mut body, 1)
         }
+        Err(e) => Err(e),
+    }
+    .map_err(|e| RequestError::MalformedHeader {
+        api_key: api_key_raw,
+        api_version,
+        reason: e.to_string(),
     })?;
     Ok(RequestFrame {
         api_key,
