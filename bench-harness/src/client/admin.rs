@@ -1,0 +1,166 @@
+//! The few admin calls a benchmark needs: create its topic, find each
+//! partition's leader, and look up offsets.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
+use kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+use kafka_protocol::messages::{
+    CreateTopicsRequest, ListOffsetsRequest, MetadataRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use uuid::Uuid;
+
+use super::versions::error_name;
+use super::Connection;
+use crate::error::{BenchError, Result};
+
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub leader_id: i32,
+    pub leader_addr: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub name: String,
+    pub topic_id: Uuid,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+pub fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+/// Creates the topic; an existing topic of that name is fine.
+pub async fn create_topic(
+    conn: &mut Connection,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<()> {
+    let request = CreateTopicsRequest::default()
+        .with_timeout_ms(30_000)
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(topic_name(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(replication_factor)]);
+    let response = conn.call(&request).await?;
+    for t in &response.topics {
+        if t.error_code != 0 && t.error_code != TOPIC_ALREADY_EXISTS {
+            let message = t.error_message.as_ref().map(|m| m.to_string());
+            return Err(BenchError::Kafka {
+                api: "CreateTopics",
+                code: t.error_code,
+                what: message.unwrap_or_else(|| error_name(t.error_code).to_string()),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Metadata for one topic, retried until every partition has a leader
+/// (a new topic's leaders appear a moment after CreateTopics returns).
+pub async fn describe_topic(
+    conn: &mut Connection,
+    name: &str,
+    wait_max: Duration,
+) -> Result<TopicInfo> {
+    let started = Instant::now();
+    loop {
+        let request = MetadataRequest::default()
+            .with_topics(Some(vec![
+                MetadataRequestTopic::default().with_name(Some(topic_name(name)))
+            ]))
+            .with_allow_auto_topic_creation(false);
+        let response = conn.call(&request).await?;
+        let brokers: HashMap<i32, String> = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        let why_not = match response.topics.first() {
+            None => "no topic in the answer".to_string(),
+            Some(t) if t.error_code != 0 => error_name(t.error_code).to_string(),
+            Some(t) => {
+                let mut partitions = Vec::with_capacity(t.partitions.len());
+                for p in &t.partitions {
+                    if p.error_code != 0 || p.leader_id.0 < 0 {
+                        break;
+                    }
+                    let Some(addr) = brokers.get(&p.leader_id.0) else {
+                        break;
+                    };
+                    partitions.push(PartitionInfo {
+                        partition: p.partition_index,
+                        leader_id: p.leader_id.0,
+                        leader_addr: addr.clone(),
+                    });
+                }
+                if !t.partitions.is_empty() && partitions.len() == t.partitions.len() {
+                    partitions.sort_by_key(|p| p.partition);
+                    return Ok(TopicInfo {
+                        name: name.to_string(),
+                        topic_id: t.topic_id,
+                        partitions,
+                    });
+                }
+                "some partitions have no leader yet".to_string()
+            }
+        };
+        if started.elapsed() > wait_max {
+            return Err(BenchError::Protocol(format!(
+                "topic {name} is not ready after {} s: {why_not}",
+                wait_max.as_secs()
+            )));
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Offsets of `partitions` (all led by the broker behind `conn`) at
+/// `timestamp` ([`LATEST`], [`EARLIEST`] or a time in ms).
+pub async fn list_offsets(
+    conn: &mut Connection,
+    topic: &str,
+    partitions: &[i32],
+    timestamp: i64,
+) -> Result<Vec<(i32, i64)>> {
+    let request = ListOffsetsRequest::default()
+        .with_replica_id((-1).into())
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(topic))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
+    let response = conn.call(&request).await?;
+    let mut out = Vec::with_capacity(partitions.len());
+    for t in &response.topics {
+        for p in &t.partitions {
+            if p.error_code != 0 {
+                return Err(BenchError::Kafka {
+                    api: "ListOffsets",
+                    code: p.error_code,
+                    what: error_name(p.error_code).to_string(),
+                });
+            }
+            out.push((p.partition_index, p.offset));
+        }
+    }
+    out.sort_unstable();
+    Ok(out)
+}

@@ -1,0 +1,253 @@
+//! Record batches as the harness writes and reads them. Each value starts
+//! with a marker and the wall-clock microsecond it was meant to be sent,
+//! so any consumer of the topic, in this process or another on the same
+//! host, can compute end-to-end latency.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use crate::error::{BenchError, Result};
+
+/// Marks values written by sluice-bench (version 1 of the layout).
+pub const VALUE_MARKER: &[u8; 4] = b"SLB1";
+/// Marker plus the u64 timestamp.
+pub const VALUE_HEADER_BYTES: usize = 12;
+
+/// Offset of the batch length field in a v2 record batch; the length
+/// counts the bytes after it.
+const BATCH_LENGTH_OFFSET: usize = 8;
+const BATCH_PREFIX_BYTES: usize = 12;
+
+pub fn parse_compression(name: &str) -> Option<Compression> {
+    match name {
+        "none" => Some(Compression::None),
+        "gzip" => Some(Compression::Gzip),
+        "snappy" => Some(Compression::Snappy),
+        "lz4" => Some(Compression::Lz4),
+        "zstd" => Some(Compression::Zstd),
+        _ => None,
+    }
+}
+
+/// Filler for record values: text-like and mildly repetitive, so codecs
+/// compress it about as well as they compress metrics or logs, not as
+/// well as they compress zeros.
+pub fn payload_pool(bytes: usize, seed: u64) -> Bytes {
+    const WORDS: [&[u8]; 16] = [
+        b"cpu",
+        b"host=",
+        b"region=eu-west",
+        b"value=",
+        b"0.",
+        b"42",
+        b"17",
+        b"usage_idle",
+        b"mem",
+        b"disk",
+        b" ",
+        b",",
+        b"9",
+        b"3",
+        b"service=api",
+        b"\n",
+    ];
+    let mut state = seed | 1;
+    let mut out = BytesMut::with_capacity(bytes + 16);
+    while out.len() < bytes {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        out.put_slice(WORDS[(state % 16) as usize]);
+    }
+    out.truncate(bytes);
+    out.freeze()
+}
+
+/// A record value of `value_bytes` (at least the header) stamped with
+/// `sent_wall_us`; the filler comes from `pool`, starting at `pool_at`.
+pub fn stamped_value(value_bytes: usize, sent_wall_us: u64, pool: &Bytes, pool_at: usize) -> Bytes {
+    let value_bytes = value_bytes.max(VALUE_HEADER_BYTES);
+    let mut v = BytesMut::with_capacity(value_bytes);
+    v.put_slice(VALUE_MARKER);
+    v.put_u64(sent_wall_us);
+    let mut left = value_bytes - VALUE_HEADER_BYTES;
+    let mut at = if pool.is_empty() {
+        0
+    } else {
+        pool_at % pool.len()
+    };
+    while left > 0 {
+        if pool.is_empty() {
+            v.put_bytes(b'x', left);
+            break;
+        }
+        let n = left.min(pool.len() - at);
+        v.put_slice(&pool[at..at + n]);
+        left -= n;
+        at = 0;
+    }
+    v.freeze()
+}
+
+/// The send timestamp of a value written by [`stamped_value`].
+pub fn value_sent_wall_us(value: &[u8]) -> Option<u64> {
+    if value.len() < VALUE_HEADER_BYTES || &value[..4] != VALUE_MARKER {
+        return None;
+    }
+    let mut ts = &value[4..VALUE_HEADER_BYTES];
+    Some(ts.get_u64())
+}
+
+pub fn record(key: Option<Bytes>, value: Bytes, timestamp_ms: i64) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: timestamp_ms,
+        key,
+        value: Some(value),
+        headers: Default::default(),
+    }
+}
+
+/// Encodes `records` as one v2 batch (offsets are assigned here, relative
+/// to 0; the broker stamps the base offset).
+pub fn encode_batch(records: &mut [Record], compression: Compression) -> Result<Bytes> {
+    // The encoder starts a new batch wherever offset − sequence changes;
+    // keeping it constant with the first sequence at −1 gives one batch
+    // with base sequence −1, as a non-idempotent producer sends.
+    for (i, r) in records.iter_mut().enumerate() {
+        r.offset = i as i64;
+        r.sequence = (i as i32).wrapping_sub(1);
+    }
+    let mut buf = BytesMut::with_capacity(
+        records
+            .iter()
+            .map(|r| r.value.as_ref().map_or(0, |v| v.len()) + 24)
+            .sum::<usize>()
+            + 61,
+    );
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression,
+    };
+    RecordBatchEncoder::encode(&mut buf, records.iter(), &options).map_err(BenchError::codec)?;
+    Ok(buf.freeze())
+}
+
+/// What one pass over a Fetch partition's records found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Scanned {
+    pub records: u64,
+    pub bytes: u64,
+    /// The offset to fetch next, if any whole batch was read.
+    pub offset_next: Option<i64>,
+}
+
+/// Walks the whole batches in `records` (a Fetch response may end in a
+/// partial one, which is left for the next fetch) and calls `each` with
+/// every record's offset and value.
+pub fn scan_batches(mut records: Bytes, mut each: impl FnMut(i64, &[u8])) -> Result<Scanned> {
+    let mut out = Scanned::default();
+    while records.len() >= BATCH_PREFIX_BYTES {
+        let len = i32::from_be_bytes([
+            records[BATCH_LENGTH_OFFSET],
+            records[BATCH_LENGTH_OFFSET + 1],
+            records[BATCH_LENGTH_OFFSET + 2],
+            records[BATCH_LENGTH_OFFSET + 3],
+        ]);
+        let Ok(len) = usize::try_from(len) else {
+            return Err(BenchError::Protocol(format!("batch length {len}")));
+        };
+        let whole = BATCH_PREFIX_BYTES + len;
+        if records.len() < whole {
+            break;
+        }
+        let mut batch = records.split_to(whole);
+        out.bytes += whole as u64;
+        let set = RecordBatchDecoder::decode(&mut batch).map_err(BenchError::codec)?;
+        for r in &set.records {
+            if r.control {
+                continue;
+            }
+            out.records += 1;
+            each(r.offset, r.value.as_deref().unwrap_or(&[]));
+            out.offset_next = Some(out.offset_next.unwrap_or(0).max(r.offset + 1));
+        }
+        if set.records.is_empty() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_of(n: usize, compression: Compression) -> (Vec<Record>, Bytes) {
+        let pool = payload_pool(4096, 7);
+        let mut records: Vec<Record> = (0..n)
+            .map(|i| {
+                let key = (i % 2 == 0).then(|| Bytes::from(format!("key-{i}")));
+                record(key, stamped_value(100, 1_000 + i as u64, &pool, i * 13), 5)
+            })
+            .collect();
+        let bytes = encode_batch(&mut records, compression).expect("encode");
+        (records, bytes)
+    }
+
+    #[test]
+    fn batches_round_trip_through_the_decoder_in_every_codec() {
+        for name in ["none", "gzip", "snappy", "lz4", "zstd"] {
+            let compression = parse_compression(name).expect("codec");
+            let (records, bytes) = batch_of(50, compression);
+            let mut b = bytes.clone();
+            let set = RecordBatchDecoder::decode(&mut b).expect("decode");
+            assert_eq!(set.compression, compression, "{name}");
+            assert_eq!(set.records.len(), 50);
+            for (a, b) in records.iter().zip(&set.records) {
+                assert_eq!(a.key, b.key);
+                assert_eq!(a.value, b.value);
+                assert_eq!(a.offset, b.offset);
+            }
+            let mut seen = Vec::new();
+            let scanned = scan_batches(bytes.clone(), |off, v| {
+                seen.push((off, value_sent_wall_us(v).expect("stamped")))
+            })
+            .expect("scan");
+            assert_eq!(scanned.records, 50);
+            assert_eq!(scanned.bytes, bytes.len() as u64);
+            assert_eq!(scanned.offset_next, Some(50));
+            assert_eq!(seen[7], (7, 1_007));
+        }
+    }
+
+    #[test]
+    fn a_trailing_partial_batch_is_left_for_the_next_fetch() {
+        let (_, one) = batch_of(3, Compression::None);
+        let mut two = BytesMut::from(&one[..]);
+        two.put_slice(&one[..one.len() / 2]);
+        let scanned = scan_batches(two.freeze(), |_, _| {}).expect("scan");
+        assert_eq!(scanned.records, 3);
+        assert_eq!(scanned.bytes, one.len() as u64);
+    }
+
+    #[test]
+    fn values_carry_their_send_time_and_size() {
+        let pool = payload_pool(10, 1);
+        let v = stamped_value(1024, 123_456, &pool, 3);
+        assert_eq!(v.len(), 1024);
+        assert_eq!(value_sent_wall_us(&v), Some(123_456));
+        assert_eq!(value_sent_wall_us(b"plain"), None);
+        assert_eq!(stamped_value(1, 9, &pool, 0).len(), VALUE_HEADER_BYTES);
+    }
+}

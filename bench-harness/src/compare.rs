@@ -1,0 +1,161 @@
+//! `sluice-bench compare`: the same scenario against the embedded broker
+//! under each durability profile, written up as a Markdown report with a
+//! table and one SVG overlaying the profiles' latency curves.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::error::{BenchError, Result};
+use crate::plot::{self, RateSeries, Series, COLORS};
+use crate::report::Report;
+
+fn ms(us: u64) -> String {
+    format!("{:.2}", us as f64 / 1000.0)
+}
+
+/// The Markdown report for `reports` (one per profile, in order).
+pub fn markdown(reports: &[Report], svg_name: &str, date: &str, machine: &str) -> String {
+    let mut o = String::new();
+    let Some(first) = reports.first() else {
+        return "no runs\n".into();
+    };
+    let s = &first.scenario;
+    let _ = writeln!(o, "# Sluice fsync profiles: scenario `{}`\n", s.name);
+    let _ = writeln!(o, "Recorded {date} on {machine}.\n");
+    let rate = if s.rate > 0.0 {
+        format!("{:.0} records/s", s.rate)
+    } else {
+        "as fast as possible".into()
+    };
+    let _ = writeln!(
+        o,
+        "Workload: {} producers over {} partitions, {} B records, acks={}, {} B batches, linger {} ms, compression {}, {}, {} tailing consumers; {} s measured after {} s of warm-up; harness and broker on the same machine.\n",
+        s.producers, s.partitions, s.record_bytes, s.acks, s.batch_bytes, s.linger_ms, s.compression, rate, s.consumers, s.duration_s, s.warmup_s
+    );
+    let _ = writeln!(
+        o,
+        "| profile | produced MB/s | records/s | of lower limit | produce p50 ms | p99 ms | p99.9 ms | e2e p99 ms | broker CPU s/GB | broker peak RSS MiB | catch-up MB/s | errors |"
+    );
+    let _ = writeln!(
+        o,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    for r in reports {
+        let b = r.broker.as_ref();
+        let _ = writeln!(
+            o,
+            "| {} | {:.1} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r.scenario.profile,
+            r.produced.mb_per_s,
+            r.produced.records_per_s,
+            r.produced
+                .fraction_of_lower_limit
+                .map_or("–".into(), |f| format!("{f:.2}")),
+            ms(r.produce_latency.p50_us),
+            ms(r.produce_latency.p99_us),
+            ms(r.produce_latency.p999_us),
+            if r.e2e_latency.count > 0 {
+                ms(r.e2e_latency.p99_us)
+            } else {
+                "–".into()
+            },
+            b.and_then(|b| b.cpu_s_per_gb)
+                .map_or("–".into(), |x| format!("{x:.2}")),
+            b.map_or("–".into(), |b| format!(
+                "{:.1}",
+                b.rss_peak_kib as f64 / 1024.0
+            )),
+            r.catch_up
+                .as_ref()
+                .map_or("–".into(), |c| format!("{:.0}", c.mb_per_s)),
+            r.errors
+        );
+    }
+    let _ = writeln!(
+        o,
+        "\nMachine limits measured in each run (same file system as the broker's data):\n"
+    );
+    let _ = writeln!(o, "| profile | O_DIRECT write MB/s | fdatasync p50 µs | fdatasync p99 µs | loopback TCP MB/s |");
+    let _ = writeln!(o, "|---|---:|---:|---:|---:|");
+    for r in reports {
+        if let Some(l) = &r.limits {
+            let _ = writeln!(
+                o,
+                "| {} | {:.0} | {} | {} | {:.0} |",
+                r.scenario.profile,
+                l.disk_write_mb_per_s,
+                l.fdatasync_us_p50,
+                l.fdatasync_us_p99,
+                l.loopback_mb_per_s
+            );
+        }
+    }
+    let _ = writeln!(
+        o,
+        "\nLatencies are per record{}. Throughput counts acknowledged record values.\n\n![latency percentiles and throughput]({svg_name})",
+        if s.rate > 0.0 {
+            ", measured from each record's intended send time (corrected for coordinated omission)"
+        } else {
+            ", from record creation to acknowledgement"
+        }
+    );
+    o
+}
+
+/// The overlay plot: each profile's produce (solid) and end-to-end
+/// (dashed) curves, and its throughput over time.
+pub fn overlay_svg(reports: &[Report], title: &str) -> String {
+    let mut series = Vec::new();
+    let mut rates = Vec::new();
+    for (i, r) in reports.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        series.push(Series {
+            name: format!("{} produce", r.scenario.profile),
+            histogram: &r.produce_hist,
+            dashed: false,
+            color,
+        });
+        if !r.e2e_hist.is_empty() {
+            series.push(Series {
+                name: format!("{} e2e", r.scenario.profile),
+                histogram: &r.e2e_hist,
+                dashed: true,
+                color,
+            });
+        }
+        rates.push(RateSeries {
+            name: r.scenario.profile.clone(),
+            points: &r.timeline,
+            color,
+        });
+    }
+    plot::svg(title, &series, &rates)
+}
+
+/// Writes `compare-<scenario>-<date>.{md,svg,json}` into `dir`; returns
+/// the Markdown path.
+pub fn write(reports: &[Report], dir: &Path, date: &str, machine: &str) -> Result<PathBuf> {
+    let name = reports
+        .first()
+        .map_or("none".to_string(), |r| r.scenario.name.clone());
+    std::fs::create_dir_all(dir)
+        .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+    let stem = format!("compare-{name}-{date}");
+    let svg_name = format!("{stem}.svg");
+    let md_path = dir.join(format!("{stem}.md"));
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text)
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
+    };
+    write(
+        dir.join(&svg_name),
+        overlay_svg(
+            reports,
+            &format!("scenario {name}: latency by fsync profile"),
+        ),
+    )?;
+    write(md_path.clone(), markdown(reports, &svg_name, date, machine))?;
+    let json = serde_json::to_string_pretty(reports).map_err(BenchError::codec)?;
+    write(dir.join(format!("{stem}.json")), json + "\n")?;
+    Ok(md_path)
+}

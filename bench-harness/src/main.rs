@@ -1,0 +1,266 @@
+//! `sluice-bench`: throughput and latency of Sluice or any Kafka-compatible
+//! broker. With no `--bootstrap` it starts a single-node Sluice itself.
+//! Every failure is a message and exit code 2, never a panic.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use bench_harness::limits::LimitsConfig;
+use bench_harness::plot::{self, RateSeries, Series, COLORS};
+use bench_harness::report::Report;
+use bench_harness::run::{run, RunOptions};
+use bench_harness::scenario::{Overrides, Scenario, PROFILES};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "sluice-bench",
+    version,
+    about = "Throughput and latency harness for Sluice or any Kafka-compatible broker",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one scenario against the embedded broker under each profile and
+    /// write a Markdown report and an overlay plot.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// A built-in scenario (default, metrics-ingest, large-records,
+    /// fan-out), a name under ./perf/scenarios, or a TOML file.
+    #[arg(long, default_value = "default")]
+    scenario: String,
+    /// Run against this broker instead of starting a Sluice.
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// The sluice binary to start [default: beside sluice-bench].
+    #[arg(long, value_name = "PATH")]
+    sluice_bin: Option<PathBuf>,
+    /// A local broker's pid, to report its CPU and memory with --bootstrap.
+    #[arg(long)]
+    broker_pid: Option<u32>,
+    /// Directory for the embedded broker's data and the disk test
+    /// [default: the system temp dir].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// MiB written by the raw disk bandwidth test.
+    #[arg(long, default_value_t = 256)]
+    limits_mib: u64,
+    /// Skip measuring the machine's disk and loopback limits.
+    #[arg(long)]
+    no_limits: bool,
+    /// Seconds the connection to a broker may take.
+    #[arg(long, default_value_t = 5.0)]
+    connect_timeout: f64,
+    /// Upper bound on the catch-up read, in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    catch_up_max: f64,
+    /// Write every figure and the full configuration as JSON.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Write the latency histograms as an HdrHistogram log.
+    #[arg(long, value_name = "FILE")]
+    hdr_log: Option<PathBuf>,
+    /// Write an SVG of latency percentiles and throughput over time.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// No progress line.
+    #[arg(long, short)]
+    quiet: bool,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Profiles to compare, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "durable,balanced,throughput"
+    )]
+    profiles: Vec<String>,
+    /// Directory for the report, plot and JSON.
+    #[arg(long, default_value = "perf/results")]
+    out: PathBuf,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Compare(args)) => compare(args),
+        None => single(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice-bench: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+    let mut scenario = Scenario::load(&args.scenario)?;
+    scenario.apply(&args.overrides);
+    scenario.validate()?;
+    if let Some(p) = &args.plot {
+        if p.extension().and_then(|e| e.to_str()) != Some("svg") {
+            bail!(
+                "--plot {}: only SVG output is supported; name the file *.svg",
+                p.display()
+            );
+        }
+    }
+    if !(args.connect_timeout > 0.0 && args.connect_timeout <= 600.0) {
+        bail!(
+            "--connect-timeout {}: more than 0 and at most 600 seconds",
+            args.connect_timeout
+        );
+    }
+    if !(args.catch_up_max > 0.0 && args.catch_up_max <= 86_400.0) {
+        bail!(
+            "--catch-up-max {}: more than 0 and at most 86400 seconds",
+            args.catch_up_max
+        );
+    }
+    if args.limits_mib == 0 || args.limits_mib > 64 << 10 {
+        bail!("--limits-mib {}: 1 to 65536", args.limits_mib);
+    }
+    Ok(RunOptions {
+        scenario,
+        bootstrap: args.bootstrap.clone(),
+        sluice_bin: args.sluice_bin.clone(),
+        broker_pid: args.broker_pid,
+        data_dir: args.data_dir.clone(),
+        limits: (!args.no_limits).then(|| LimitsConfig {
+            disk_bytes: args.limits_mib << 20,
+            ..LimitsConfig::default()
+        }),
+        progress: !args.quiet,
+        connect_timeout: Duration::from_secs_f64(args.connect_timeout),
+        catch_up_time_max: Duration::from_secs_f64(args.catch_up_max),
+    })
+}
+
+fn single(args: RunArgs) -> anyhow::Result<()> {
+    let opts = options(&args)?;
+    let report = run(&opts)?;
+    print!("{}", report.table());
+    write_outputs(&args, &report)
+}
+
+fn write_outputs(args: &RunArgs, report: &Report) -> anyhow::Result<()> {
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    if let Some(path) = &args.hdr_log {
+        report.write_hdr_log(path)?;
+    }
+    if let Some(path) = &args.plot {
+        let color = COLORS[0];
+        let mut series = vec![Series {
+            name: "produce ack".into(),
+            histogram: &report.produce_hist,
+            dashed: false,
+            color,
+        }];
+        if !report.e2e_hist.is_empty() {
+            series.push(Series {
+                name: "end to end".into(),
+                histogram: &report.e2e_hist,
+                dashed: true,
+                color: COLORS[1],
+            });
+        }
+        let rates = [RateSeries {
+            name: report.scenario.name.clone(),
+            points: &report.timeline,
+            color,
+        }];
+        let title = format!(
+            "sluice-bench {} against {}",
+            report.scenario.name, report.target.bootstrap
+        );
+        std::fs::write(path, plot::svg(&title, &series, &rates))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn compare(args: CompareArgs) -> anyhow::Result<()> {
+    if args.run.bootstrap.is_some() {
+        bail!("compare starts its own broker per profile; drop --bootstrap");
+    }
+    for p in &args.profiles {
+        if !PROFILES.contains(&p.as_str()) {
+            bail!("--profiles: {p:?} is not one of durable, balanced, throughput");
+        }
+    }
+    let base = options(&args.run)?;
+    let mut reports = Vec::new();
+    for profile in &args.profiles {
+        let mut opts = base.clone();
+        opts.scenario.profile = profile.clone();
+        if !args.run.quiet {
+            eprintln!("== profile {profile} ==");
+        }
+        let report = run(&opts).with_context(|| format!("profile {profile}"))?;
+        print!("{}", report.table());
+        reports.push(report);
+    }
+    let date = utc_date();
+    let machine = machine_description();
+    let md = bench_harness::compare::write(&reports, &args.out, &date, &machine)?;
+    println!("report: {}", md.display());
+    Ok(())
+}
+
+/// YYYY-MM-DD from the system clock, without a date library.
+fn utc_date() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let days = (secs / 86_400) as i64;
+    // Howard Hinnant's civil-from-days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn machine_description() -> String {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!("{cores} cores ({cpu}), Linux {kernel}")
+}

@@ -1,0 +1,334 @@
+//! A run's results: the figures as a struct (written as JSON with the full
+//! configuration), the table printed at the end, and the HdrHistogram log.
+
+use std::fmt::Write as _;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+use hdrhistogram::serialization::V2Serializer;
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::broker_proc::ProcSample;
+use crate::error::{BenchError, Result};
+use crate::limits::Limits;
+use crate::scenario::Scenario;
+use crate::stats::{Percentiles, RatePoint, MB};
+use crate::workload::consumer::CatchUp;
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Target {
+    pub bootstrap: String,
+    /// True when sluice-bench started the broker itself.
+    pub embedded: bool,
+    pub sluice_bin: Option<String>,
+    /// The pid whose /proc figures are reported, if any.
+    pub broker_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Flow {
+    pub records: u64,
+    pub bytes: u64,
+    pub records_per_s: f64,
+    pub mb_per_s: f64,
+    /// `mb_per_s` over the lower of the measured machine limits.
+    pub fraction_of_lower_limit: Option<f64>,
+}
+
+impl Flow {
+    pub fn new(records: u64, bytes: u64, seconds: f64, limit_mb_per_s: Option<f64>) -> Flow {
+        let s = seconds.max(1e-9);
+        let mb_per_s = bytes as f64 / MB / s;
+        Flow {
+            records,
+            bytes,
+            records_per_s: records as f64 / s,
+            mb_per_s,
+            fraction_of_lower_limit: limit_mb_per_s.filter(|l| *l > 0.0).map(|l| mb_per_s / l),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct BrokerUsage {
+    /// CPU seconds during the measured window.
+    pub cpu_s: f64,
+    /// Average cores busy during the measured window.
+    pub cores: f64,
+    /// CPU seconds per GB produced (acknowledged) in the window.
+    pub cpu_s_per_gb: Option<f64>,
+    pub rss_idle_kib: u64,
+    pub rss_peak_kib: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct HarnessUsage {
+    pub cpu_s: f64,
+    pub cores: f64,
+    /// Cores the harness used per GB/s it generated and read.
+    pub cores_per_gb_per_s: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: String,
+    pub version: String,
+    /// Seconds since the Unix epoch when the run started.
+    pub started_unix_s: u64,
+    pub target: Target,
+    pub scenario: Scenario,
+    pub limits: Option<Limits>,
+    pub measured_s: f64,
+    pub produced: Flow,
+    pub consumed: Flow,
+    pub produce_latency: Percentiles,
+    pub e2e_latency: Percentiles,
+    /// Fixed-rate runs measure every record from its intended send time.
+    pub corrected_for_coordinated_omission: bool,
+    pub broker: Option<BrokerUsage>,
+    pub harness: HarnessUsage,
+    pub catch_up: Option<CatchUp>,
+    pub produce_requests: u64,
+    pub errors: u64,
+    pub error_samples: Vec<String>,
+    pub timeline: Vec<RatePoint>,
+    #[serde(skip)]
+    pub produce_hist: Histogram<u64>,
+    #[serde(skip)]
+    pub e2e_hist: Histogram<u64>,
+}
+
+pub fn broker_usage(
+    idle: Option<ProcSample>,
+    from: Option<ProcSample>,
+    to: Option<ProcSample>,
+    seconds: f64,
+    produced_bytes: u64,
+) -> Option<BrokerUsage> {
+    let (from, to) = (from?, to?);
+    let cpu_s = (to.cpu_s - from.cpu_s).max(0.0);
+    let gb = produced_bytes as f64 / 1e9;
+    Some(BrokerUsage {
+        cpu_s,
+        cores: cpu_s / seconds.max(1e-9),
+        cpu_s_per_gb: (gb > 0.0).then(|| cpu_s / gb),
+        rss_idle_kib: idle.map_or(0, |s| s.rss_kib),
+        rss_peak_kib: to.rss_peak_kib,
+    })
+}
+
+fn us(v: u64) -> String {
+    if v >= 10_000 {
+        format!("{:.1} ms", v as f64 / 1000.0)
+    } else if v >= 1000 {
+        format!("{:.2} ms", v as f64 / 1000.0)
+    } else {
+        format!("{v} µs")
+    }
+}
+
+fn latency_row(out: &mut String, name: &str, p: &Percentiles) {
+    if p.count == 0 {
+        let _ = writeln!(out, "  {name:<18} (no samples)");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {name:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}   n={}",
+        us(p.p50_us),
+        us(p.p90_us),
+        us(p.p99_us),
+        us(p.p999_us),
+        us(p.p9999_us),
+        us(p.max_us),
+        p.count
+    );
+}
+
+fn flow_row(out: &mut String, name: &str, f: &Flow) {
+    let frac = f
+        .fraction_of_lower_limit
+        .map_or(String::new(), |x| format!("   {:.2} of the lower limit", x));
+    let _ = writeln!(
+        out,
+        "  {name:<18} {:>14.0} records/s {:>10.1} MB/s{frac}",
+        f.records_per_s, f.mb_per_s
+    );
+}
+
+impl Report {
+    /// The final table, for people.
+    pub fn table(&self) -> String {
+        let mut o = String::new();
+        let s = &self.scenario;
+        let _ = writeln!(
+            o,
+            "sluice-bench {}: scenario {} against {}{}",
+            self.version,
+            s.name,
+            self.target.bootstrap,
+            if self.target.embedded {
+                format!(" (embedded sluice, profile {})", s.profile)
+            } else {
+                String::new()
+            }
+        );
+        let rate = if s.rate > 0.0 {
+            format!("{:.0} records/s", s.rate)
+        } else {
+            "as fast as possible".to_string()
+        };
+        let _ = writeln!(
+            o,
+            "  {} producers x {} partitions, {} B records, keys {}, acks={}, batch {} B, linger {} ms, {}, {}, {} in flight, {} consumers, {} s + {} s warm-up, {} harness cores",
+            s.producers, s.partitions, s.record_bytes, s.keys, s.acks, s.batch_bytes, s.linger_ms,
+            s.compression, rate, s.in_flight, s.consumers, s.duration_s, s.warmup_s, s.cores
+        );
+        if let Some(l) = &self.limits {
+            let _ = writeln!(
+                o,
+                "limits: O_DIRECT write {:.0} MB/s, fdatasync p50 {} p99 {}, loopback TCP {:.0} MB/s (lower: {:.0} MB/s)",
+                l.disk_write_mb_per_s,
+                us(l.fdatasync_us_p50),
+                us(l.fdatasync_us_p99),
+                l.loopback_mb_per_s,
+                l.lower_limit_mb_per_s
+            );
+        }
+        let _ = writeln!(o, "throughput over {:.1} s:", self.measured_s);
+        flow_row(&mut o, "produced (acked)", &self.produced);
+        flow_row(&mut o, "consumed (tailing)", &self.consumed);
+        if let Some(c) = &self.catch_up {
+            let _ = writeln!(
+                o,
+                "  {:<18} {:>14.0} records/s {:>10.1} MB/s   {} records in {:.2} s{}",
+                "catch-up read",
+                c.records_per_s,
+                c.mb_per_s,
+                c.records,
+                c.seconds,
+                if c.complete { "" } else { " (time bound hit)" }
+            );
+        }
+        let _ = writeln!(
+            o,
+            "latency{}:            p50        p90        p99      p99.9     p99.99        max",
+            if self.corrected_for_coordinated_omission {
+                " (from intended send time)"
+            } else {
+                ""
+            }
+        );
+        latency_row(&mut o, "produce ack", &self.produce_latency);
+        latency_row(&mut o, "end to end", &self.e2e_latency);
+        if let Some(b) = &self.broker {
+            let _ = writeln!(
+                o,
+                "broker: {:.2} CPU s ({:.2} cores){}, RSS idle {:.1} MiB, peak {:.1} MiB",
+                b.cpu_s,
+                b.cores,
+                b.cpu_s_per_gb
+                    .map_or(String::new(), |x| format!(", {x:.2} CPU s per GB")),
+                b.rss_idle_kib as f64 / 1024.0,
+                b.rss_peak_kib as f64 / 1024.0
+            );
+        }
+        let _ = writeln!(
+            o,
+            "harness: {:.2} CPU s ({:.2} cores){}",
+            self.harness.cpu_s,
+            self.harness.cores,
+            self.harness
+                .cores_per_gb_per_s
+                .map_or(String::new(), |x| format!(", {x:.2} cores per GB/s"))
+        );
+        if self.errors > 0 {
+            let _ = writeln!(o, "errors: {}", self.errors);
+            for e in &self.error_samples {
+                let _ = writeln!(o, "  {e}");
+            }
+        }
+        o
+    }
+
+    pub fn write_json(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(BenchError::codec)?;
+        std::fs::write(path, text + "\n")
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
+    }
+
+    /// An HdrHistogram interval log with one whole-run histogram per kind
+    /// (tags `produce` and `e2e`), readable by HdrHistogram's log tools.
+    pub fn write_hdr_log(&self, path: &Path) -> Result<()> {
+        let bytes = hdr_log(
+            &[("produce", &self.produce_hist), ("e2e", &self.e2e_hist)],
+            self.started_unix_s,
+            self.measured_s,
+        )?;
+        std::fs::write(path, bytes)
+            .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
+    }
+}
+
+pub fn hdr_log(
+    histograms: &[(&str, &Histogram<u64>)],
+    started_unix_s: u64,
+    seconds: f64,
+) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut serializer = V2Serializer::new();
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(started_unix_s);
+    let mut writer = IntervalLogWriterBuilder::new()
+        .with_base_time(start)
+        .with_start_time(start)
+        .begin_log_with(&mut buf, &mut serializer)
+        .map_err(|e| BenchError::io("writing the HdrHistogram log", e))?;
+    writer
+        .write_comment("sluice-bench latencies in microseconds")
+        .map_err(|e| BenchError::io("writing the HdrHistogram log", e))?;
+    for (tag, h) in histograms {
+        writer
+            .write_histogram(
+                h,
+                Duration::ZERO,
+                Duration::from_secs_f64(seconds.max(0.0)),
+                Tag::new(tag),
+            )
+            .map_err(|e| BenchError::Codec(format!("HdrHistogram log: {e:?}")))?;
+    }
+    drop(writer);
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{latency_histogram, record_us};
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+
+    #[test]
+    fn the_hdr_log_holds_both_tagged_histograms() {
+        let mut h = latency_histogram();
+        record_us(&mut h, Duration::from_micros(250), 10);
+        let e = latency_histogram();
+        let bytes = hdr_log(&[("produce", &h), ("e2e", &e)], 1_700_000_000, 10.0).expect("log");
+        let text = String::from_utf8(bytes).expect("utf8");
+        let tags: Vec<String> = IntervalLogIterator::new(text.as_bytes())
+            .filter_map(|e| match e {
+                Ok(LogEntry::Interval(i)) => i.tag().map(|t| t.as_str().to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(tags, vec!["produce", "e2e"]);
+    }
+
+    #[test]
+    fn flows_compare_against_the_lower_limit() {
+        let f = Flow::new(1000, 500_000_000, 2.0, Some(500.0));
+        assert_eq!(f.mb_per_s, 250.0);
+        assert_eq!(f.fraction_of_lower_limit, Some(0.5));
+        assert_eq!(Flow::new(1, 1, 1.0, None).fraction_of_lower_limit, None);
+    }
+}

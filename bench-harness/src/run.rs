@@ -1,0 +1,345 @@
+//! One benchmark run from start to end: start (or reach) the broker,
+//! measure the machine's limits, create the topic, run the load on a pool
+//! of glommio shards while the main thread prints progress and samples
+//! counters and /proc, then gather the shards' histograms into a report.
+
+use std::future::Future;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use glommio::{LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement};
+
+use crate::broker_proc::{self, EmbeddedBroker, ProcSample};
+use crate::client::admin::{create_topic, describe_topic};
+use crate::client::Connection;
+use crate::clock::Clock;
+use crate::error::{BenchError, Result};
+use crate::limits::{self, LimitsConfig, IO_MEMORY_BYTES};
+use crate::report::{broker_usage, Flow, HarnessUsage, Report, Target};
+use crate::scenario::Scenario;
+use crate::stats::{latency_histogram, CounterSnapshot, Counters, Percentiles, RatePoint};
+use crate::workload::consumer::{catch_up, log_ends};
+use crate::workload::{run_shard, Plan, ShardOutput};
+
+/// Time for the pool's threads to start before the load begins.
+const POOL_START_DELAY: Duration = Duration::from_millis(500);
+/// Tailing consumers read this long after producers stop.
+const DRAIN: Duration = Duration::from_secs(2);
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub scenario: Scenario,
+    /// Run against this broker instead of an embedded one.
+    pub bootstrap: Option<String>,
+    pub sluice_bin: Option<PathBuf>,
+    /// A local broker whose CPU and memory to read from /proc.
+    pub broker_pid: Option<u32>,
+    /// Where the embedded broker's data (and the disk test) go.
+    pub data_dir: Option<PathBuf>,
+    /// `None` skips the machine-limit measurements.
+    pub limits: Option<LimitsConfig>,
+    pub progress: bool,
+    pub connect_timeout: Duration,
+    pub catch_up_time_max: Duration,
+}
+
+/// Runs `make()` to completion on a fresh glommio executor thread.
+pub fn on_executor<T, F, Fut>(name: &str, make: F) -> Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T>> + 'static,
+{
+    LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .io_memory(IO_MEMORY_BYTES)
+        .spawn(make)
+        .map_err(|e| BenchError::Runtime(e.to_string()))?
+        .join()
+        .map_err(|e| BenchError::Runtime(e.to_string()))?
+}
+
+pub fn run(opts: &RunOptions) -> Result<Report> {
+    let s = opts.scenario.clone();
+    s.validate()?;
+    let started_unix_s = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+
+    let mut embedded = None;
+    let (bootstrap, broker_pid, sluice_bin) = match &opts.bootstrap {
+        Some(b) => (b.clone(), opts.broker_pid, None),
+        None => {
+            let bin = broker_proc::find_sluice(opts.sluice_bin.as_deref())?;
+            let b =
+                EmbeddedBroker::start(&bin, &s.profile, s.broker_cores, opts.data_dir.as_deref())?;
+            let out = (b.addr.clone(), Some(b.pid), Some(bin.display().to_string()));
+            embedded = Some(b);
+            out
+        }
+    };
+    let target = Target {
+        bootstrap: bootstrap.clone(),
+        embedded: embedded.is_some(),
+        sluice_bin,
+        broker_pid,
+    };
+
+    let limits = match opts.limits {
+        None => None,
+        Some(config) => {
+            let dir = match (&embedded, &opts.data_dir) {
+                (Some(b), _) => b
+                    .data_dir
+                    .parent()
+                    .map(|p| p.to_path_buf())
+                    .unwrap_or_else(std::env::temp_dir),
+                (None, Some(d)) => d.clone(),
+                (None, None) => std::env::temp_dir(),
+            };
+            if opts.progress {
+                eprintln!("measuring machine limits in {} ...", dir.display());
+            }
+            Some(limits::measure(&dir, config)?)
+        }
+    };
+    let lower_limit = limits.as_ref().map(|l| l.lower_limit_mb_per_s);
+
+    // Topic and starting offsets.
+    let topic_name = if s.topic.is_empty() {
+        format!("sluice-bench-{}-{started_unix_s}", std::process::id())
+    } else {
+        s.topic.clone()
+    };
+    let timeout = opts.connect_timeout;
+    let setup_scenario = s.clone();
+    let (topic, tail_from) = on_executor("sluice-bench-setup", move || async move {
+        let mut conn = Connection::connect(&bootstrap, timeout).await?;
+        create_topic(
+            &mut conn,
+            &topic_name,
+            setup_scenario.partitions,
+            setup_scenario.replication_factor,
+        )
+        .await?;
+        let topic = describe_topic(&mut conn, &topic_name, Duration::from_secs(30)).await?;
+        let tail_from = if setup_scenario.consumers > 0 {
+            log_ends(&topic, timeout).await?
+        } else {
+            Default::default()
+        };
+        Ok((topic, tail_from))
+    })?;
+
+    let idle = broker_pid.and_then(broker_proc::sample);
+    let counters = Arc::new(Counters::default());
+    let start = Instant::now() + POOL_START_DELAY;
+    let measure_from = start + Duration::from_secs_f64(s.warmup_s);
+    let stop_at = measure_from + Duration::from_secs_f64(s.duration_s);
+    let plan = Arc::new(Plan {
+        scenario: s.clone(),
+        topic: topic.clone(),
+        clock: Clock::new(),
+        start,
+        measure_from,
+        stop_at,
+        drain: DRAIN,
+        tail_from: tail_from.into_iter().collect(),
+        counters: counters.clone(),
+        connect_timeout: timeout,
+    });
+
+    let shards = s.cores;
+    let next_shard = Arc::new(AtomicUsize::new(0));
+    let pool_plan = plan.clone();
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::Unbound(shards))
+        .name("sluice-bench")
+        .io_memory(IO_MEMORY_BYTES)
+        .on_all_shards(move || {
+            let shard = next_shard.fetch_add(1, Ordering::Relaxed);
+            async move { run_shard(pool_plan, shard, shards).await }
+        })
+        .map_err(|e| BenchError::Runtime(e.to_string()))?;
+
+    // The main thread watches: progress, timeline, window snapshots.
+    let mut timeline = Vec::new();
+    let mut at_measure: Option<(CounterSnapshot, Option<ProcSample>, f64)> = None;
+    let mut at_stop: Option<(CounterSnapshot, Option<ProcSample>, f64)> = None;
+    let mut prev = (start, CounterSnapshot::default());
+    let mut next_tick = start + TICK;
+    let end = stop_at + DRAIN;
+    let tty = std::io::stderr().is_terminal();
+    sleep_until(start);
+    loop {
+        let now = Instant::now();
+        if at_measure.is_none() && now >= measure_from {
+            at_measure = Some((
+                counters.snapshot(),
+                broker_pid.and_then(broker_proc::sample),
+                broker_proc::self_cpu_s(),
+            ));
+        }
+        if at_stop.is_none() && now >= stop_at {
+            at_stop = Some((
+                counters.snapshot(),
+                broker_pid.and_then(broker_proc::sample),
+                broker_proc::self_cpu_s(),
+            ));
+        }
+        if now >= next_tick {
+            let snap = counters.snapshot();
+            let seconds = now.duration_since(prev.0).as_secs_f64();
+            let point = RatePoint::between(
+                now.duration_since(start).as_secs_f64(),
+                &snap.minus(&prev.1),
+                seconds,
+            );
+            timeline.push(point);
+            if opts.progress {
+                progress(&point, &s, snap.errors, now < measure_from, tty);
+            }
+            prev = (now, snap);
+            next_tick += TICK;
+        }
+        if now >= end {
+            break;
+        }
+        let wake = [next_tick, end, measure_from, stop_at]
+            .into_iter()
+            .filter(|t| *t > now)
+            .min()
+            .unwrap_or(end);
+        sleep_until(wake);
+    }
+    if opts.progress && tty {
+        eprintln!();
+    }
+    let mut joined = Vec::new();
+    for r in handles.join_all() {
+        match r {
+            Ok(o) => joined.push(o),
+            Err(e) => return Err(BenchError::Runtime(format!("a harness shard failed: {e}"))),
+        }
+    }
+
+    let mut merged = ShardOutput {
+        produce: latency_histogram(),
+        e2e: latency_histogram(),
+        ..ShardOutput::default()
+    };
+    for o in joined {
+        let _ = merged.produce.add(&o.produce);
+        let _ = merged.e2e.add(&o.e2e);
+        merged.produce_requests += o.produce_requests;
+        for e in o.errors {
+            merged.note_error(e);
+        }
+    }
+    let total = counters.snapshot();
+    if s.producers > 0 && total.records_out == 0 && !merged.errors.is_empty() {
+        return Err(BenchError::Protocol(format!(
+            "nothing was produced: {}",
+            merged.errors.join("; ")
+        )));
+    }
+
+    let catch_up_result = if s.catch_up {
+        if opts.progress {
+            eprintln!("catch-up read from offset 0 ...");
+        }
+        let topic = topic.clone();
+        let time_max = opts.catch_up_time_max;
+        Some(on_executor("sluice-bench-catch-up", move || async move {
+            catch_up(&topic, time_max, timeout).await
+        })?)
+    } else {
+        None
+    };
+
+    let final_sample = broker_pid.and_then(broker_proc::sample);
+    if let Some(mut b) = embedded.take() {
+        b.stop();
+    }
+
+    let (m_snap, m_proc, m_cpu) = at_measure.unwrap_or_default();
+    let (s_snap, s_proc, s_cpu) = at_stop.unwrap_or_default();
+    let window = s_snap.minus(&m_snap);
+    let measured_s = stop_at.duration_since(measure_from).as_secs_f64();
+    let produced = Flow::new(
+        window.records_out,
+        window.bytes_out,
+        measured_s,
+        lower_limit,
+    );
+    let consumed = Flow::new(window.records_in, window.bytes_in, measured_s, lower_limit);
+    let mut broker = broker_usage(idle, m_proc, s_proc, measured_s, window.bytes_out);
+    if let (Some(b), Some(f)) = (broker.as_mut(), final_sample) {
+        b.rss_peak_kib = b.rss_peak_kib.max(f.rss_peak_kib);
+    }
+    let harness_cpu = (s_cpu - m_cpu).max(0.0);
+    let gbps = (produced.mb_per_s + consumed.mb_per_s) / 1000.0;
+    Ok(Report {
+        tool: "sluice-bench".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        started_unix_s,
+        target,
+        scenario: s.clone(),
+        limits,
+        measured_s,
+        produced,
+        consumed,
+        produce_latency: Percentiles::of(&merged.produce),
+        e2e_latency: Percentiles::of(&merged.e2e),
+        corrected_for_coordinated_omission: s.rate > 0.0,
+        broker,
+        harness: HarnessUsage {
+            cpu_s: harness_cpu,
+            cores: harness_cpu / measured_s.max(1e-9),
+            cores_per_gb_per_s: (gbps > 0.0).then(|| harness_cpu / measured_s.max(1e-9) / gbps),
+        },
+        catch_up: catch_up_result,
+        produce_requests: merged.produce_requests,
+        errors: total.errors,
+        error_samples: merged.errors,
+        timeline,
+        produce_hist: merged.produce,
+        e2e_hist: merged.e2e,
+    })
+}
+
+fn sleep_until(t: Instant) {
+    let now = Instant::now();
+    if t > now {
+        std::thread::sleep(t - now);
+    }
+}
+
+fn progress(p: &RatePoint, s: &Scenario, errors: u64, warming: bool, tty: bool) {
+    let total = s.warmup_s + s.duration_s;
+    let line = format!(
+        "[{:>6.1}/{:.0} s{}] out {:>10.0} rec/s {:>8.1} MB/s | in {:>10.0} rec/s {:>8.1} MB/s{}",
+        p.elapsed_s.min(total),
+        total,
+        if warming { " warm-up" } else { "" },
+        p.records_out_per_s,
+        p.mb_out_per_s,
+        p.records_in_per_s,
+        p.mb_in_per_s,
+        if errors > 0 {
+            format!(" | {errors} errors")
+        } else {
+            String::new()
+        }
+    );
+    let mut err = std::io::stderr().lock();
+    if tty {
+        let _ = write!(err, "\r{line}\x1b[K");
+    } else {
+        let _ = writeln!(err, "{line}");
+    }
+    let _ = err.flush();
+}

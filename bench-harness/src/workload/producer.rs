@@ -1,0 +1,372 @@
+//! One producer connection: accumulates records into per-partition
+//! batches, sends a Produce request when a batch is full or has lingered
+//! (then, like Kafka's sender, with every partition's pending batch), and
+//! keeps up to `in_flight` requests outstanding. A fixed-rate producer
+//! generates records on a schedule and measures each from its due time.
+
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::sync::Semaphore;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::protocol::Request;
+use kafka_protocol::records::{Compression, Record};
+
+use super::{Plan, ProducerUnit, ShardOutput};
+use crate::client::admin::topic_name;
+use crate::client::records::{
+    encode_batch, parse_compression, payload_pool, record, stamped_value,
+};
+use crate::client::versions::error_name;
+use crate::client::{decode_response, ConnReader, Connection};
+use crate::error::{BenchError, Result};
+use crate::stats::{record_scheduled_ack, record_us, Schedule};
+
+/// Sleeps shorter than this are not worth a timer: spin through the loop.
+const SLEEP_MIN: Duration = Duration::from_micros(50);
+/// How long the end of the run waits for outstanding acknowledgements.
+const ACK_WAIT_MAX: Duration = Duration::from_secs(10);
+const PAYLOAD_POOL_BYTES: usize = 64 << 10;
+/// Keys are pre-built up to this many; more distinct keys reuse them.
+const KEYS_PREBUILT_MAX: u64 = 100_000;
+
+/// Which records a request carried, to charge their latency correctly.
+#[derive(Debug, Clone, Copy)]
+enum Span {
+    /// Scheduled records `k0..k1`.
+    Scheduled { k0: u64, k1: u64 },
+    /// As-fast-as-possible records, all created at about `at`.
+    Created { at: Instant },
+}
+
+#[derive(Debug)]
+struct InFlight {
+    correlation_id: i32,
+    records: u64,
+    bytes: u64,
+    span: Span,
+}
+
+/// Per-partition batches being filled.
+struct Accumulator {
+    partitions: Vec<i32>,
+    records: Vec<Vec<Record>>,
+    bytes: Vec<usize>,
+    batch_bytes: usize,
+    count: u64,
+    value_bytes: u64,
+    /// When the oldest pending record was due (or created).
+    oldest: Option<Instant>,
+    first_k: u64,
+}
+
+impl Accumulator {
+    fn new(partitions: Vec<i32>, batch_bytes: usize) -> Accumulator {
+        let n = partitions.len();
+        Accumulator {
+            partitions,
+            records: vec![Vec::new(); n],
+            bytes: vec![0; n],
+            batch_bytes,
+            count: 0,
+            value_bytes: 0,
+            oldest: None,
+            first_k: 0,
+        }
+    }
+
+    fn push(&mut self, slot: usize, r: Record, due: Instant, k: u64) {
+        let len = r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+        if self.count == 0 {
+            self.oldest = Some(due);
+            self.first_k = k;
+        }
+        self.records[slot].push(r);
+        self.bytes[slot] += len;
+        self.count += 1;
+        self.value_bytes += len as u64;
+    }
+
+    fn any_full(&self) -> bool {
+        self.bytes.iter().any(|&b| b >= self.batch_bytes)
+    }
+
+    fn all_full(&self) -> bool {
+        self.bytes.iter().all(|&b| b >= self.batch_bytes)
+    }
+
+    /// Encodes every pending batch into one request's topic data.
+    fn drain(&mut self, compression: Compression) -> Result<Vec<PartitionProduceData>> {
+        let mut data = Vec::new();
+        for (slot, records) in self.records.iter_mut().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            let batch = encode_batch(records, compression)?;
+            records.clear();
+            self.bytes[slot] = 0;
+            data.push(
+                PartitionProduceData::default()
+                    .with_index(self.partitions[slot])
+                    .with_records(Some(batch)),
+            );
+        }
+        self.count = 0;
+        self.value_bytes = 0;
+        self.oldest = None;
+        Ok(data)
+    }
+}
+
+/// A tiny xorshift: key choice needs speed and spread, not quality.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>>) -> Result<()> {
+    let s = &plan.scenario;
+    let conn = Connection::connect(&unit.leader_addr, plan.connect_timeout).await?;
+    let version = conn.versions.pick::<ProduceRequest>()?;
+    let Connection {
+        mut writer, reader, ..
+    } = conn;
+    let compression = parse_compression(&s.compression).ok_or_else(|| BenchError::Config {
+        key: "compression",
+        value: s.compression.clone(),
+        allowed: "none, gzip, snappy, lz4 or zstd".into(),
+    })?;
+    let schedule = Schedule::for_rate(plan.start, unit.rate);
+    let linger = Duration::from_secs_f64(s.linger_ms / 1000.0);
+    let permits = Rc::new(Semaphore::new(s.in_flight as u64));
+    let queue: Rc<RefCell<VecDeque<InFlight>>> = Rc::new(RefCell::new(VecDeque::new()));
+    let pool = payload_pool(
+        PAYLOAD_POOL_BYTES,
+        0x9e37_79b9_7f4a_7c15 ^ u64::from(unit.producer),
+    );
+    let keys: Vec<Bytes> = (0..s.keys.min(KEYS_PREBUILT_MAX))
+        .map(|k| Bytes::from(format!("key-{k:08}")))
+        .collect();
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (u64::from(unit.producer) << 17) | 1);
+    let mut acc = Accumulator::new(unit.partitions.clone(), s.batch_bytes);
+    let topic = topic_name(&plan.topic.name);
+    let topic_id = plan.topic.topic_id;
+    let acks = s.acks;
+
+    let reading = read_acks(
+        plan,
+        reader,
+        version,
+        schedule,
+        queue.clone(),
+        permits.clone(),
+        out,
+    );
+    let writing = async {
+        glommio::timer::sleep(plan.start.saturating_duration_since(Instant::now())).await;
+        let mut k_next: u64 = 0;
+        let mut round_robin = 0usize;
+        loop {
+            let now = Instant::now();
+            if now >= plan.stop_at {
+                break;
+            }
+            // Generate what is due (or, flat out, enough to fill every batch).
+            let target = match &schedule {
+                Some(sc) => sc.due_by(now.min(plan.stop_at)),
+                None => u64::MAX,
+            };
+            while k_next < target && !acc.any_full() {
+                let due = schedule.as_ref().map_or(now, |sc| sc.due(k_next));
+                let key = (!keys.is_empty()).then(|| {
+                    let i = (rng.next() % s.keys) % keys.len() as u64;
+                    keys[i as usize].clone()
+                });
+                let slot = match &key {
+                    Some(_) => (rng.next() % acc.partitions.len() as u64) as usize,
+                    None => {
+                        round_robin = (round_robin + 1) % acc.partitions.len();
+                        round_robin
+                    }
+                };
+                let wall_us = plan.clock.wall_us(due);
+                let value = stamped_value(
+                    s.record_bytes,
+                    wall_us,
+                    &pool,
+                    (k_next as usize).wrapping_mul(7919),
+                );
+                acc.push(
+                    slot,
+                    record(key, value, (wall_us / 1000) as i64),
+                    due,
+                    k_next,
+                );
+                k_next += 1;
+                if schedule.is_none() && acc.all_full() {
+                    break;
+                }
+            }
+            let lingered = acc.oldest.is_some_and(|t| now >= t + linger);
+            let flat_out = schedule.is_none() && acc.count > 0;
+            if acc.count > 0 && (acc.any_full() || lingered || flat_out) {
+                if acks != 0
+                    && glommio::timer::timeout(ACK_WAIT_MAX, permits.acquire(1))
+                        .await
+                        .is_err()
+                {
+                    return Err(BenchError::Timeout {
+                        what: format!("acknowledgements from {}", unit.leader_addr),
+                        seconds: ACK_WAIT_MAX.as_secs(),
+                    });
+                }
+                let span = match &schedule {
+                    Some(_) => Span::Scheduled {
+                        k0: acc.first_k,
+                        k1: k_next,
+                    },
+                    None => Span::Created {
+                        at: acc.oldest.unwrap_or(now),
+                    },
+                };
+                let records = acc.count;
+                let bytes = acc.value_bytes;
+                let partitions = acc.drain(compression)?;
+                let request = ProduceRequest::default()
+                    .with_acks(acks)
+                    .with_timeout_ms(30_000)
+                    .with_topic_data(vec![TopicProduceData::default()
+                        .with_name(topic.clone())
+                        .with_topic_id(topic_id)
+                        .with_partition_data(partitions)]);
+                let id = writer.next_correlation_id();
+                let frame =
+                    crate::client::encode_request(ProduceRequest::KEY, version, id, &request)?;
+                if acks != 0 {
+                    queue.borrow_mut().push_back(InFlight {
+                        correlation_id: id,
+                        records,
+                        bytes,
+                        span,
+                    });
+                }
+                writer.write_frame(&frame).await?;
+                out.borrow_mut().produce_requests += 1;
+                if acks == 0 {
+                    plan.counters.add_out(records, bytes);
+                }
+                continue;
+            }
+            // Nothing to send yet: sleep until the next record is due or
+            // the oldest pending one has lingered long enough.
+            let mut wake = plan.stop_at;
+            if let Some(sc) = &schedule {
+                wake = wake.min(sc.due(k_next));
+            }
+            if let Some(t) = acc.oldest {
+                wake = wake.min(t + linger);
+            }
+            let now = Instant::now();
+            if wake > now + SLEEP_MIN {
+                glommio::timer::sleep(wake - now).await;
+            } else {
+                glommio::executor().yield_if_needed().await;
+            }
+        }
+        // Wait for every outstanding acknowledgement, bounded.
+        if acks != 0 {
+            let waited =
+                glommio::timer::timeout(ACK_WAIT_MAX, permits.acquire(s.in_flight as u64)).await;
+            if waited.is_err() {
+                return Err(BenchError::Timeout {
+                    what: format!("the last acknowledgements from {}", unit.leader_addr),
+                    seconds: ACK_WAIT_MAX.as_secs(),
+                });
+            }
+        }
+        Ok(())
+    };
+    future::or(writing, reading).await
+}
+
+/// Reads Produce responses in order, charging each record's latency.
+/// Only returns on a failure: the writer side ends the pair.
+async fn read_acks(
+    plan: &Plan,
+    mut reader: ConnReader,
+    version: i16,
+    schedule: Option<Schedule>,
+    queue: Rc<RefCell<VecDeque<InFlight>>>,
+    permits: Rc<Semaphore>,
+    out: &Rc<RefCell<ShardOutput>>,
+) -> Result<()> {
+    if plan.scenario.acks == 0 {
+        return future::pending().await;
+    }
+    loop {
+        let frame = reader.read_frame().await?;
+        let acked = Instant::now();
+        let Some(entry) = queue.borrow_mut().pop_front() else {
+            return Err(BenchError::Protocol(format!(
+                "{} sent a response to no request",
+                reader.addr
+            )));
+        };
+        let (id, response) = decode_response::<ProduceResponse>(frame, version)?;
+        if id != entry.correlation_id {
+            return Err(BenchError::Protocol(format!(
+                "{} answered correlation id {id}, expected {}",
+                reader.addr, entry.correlation_id
+            )));
+        }
+        let mut failed = None;
+        for t in &response.responses {
+            for p in &t.partition_responses {
+                if p.error_code != 0 {
+                    failed = Some(p.error_code);
+                }
+            }
+        }
+        permits.signal(1);
+        if let Some(code) = failed {
+            plan.counters
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            out.borrow_mut().note_error(format!(
+                "Produce to {}: error {code} ({})",
+                reader.addr,
+                error_name(code)
+            ));
+            continue;
+        }
+        plan.counters.add_out(entry.records, entry.bytes);
+        let mut o = out.borrow_mut();
+        match entry.span {
+            Span::Scheduled { k0, k1 } => {
+                if let Some(sc) = &schedule {
+                    record_scheduled_ack(&mut o.produce, sc, k0, k1, acked, plan.measure_from);
+                }
+            }
+            Span::Created { at } => {
+                if at >= plan.measure_from && at < plan.stop_at {
+                    record_us(
+                        &mut o.produce,
+                        acked.saturating_duration_since(at),
+                        entry.records,
+                    );
+                }
+            }
+        }
+    }
+}
