@@ -133,13 +133,15 @@ def ck_admin(addr):
 
 def ck_create(addr, topics):
     from confluent_kafka.admin import NewTopic
-    fs = ck_admin(addr).create_topics([NewTopic(t, PARTITIONS, 1) for t in topics], operation_timeout=10)
+    admin = ck_admin(addr)  # must outlive the futures
+    fs = admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics], operation_timeout=10)
     for t, f in fs.items():
         f.result(timeout=DEADLINE_S)
 
 
 def ck_delete(addr, topics):
-    fs = ck_admin(addr).delete_topics(topics, operation_timeout=10)
+    admin = ck_admin(addr)  # must outlive the futures
+    fs = admin.delete_topics(topics, operation_timeout=10)
     for t, f in fs.items():
         f.result(timeout=DEADLINE_S)
 
@@ -190,8 +192,10 @@ def ck_offset_for_time(addr, topic, partition, ts):
 
 def kp_produce(addr, topic, codec, records):
     from kafka import KafkaProducer
+    # kafka-python 3 turns idempotence on by default and refuses brokers
+    # without InitProducerId; Sluice adds it with the idempotent producer.
     p = KafkaProducer(bootstrap_servers=addr, compression_type=None if codec == "none" else codec,
-                      linger_ms=20, acks="all", api_version_auto_timeout_ms=10000)
+                      linger_ms=20, acks="all", enable_idempotence=False)
     futures = [p.send(topic, key=r["key"], value=r["value"], partition=r["partition"],
                       headers=r["headers"], timestamp_ms=r["timestamp"]) for r in records]
     p.flush(DEADLINE_S)
