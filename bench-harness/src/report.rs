@@ -198,7 +198,12 @@ impl Report {
             );
         }
         let _ = writeln!(o, "throughput over {:.1} s:", self.measured_s);
-        flow_row(&mut o, "produced (acked)", &self.produced);
+        let produced = if s.acks == 0 {
+            "produced (sent)"
+        } else {
+            "produced (acked)"
+        };
+        flow_row(&mut o, produced, &self.produced);
         flow_row(&mut o, "consumed (tailing)", &self.consumed);
         if let Some(c) = &self.catch_up {
             let _ = writeln!(
@@ -214,12 +219,17 @@ impl Report {
         }
         let _ = writeln!(
             o,
-            "latency{}:            p50        p90        p99      p99.9     p99.99        max",
+            "latency per record, {}:",
             if self.corrected_for_coordinated_omission {
-                " (from intended send time)"
+                "from its intended send time (corrected for coordinated omission)"
             } else {
-                ""
+                "from its creation (as fast as possible: no schedule to omit)"
             }
+        );
+        let _ = writeln!(
+            o,
+            "  {:<18} {:>10} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            "", "p50", "p90", "p99", "p99.9", "p99.99", "max"
         );
         latency_row(&mut o, "produce ack", &self.produce_latency);
         latency_row(&mut o, "end to end", &self.e2e_latency);

@@ -177,7 +177,19 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         glommio::timer::sleep(plan.start.saturating_duration_since(Instant::now())).await;
         let mut k_next: u64 = 0;
         let mut round_robin = 0usize;
+        // Flat out, a request slot is taken before its records are made,
+        // so their latency is the broker's round trip, not time spent
+        // queued behind full slots; on a schedule, records are made when
+        // due and any wait for a slot is charged to them.
+        let mut slot_held = false;
         loop {
+            if schedule.is_none() && acks != 0 && !slot_held {
+                if Instant::now() >= plan.stop_at {
+                    break;
+                }
+                acquire_slot(&permits, &unit.leader_addr).await?;
+                slot_held = true;
+            }
             let now = Instant::now();
             if now >= plan.stop_at {
                 break;
@@ -221,16 +233,10 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
             let lingered = acc.oldest.is_some_and(|t| now >= t + linger);
             let flat_out = schedule.is_none() && acc.count > 0;
             if acc.count > 0 && (acc.any_full() || lingered || flat_out) {
-                if acks != 0
-                    && glommio::timer::timeout(ACK_WAIT_MAX, permits.acquire(1))
-                        .await
-                        .is_err()
-                {
-                    return Err(BenchError::Timeout {
-                        what: format!("acknowledgements from {}", unit.leader_addr),
-                        seconds: ACK_WAIT_MAX.as_secs(),
-                    });
+                if acks != 0 && !slot_held {
+                    acquire_slot(&permits, &unit.leader_addr).await?;
                 }
+                slot_held = false;
                 let span = match &schedule {
                     Some(_) => Span::Scheduled {
                         k0: acc.first_k,
@@ -266,6 +272,9 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                 if acks == 0 {
                     plan.counters.add_out(records, bytes);
                 }
+                // Socket writes often complete without suspending; let the
+                // shard's consumers and ack readers run.
+                glommio::executor().yield_if_needed().await;
                 continue;
             }
             // Nothing to send yet: sleep until the next record is due or
@@ -284,6 +293,9 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                 glommio::executor().yield_if_needed().await;
             }
         }
+        if slot_held {
+            permits.signal(1);
+        }
         // Wait for every outstanding acknowledgement, bounded.
         if acks != 0 {
             let waited =
@@ -298,6 +310,17 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         Ok(())
     };
     future::or(writing, reading).await
+}
+
+/// Waits for a free in-flight slot, bounded so a silent broker ends the run.
+async fn acquire_slot(permits: &Semaphore, addr: &str) -> Result<()> {
+    match glommio::timer::timeout(ACK_WAIT_MAX, permits.acquire(1)).await {
+        Ok(()) => Ok(()),
+        Err(_) => Err(BenchError::Timeout {
+            what: format!("acknowledgements from {addr}"),
+            seconds: ACK_WAIT_MAX.as_secs(),
+        }),
+    }
 }
 
 /// Reads Produce responses in order, charging each record's latency.
