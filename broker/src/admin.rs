@@ -13,10 +13,6 @@ use crate::metadata::{ClusterMetadata, TopicMeta};
 use crate::shard::Shard;
 use crate::topic_config;
 
-/// Partitions a topic may have: opening more logs than this in one request
-/// would stall the shards (and is surely a mistake).
-pub const PARTITIONS_PER_TOPIC_MAX: i32 = 10_000;
-
 impl Shard {
     pub(crate) async fn admin_local(self: &Rc<Self>, op: AdminOp) -> Vec<AdminOutcome> {
         if self.id != 0 {
@@ -47,7 +43,7 @@ impl Shard {
                                 format!("Topic '{}' already exists.", t.name),
                             ));
                         }
-                        check_partitions(t.partitions)?;
+                        check_partitions(t.partitions, self.config.partitions_per_topic_max)?;
                         topic_config::log_config(&self.default_log, &t.configs)
                             .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
                         let meta = TopicMeta {
@@ -104,7 +100,7 @@ impl Shard {
                                 format!("Topic already has {count} partitions."),
                             ));
                         }
-                        check_partitions(count)?;
+                        check_partitions(count, self.config.partitions_per_topic_max)?;
                         let mut grown = topic.clone();
                         grown.partitions = count;
                         if !validate_only {
@@ -161,19 +157,19 @@ impl Shard {
     }
 }
 
-fn check_partitions(count: i32) -> Result<(), (i16, String)> {
+/// Partition counts are bounded: opening thousands of logs in one request
+/// stalls the shards, and is most likely a mistake.
+fn check_partitions(count: i32, max: i32) -> Result<(), (i16, String)> {
     if count < 1 {
         return Err((
             Kafka::InvalidPartitions.code(),
             "Number of partitions must be larger than 0.".into(),
         ));
     }
-    if count > PARTITIONS_PER_TOPIC_MAX {
+    if count > max {
         return Err((
             Kafka::InvalidPartitions.code(),
-            format!(
-                "Number of partitions {count} exceeds the limit of {PARTITIONS_PER_TOPIC_MAX}."
-            ),
+            format!("Number of partitions {count} exceeds partitions-per-topic-max = {max}."),
         ));
     }
     Ok(())

@@ -101,6 +101,8 @@ pub struct Config {
     pub tail_cache_bytes: usize,
     /// Bound on connections per shard.
     pub connections_per_shard_max: usize,
+    /// Bound on the partitions of one topic (CreateTopics, CreatePartitions).
+    pub partitions_per_topic_max: i32,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
 }
@@ -132,6 +134,7 @@ impl Default for Config {
             io_memory_bytes: IO_MEMORY_BYTES_MIN,
             tail_cache_bytes: 1 << 20,
             connections_per_shard_max: 10_000,
+            partitions_per_topic_max: 10_000,
             shutdown_timeout_ms: 30_000,
         }
     }
@@ -279,6 +282,23 @@ impl Config {
                 value: self.io_memory_bytes.to_string(),
                 allowed: format!(
                     "at least {IO_MEMORY_BYTES_MIN} (smaller buffers make direct-I/O reads fail)"
+                ),
+            });
+        }
+        if self.partitions_per_topic_max < 1 {
+            return Err(ConfigError {
+                key: "partitions-per-topic-max",
+                value: self.partitions_per_topic_max.to_string(),
+                allowed: "at least 1".into(),
+            });
+        }
+        if self.default_partitions > self.partitions_per_topic_max {
+            return Err(ConfigError {
+                key: "default-partitions",
+                value: self.default_partitions.to_string(),
+                allowed: format!(
+                    "at most partitions-per-topic-max ({})",
+                    self.partitions_per_topic_max
                 ),
             });
         }

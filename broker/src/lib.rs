@@ -3,6 +3,7 @@
 //! binary (main.rs) is a thin CLI over `server::run`.
 
 pub mod admin;
+pub mod alloc;
 pub mod config;
 pub mod connection;
 pub mod errors;

@@ -11,6 +11,10 @@ use anyhow::Context;
 use broker::config::{Config, Profile};
 use clap::{Parser, Subcommand};
 
+/// See `broker::alloc`: a malformed request must not abort the process.
+#[global_allocator]
+static ALLOCATOR: broker::alloc::ReservingAllocator = broker::alloc::ReservingAllocator;
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -88,6 +92,9 @@ struct ServeArgs {
     /// message.max.bytes, the default max.message.bytes of topics.
     #[arg(long)]
     max_message_bytes: Option<u32>,
+    /// Bound on the partitions of one topic [default: 10000].
+    #[arg(long)]
+    partitions_per_topic_max: Option<i32>,
     /// Memory each shard registers with io_uring [default: 2 MiB].
     #[arg(long)]
     io_memory_bytes: Option<usize>,

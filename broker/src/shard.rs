@@ -303,12 +303,13 @@ impl Shard {
         out
     }
 
-    /// Waits until a partition has data past the offset given, or `timeout`.
+    /// Waits until a partition's log end offset passes the offset given (or
+    /// the partition is gone), or `timeout`.
     async fn wait_local(&self, items: &[(TopicPartition, i64)], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
             let ready = items.iter().any(|(tp, offset)| match self.log(tp) {
-                Some(log) => log.log_end_offset() > *offset || log.log_start_offset() > *offset,
+                Some(log) => log.log_end_offset() > *offset,
                 None => true,
             });
             if ready || self.is_shutting_down() {

@@ -93,7 +93,14 @@ pub async fn handle(
         if total >= min_bytes || failed || left.is_zero() || shard.is_shutting_down() {
             break reads;
         }
-        let waits = items.iter().map(|i| (i.tp.clone(), i.offset)).collect();
+        // Wait for data beyond what this read saw, not beyond the fetch
+        // offset: otherwise a fetch whose min_bytes the available data
+        // cannot meet (or a partition_max_bytes of 0) would spin.
+        let waits = items
+            .iter()
+            .zip(&reads)
+            .map(|(i, r)| (i.tp.clone(), i.offset.max(r.high_watermark)))
+            .collect();
         route::wait_for_data(shard, waits, left).await;
     };
     let read_committed = request.isolation_level == READ_COMMITTED;
