@@ -159,3 +159,60 @@ pub fn write(reports: &[Report], dir: &Path, date: &str, machine: &str) -> Resul
     write(dir.join(format!("{stem}.json")), json + "\n")?;
     Ok(md_path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::{Flow, HarnessUsage, Target};
+    use crate::scenario::Scenario;
+    use crate::stats::{latency_histogram, record_us, Percentiles, RatePoint};
+    use std::time::Duration;
+
+    fn report(profile: &str, p99_us: u64) -> Report {
+        let mut h = latency_histogram();
+        record_us(&mut h, Duration::from_micros(p99_us), 100);
+        Report {
+            tool: "sluice-bench".into(),
+            version: "0".into(),
+            started_unix_s: 0,
+            target: Target::default(),
+            scenario: Scenario {
+                name: "default".into(),
+                profile: profile.into(),
+                ..Scenario::default()
+            },
+            limits: None,
+            measured_s: 10.0,
+            produced: Flow::new(1000, 1_000_000, 10.0, Some(1.0)),
+            consumed: Flow::default(),
+            produce_latency: Percentiles::of(&h),
+            e2e_latency: Percentiles::default(),
+            corrected_for_coordinated_omission: false,
+            broker: None,
+            harness: HarnessUsage::default(),
+            catch_up: None,
+            produce_requests: 1,
+            errors: 0,
+            error_samples: vec![],
+            timeline: vec![RatePoint::default()],
+            produce_hist: h,
+            e2e_hist: latency_histogram(),
+        }
+    }
+
+    #[test]
+    fn the_report_has_a_row_per_profile_and_writes_its_files() {
+        let reports = [report("durable", 2000), report("throughput", 300)];
+        let md = markdown(&reports, "x.svg", "2026-01-01", "test machine");
+        assert!(md.contains("| durable | 0.1 | 100 | 0.10 | 2.00 |"), "{md}");
+        assert!(md.contains("| throughput |"));
+        assert!(md.contains("![latency percentiles and throughput](x.svg)"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = write(&reports, dir.path(), "2026-01-01", "m").expect("write");
+        assert!(path.ends_with("compare-default-2026-01-01.md"));
+        let svg = std::fs::read_to_string(dir.path().join("compare-default-2026-01-01.svg"))
+            .expect("svg");
+        assert!(svg.contains("durable produce") && svg.contains("throughput produce"));
+        assert!(dir.path().join("compare-default-2026-01-01.json").is_file());
+    }
+}

@@ -232,6 +232,18 @@ mod tests {
     }
 
     #[test]
+    fn records_go_out_as_one_batch_from_a_plain_producer() {
+        let (_, bytes) = batch_of(20, Compression::Lz4);
+        let mut b = bytes.clone();
+        let info = RecordBatchDecoder::decode_batch_info(&mut b).expect("info");
+        assert_eq!(info.len(), 1);
+        assert_eq!(info[0].record_count, 20);
+        assert_eq!(info[0].base_sequence, -1);
+        assert_eq!(info[0].producer_id, -1);
+        assert_eq!(info[0].min_offset, 0);
+    }
+
+    #[test]
     fn a_trailing_partial_batch_is_left_for_the_next_fetch() {
         let (_, one) = batch_of(3, Compression::None);
         let mut two = BytesMut::from(&one[..]);
