@@ -209,7 +209,7 @@ impl Report {
             let _ = writeln!(
                 o,
                 "  {:<18} {:>14.0} records/s {:>10.1} MB/s   {} records in {:.2} s{}",
-                "catch-up read",
+                "catch-up (batches)",
                 c.records_per_s,
                 c.mb_per_s,
                 c.records,

@@ -189,6 +189,41 @@ pub fn scan_batches(mut records: Bytes, mut each: impl FnMut(i64, &[u8])) -> Res
     Ok(out)
 }
 
+/// Like [`scan_batches`] but reads only batch headers: record counts and
+/// offsets, no decompression or per-record work. Bytes count whole batches.
+pub fn scan_batch_headers(mut records: Bytes) -> Result<Scanned> {
+    const BASE_OFFSET_AT: usize = 0;
+    const LAST_OFFSET_DELTA_AT: usize = 23;
+    const RECORD_COUNT_AT: usize = 57;
+    const HEADER_BYTES: usize = 61;
+    let be_i32 = |b: &[u8], at: usize| i32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+    let mut out = Scanned::default();
+    while records.len() >= BATCH_PREFIX_BYTES {
+        let len = be_i32(&records, BATCH_LENGTH_OFFSET);
+        let Ok(len) = usize::try_from(len) else {
+            return Err(BenchError::Protocol(format!("batch length {len}")));
+        };
+        let whole = BATCH_PREFIX_BYTES + len;
+        if records.len() < whole {
+            break;
+        }
+        if whole < HEADER_BYTES {
+            return Err(BenchError::Protocol(format!(
+                "record batch of {whole} bytes"
+            )));
+        }
+        let mut base = [0u8; 8];
+        base.copy_from_slice(&records[BASE_OFFSET_AT..BASE_OFFSET_AT + 8]);
+        let base = i64::from_be_bytes(base);
+        let last = base + i64::from(be_i32(&records, LAST_OFFSET_DELTA_AT));
+        out.records += u64::try_from(be_i32(&records, RECORD_COUNT_AT)).unwrap_or(0);
+        out.bytes += whole as u64;
+        out.offset_next = Some(out.offset_next.unwrap_or(0).max(last + 1));
+        records.advance(whole);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -241,6 +276,27 @@ mod tests {
         assert_eq!(info[0].base_sequence, -1);
         assert_eq!(info[0].producer_id, -1);
         assert_eq!(info[0].min_offset, 0);
+    }
+
+    #[test]
+    fn header_scans_agree_with_full_decoding() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let (_, one) = batch_of(7, compression);
+            let mut two = BytesMut::from(&one[..]);
+            // A second batch at base offset 7, then half of a third.
+            let mut second = BytesMut::from(&one[..]);
+            second[..8].copy_from_slice(&7i64.to_be_bytes());
+            two.put_slice(&second);
+            two.put_slice(&one[..40]);
+            let two = two.freeze();
+            let full = scan_batches(two.clone(), |_, _| {}).expect("full");
+            let headers = scan_batch_headers(two).expect("headers");
+            assert_eq!(headers.records, 14);
+            assert_eq!(headers.offset_next, Some(14));
+            assert_eq!(full.records, headers.records);
+            assert_eq!(full.offset_next, headers.offset_next);
+            assert_eq!(full.bytes, headers.bytes);
+        }
     }
 
     #[test]

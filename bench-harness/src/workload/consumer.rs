@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::{ConsumerUnit, Plan, ShardOutput};
 use crate::client::admin::{list_offsets, topic_name, TopicInfo, EARLIEST, LATEST};
-use crate::client::records::{scan_batches, value_sent_wall_us};
+use crate::client::records::{scan_batch_headers, scan_batches, value_sent_wall_us};
 use crate::client::versions::{api_name, error_name};
 use crate::client::Connection;
 use crate::error::{BenchError, Result};
@@ -63,8 +63,11 @@ impl Fetcher {
         })
     }
 
-    /// One Fetch; `each` sees every record's value; returns (records, bytes).
-    async fn fetch(&mut self, mut each: impl FnMut(&[u8])) -> Result<(u64, u64)> {
+    /// One Fetch. With `each`, every record is decoded and `each` sees its
+    /// value, and bytes count record values; without it only batch
+    /// headers are read and bytes count whole batches (the catch-up read
+    /// measures the broker, not our decoder). Returns (records, bytes).
+    async fn fetch(&mut self, mut each: Option<&mut dyn FnMut(&[u8])>) -> Result<(u64, u64)> {
         let partitions = self
             .offsets
             .iter()
@@ -114,10 +117,17 @@ impl Fetcher {
                     });
                 }
                 let Some(data) = p.records else { continue };
-                let scanned = scan_batches(data, |_, value| {
-                    bytes += value.len() as u64;
-                    each(value)
-                })?;
+                let scanned = match each.as_mut() {
+                    Some(f) => scan_batches(data, |_, value| {
+                        bytes += value.len() as u64;
+                        f(value)
+                    })?,
+                    None => {
+                        let s = scan_batch_headers(data)?;
+                        bytes += s.bytes;
+                        s
+                    }
+                };
                 records += scanned.records;
                 if let Some(next) = scanned.offset_next {
                     self.offsets.insert(p.partition_index, next);
@@ -158,15 +168,14 @@ pub async fn run_tailing(
     let end = plan.stop_at + plan.drain;
     while Instant::now() < end {
         let mut latencies: Vec<u64> = Vec::new();
-        let (records, bytes) = fetcher
-            .fetch(|value| {
-                if let Some(sent) = value_sent_wall_us(value) {
-                    if sent >= counted_from && sent < counted_to {
-                        latencies.push(sent);
-                    }
+        let mut each = |value: &[u8]| {
+            if let Some(sent) = value_sent_wall_us(value) {
+                if sent >= counted_from && sent < counted_to {
+                    latencies.push(sent);
                 }
-            })
-            .await?;
+            }
+        };
+        let (records, bytes) = fetcher.fetch(Some(&mut each)).await?;
         let now_us = clock.now_wall_us();
         let mut o = out.borrow_mut();
         for sent in latencies {
@@ -186,6 +195,7 @@ pub async fn run_tailing(
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct CatchUp {
     pub records: u64,
+    /// Bytes of whole record batches read.
     pub bytes: u64,
     pub seconds: f64,
     pub records_per_s: f64,
@@ -241,7 +251,7 @@ pub async fn catch_up(topic: &TopicInfo, time_max: Duration, timeout: Duration) 
                 result.complete = false;
                 break;
             }
-            let (records, bytes) = fetcher.fetch(|_| {}).await?;
+            let (records, bytes) = fetcher.fetch(None).await?;
             result.records += records;
             result.bytes += bytes;
         }
