@@ -26,6 +26,9 @@ const FETCH_BYTES_MAX: i32 = 64 << 20;
 /// gets v12, which still names them.
 const FETCH_BY_NAME_VERSION_MAX: i16 = 12;
 
+/// What a tailing consumer does with each record value.
+type ValueFn<'a> = dyn FnMut(&[u8]) + 'a;
+
 /// A fetch session over some partitions of one leader.
 struct Fetcher {
     conn: Connection,
@@ -67,7 +70,7 @@ impl Fetcher {
     /// value, and bytes count record values; without it only batch
     /// headers are read and bytes count whole batches (the catch-up read
     /// measures the broker, not our decoder). Returns (records, bytes).
-    async fn fetch(&mut self, mut each: Option<&mut dyn FnMut(&[u8])>) -> Result<(u64, u64)> {
+    async fn fetch(&mut self, mut each: Option<&mut ValueFn<'_>>) -> Result<(u64, u64)> {
         let partitions = self
             .offsets
             .iter()
