@@ -15,6 +15,7 @@ mod log;
 mod maintenance;
 mod recovery;
 mod segment;
+mod stage;
 pub mod testing;
 
 pub use config::{ConfigError, FsyncPolicy, LogConfig};

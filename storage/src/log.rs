@@ -20,6 +20,7 @@ use crate::error::{Result, StorageError};
 use crate::file::{Faults, SegmentFile};
 use crate::flush;
 use crate::segment::{self, Segment};
+use crate::stage::{Staged, StagedBatch};
 
 /// What an append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,19 +55,13 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
-pub(crate) struct PendingWrite {
-    pub segment_base: i64,
-    pub base_offset: i64,
-    pub next_offset: i64,
-    pub max_timestamp: i64,
-    pub data: Bytes,
-}
-
-/// The segment being written and its partial last block, kept in memory
-/// and rewritten with the next write (O_DIRECT writes whole blocks).
+/// The segment file being written, and where everything staged so far
+/// ends: its partial last block, which the next staging starts with
+/// (O_DIRECT writes whole blocks).
 pub(crate) struct Writer {
     pub segment_base: i64,
     pub file: Option<SegmentFile>,
+    pub tail_segment: i64,
     pub tail_pos: u64,
     pub tail: Vec<u8>,
 }
@@ -87,7 +82,10 @@ pub(crate) struct State {
     /// `fsync=always`, the written end otherwise.
     pub readable_end: i64,
     pub recovery_point: i64,
-    pub pending: VecDeque<PendingWrite>,
+    /// Batches copied into DMA buffers, waiting for the flusher.
+    pub staged: VecDeque<Staged>,
+    /// Size of the next staging buffer (adapts to the append rate).
+    pub staging_bytes: usize,
     pub waiters: VecDeque<(i64, oneshot::Sender<Result<()>>)>,
     pub drain_waiters: Vec<oneshot::Sender<()>>,
     pub flusher_running: bool,
@@ -240,13 +238,15 @@ impl PartitionLog {
             let segment_base = st.active().base_offset;
             st.cache
                 .push(base_offset, stamped.next_offset(), data.clone());
-            st.pending.push_back(PendingWrite {
+            st.stage(
                 segment_base,
-                base_offset,
-                next_offset: stamped.next_offset(),
-                max_timestamp: header.max_timestamp,
-                data,
-            });
+                &data,
+                StagedBatch {
+                    base_offset,
+                    next_offset: stamped.next_offset(),
+                    max_timestamp: header.max_timestamp,
+                },
+            );
             let (tx, rx) = oneshot::channel();
             st.waiters.push_back((stamped.next_offset(), tx));
             st.stats.appends += 1;

@@ -174,13 +174,15 @@ pub(crate) async fn recover(
         synced_end: next_offset,
         readable_end: next_offset,
         recovery_point: meta.recovery_point.min(next_offset),
-        pending: VecDeque::new(),
+        staged: VecDeque::new(),
+        staging_bytes: State::staging_bytes_initial(),
         waiters: VecDeque::new(),
         drain_waiters: Vec::new(),
         flusher_running: false,
         writer: Writer {
             segment_base: 0,
             file: None,
+            tail_segment: 0,
             tail_pos,
             tail,
         },
@@ -196,6 +198,7 @@ pub(crate) async fn recover(
     };
     let mut state = state;
     state.writer.segment_base = state.active().base_offset;
+    state.writer.tail_segment = state.active().base_offset;
     Ok(state)
 }
 
