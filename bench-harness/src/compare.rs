@@ -13,8 +13,15 @@ fn ms(us: u64) -> String {
     format!("{:.2}", us as f64 / 1000.0)
 }
 
-/// The Markdown report for `reports` (one per profile, in order).
-pub fn markdown(reports: &[Report], svg_name: &str, date: &str, machine: &str) -> String {
+/// The Markdown report for `reports` (one per profile, in order) and the
+/// optional fixed-rate reruns at half of each profile's peak.
+pub fn markdown(
+    reports: &[Report],
+    halves: &[Report],
+    svg_names: (&str, &str),
+    date: &str,
+    machine: &str,
+) -> String {
     let mut o = String::new();
     let Some(first) = reports.first() else {
         return "no runs\n".into();
@@ -92,13 +99,44 @@ pub fn markdown(reports: &[Report], svg_name: &str, date: &str, machine: &str) -
     }
     let _ = writeln!(
         o,
-        "\nLatencies are per record{}. Throughput counts acknowledged record values.\n\n![latency percentiles and throughput]({svg_name})",
+        "\nLatencies are per record{}. Throughput counts acknowledged record values; catch-up counts whole record batches read from offset 0.\n\n![latency percentiles and throughput]({})",
         if s.rate > 0.0 {
             ", measured from each record's intended send time (corrected for coordinated omission)"
         } else {
-            ", from record creation to acknowledgement"
-        }
+            ", from record creation (once a request slot is free) to acknowledgement"
+        },
+        svg_names.0
     );
+    if !halves.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## At half of each profile's peak\n\nThe same workload at a fixed rate of half the records/s each profile reached above; latencies from each record's intended send time (corrected for coordinated omission).\n"
+        );
+        let _ = writeln!(
+            o,
+            "| profile | target records/s | produced MB/s | produce p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | broker cores |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in halves {
+            let p = &r.produce_latency;
+            let _ = writeln!(
+                o,
+                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                r.scenario.profile,
+                r.scenario.rate,
+                r.produced.mb_per_s,
+                ms(p.p50_us),
+                ms(p.p99_us),
+                ms(p.p999_us),
+                ms(p.p9999_us),
+                ms(p.max_us),
+                r.broker
+                    .as_ref()
+                    .map_or("–".into(), |b| format!("{:.2}", b.cores))
+            );
+        }
+        let _ = writeln!(o, "\n![latency at half peak]({})", svg_names.1);
+    }
     o
 }
 
@@ -134,7 +172,13 @@ pub fn overlay_svg(reports: &[Report], title: &str) -> String {
 
 /// Writes `compare-<scenario>-<date>.{md,svg,json}` into `dir`; returns
 /// the Markdown path.
-pub fn write(reports: &[Report], dir: &Path, date: &str, machine: &str) -> Result<PathBuf> {
+pub fn write(
+    reports: &[Report],
+    halves: &[Report],
+    dir: &Path,
+    date: &str,
+    machine: &str,
+) -> Result<PathBuf> {
     let name = reports
         .first()
         .map_or("none".to_string(), |r| r.scenario.name.clone());
@@ -154,8 +198,22 @@ pub fn write(reports: &[Report], dir: &Path, date: &str, machine: &str) -> Resul
             &format!("scenario {name}: latency by fsync profile"),
         ),
     )?;
-    write(md_path.clone(), markdown(reports, &svg_name, date, machine))?;
-    let json = serde_json::to_string_pretty(reports).map_err(BenchError::codec)?;
+    let half_svg_name = format!("{stem}-half-peak.svg");
+    if !halves.is_empty() {
+        write(
+            dir.join(&half_svg_name),
+            overlay_svg(
+                halves,
+                &format!("scenario {name} at half of each profile's peak rate"),
+            ),
+        )?;
+    }
+    write(
+        md_path.clone(),
+        markdown(reports, halves, (&svg_name, &half_svg_name), date, machine),
+    )?;
+    let all: Vec<&Report> = reports.iter().chain(halves).collect();
+    let json = serde_json::to_string_pretty(&all).map_err(BenchError::codec)?;
     write(dir.join(format!("{stem}.json")), json + "\n")?;
     Ok(md_path)
 }
@@ -203,12 +261,25 @@ mod tests {
     #[test]
     fn the_report_has_a_row_per_profile_and_writes_its_files() {
         let reports = [report("durable", 2000), report("throughput", 300)];
-        let md = markdown(&reports, "x.svg", "2026-01-01", "test machine");
+        let md = markdown(
+            &reports,
+            &[],
+            ("x.svg", "y.svg"),
+            "2026-01-01",
+            "test machine",
+        );
         assert!(md.contains("| durable | 0.1 | 100 | 0.10 | 2.00 |"), "{md}");
         assert!(md.contains("| throughput |"));
         assert!(md.contains("![latency percentiles and throughput](x.svg)"));
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = write(&reports, dir.path(), "2026-01-01", "m").expect("write");
+        let half = [report("durable", 900)];
+        let path = write(&reports, &half, dir.path(), "2026-01-01", "m").expect("write");
+        let md = std::fs::read_to_string(&path).expect("md");
+        assert!(md.contains("## At half of each profile's peak"));
+        assert!(dir
+            .path()
+            .join("compare-default-2026-01-01-half-peak.svg")
+            .is_file());
         assert!(path.ends_with("compare-default-2026-01-01.md"));
         let svg = std::fs::read_to_string(dir.path().join("compare-default-2026-01-01.svg"))
             .expect("svg");

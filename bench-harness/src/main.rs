@@ -38,7 +38,7 @@ enum Command {
 #[derive(Args, Clone)]
 struct RunArgs {
     /// A built-in scenario (default, metrics-ingest, large-records,
-    /// fan-out), a name under ./perf/scenarios, or a TOML file.
+    /// fan-out, goals), a name under ./perf/scenarios, or a TOML file.
     #[arg(long, default_value = "default")]
     scenario: String,
     /// Run against this broker instead of starting a Sluice.
@@ -96,6 +96,10 @@ struct CompareArgs {
     /// Directory for the report, plot and JSON.
     #[arg(long, default_value = "perf/results")]
     out: PathBuf,
+    /// After each as-fast-as-possible run, run the profile again at half
+    /// of the rate it reached (fixed rate, corrected latencies).
+    #[arg(long)]
+    half_peak: bool,
 }
 
 fn main() -> ExitCode {
@@ -211,7 +215,11 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         }
     }
     let base = options(&args.run)?;
+    if args.half_peak && base.scenario.rate > 0.0 {
+        bail!("--half-peak needs a scenario run as fast as possible (rate 0)");
+    }
     let mut reports = Vec::new();
+    let mut halves = Vec::new();
     for profile in &args.profiles {
         let mut opts = base.clone();
         opts.scenario.profile = profile.clone();
@@ -220,11 +228,25 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
         }
         let report = run(&opts).with_context(|| format!("profile {profile}"))?;
         print!("{}", report.table());
+        let peak_records_per_s = report.produced.records_per_s;
         reports.push(report);
+        if args.half_peak && peak_records_per_s > 0.0 {
+            opts.scenario.rate = (peak_records_per_s / 2.0).round().max(1.0);
+            opts.scenario.catch_up = false;
+            if !args.run.quiet {
+                eprintln!(
+                    "== profile {profile} at {:.0} records/s ==",
+                    opts.scenario.rate
+                );
+            }
+            let half = run(&opts).with_context(|| format!("profile {profile} at half peak"))?;
+            print!("{}", half.table());
+            halves.push(half);
+        }
     }
     let date = utc_date();
     let machine = machine_description();
-    let md = bench_harness::compare::write(&reports, &args.out, &date, &machine)?;
+    let md = bench_harness::compare::write(&reports, &halves, &args.out, &date, &machine)?;
     println!("report: {}", md.display());
     Ok(())
 }

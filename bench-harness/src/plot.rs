@@ -281,8 +281,12 @@ pub fn svg(title: &str, series: &[Series<'_>], rates: &[RateSeries<'_>]) -> Stri
         for i in 0..=5 {
             let v = y_max * i as f64 / 5.0;
             q.y_tick(&mut s, v, &format!("{v:.0}"));
-            let t = t_max * i as f64 / 5.0;
+        }
+        let t_step = nice_ceiling(t_max / 6.0);
+        let mut t = 0.0;
+        while t <= t_max + 1e-9 {
             q.x_tick(&mut s, t, &format!("{t:.0}"));
+            t += t_step;
         }
         let mut legend = 0;
         for r in rates {

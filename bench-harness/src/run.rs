@@ -198,7 +198,10 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
                 &snap.minus(&prev.1),
                 seconds,
             );
-            timeline.push(point);
+            // Points after the drain began only show the load stopping.
+            if now <= stop_at + TICK / 2 {
+                timeline.push(point);
+            }
             if opts.progress {
                 progress(&point, &s, snap.errors, now < measure_from, tty);
             }

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::records::{parse_compression, VALUE_HEADER_BYTES};
 use crate::error::{BenchError, Result};
 
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 5] = [
     (
         "default",
         include_str!(concat!(
@@ -36,6 +36,13 @@ pub const BUILTIN: [(&str, &str); 4] = [
         include_str!(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../perf/scenarios/fan-out.toml"
+        )),
+    ),
+    (
+        "goals",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/goals.toml"
         )),
     ),
 ];
