@@ -19,9 +19,7 @@ use kafka_protocol::records::{Compression, Record};
 
 use super::{Plan, ProducerUnit, ShardOutput};
 use crate::client::admin::topic_name;
-use crate::client::records::{
-    encode_batch, parse_compression, payload_pool, record, stamped_value,
-};
+use crate::client::records::{encode_batch, parse_compression, payload_pool, record, stamp_into};
 use crate::client::versions::error_name;
 use crate::client::{decode_response, ConnReader, Connection};
 use crate::error::{BenchError, Result};
@@ -32,6 +30,13 @@ const SLEEP_MIN: Duration = Duration::from_micros(50);
 /// How long the end of the run waits for outstanding acknowledgements.
 const ACK_WAIT_MAX: Duration = Duration::from_secs(10);
 const PAYLOAD_POOL_BYTES: usize = 64 << 10;
+/// A v2 record batch header.
+const BATCH_HEADER_BYTES: usize = 61;
+/// A record's framing at most: length, attributes, timestamp and offset
+/// deltas, key and value lengths, header count (varints).
+const RECORD_OVERHEAD_BYTES: usize = 21;
+/// Keys are `key-NNNNNNNN`.
+const KEY_BYTES: usize = 12;
 /// Keys are pre-built up to this many; more distinct keys reuse them.
 const KEYS_PREBUILT_MAX: u64 = 100_000;
 
@@ -57,7 +62,10 @@ struct Accumulator {
     partitions: Vec<i32>,
     records: Vec<Vec<Record>>,
     bytes: Vec<usize>,
+    /// Bytes of records a batch may hold (batch size less its header).
     batch_bytes: usize,
+    /// What the next record may add, at most.
+    record_bytes_next: usize,
     count: u64,
     value_bytes: u64,
     /// When the oldest pending record was due (or created).
@@ -66,13 +74,15 @@ struct Accumulator {
 }
 
 impl Accumulator {
-    fn new(partitions: Vec<i32>, batch_bytes: usize) -> Accumulator {
+    /// `record_bytes_max`: the largest value plus key a record may have.
+    fn new(partitions: Vec<i32>, batch_bytes: usize, record_bytes_max: usize) -> Accumulator {
         let n = partitions.len();
         Accumulator {
             partitions,
             records: vec![Vec::new(); n],
             bytes: vec![0; n],
-            batch_bytes,
+            batch_bytes: batch_bytes.saturating_sub(BATCH_HEADER_BYTES),
+            record_bytes_next: record_bytes_max + RECORD_OVERHEAD_BYTES,
             count: 0,
             value_bytes: 0,
             oldest: None,
@@ -81,7 +91,8 @@ impl Accumulator {
     }
 
     fn push(&mut self, slot: usize, r: Record, due: Instant, k: u64) {
-        let len = r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+        let value = r.value.as_ref().map_or(0, |v| v.len());
+        let len = value + r.key.as_ref().map_or(0, |k| k.len()) + RECORD_OVERHEAD_BYTES;
         if self.count == 0 {
             self.oldest = Some(due);
             self.first_k = k;
@@ -89,15 +100,21 @@ impl Accumulator {
         self.records[slot].push(r);
         self.bytes[slot] += len;
         self.count += 1;
-        self.value_bytes += len as u64;
+        self.value_bytes += value as u64;
+    }
+
+    /// Like Kafka's `batch.size`, a batch is full when the next record
+    /// would take it past the size (a lone oversized record still goes).
+    fn full(&self, bytes: usize) -> bool {
+        bytes > 0 && bytes + self.record_bytes_next > self.batch_bytes
     }
 
     fn any_full(&self) -> bool {
-        self.bytes.iter().any(|&b| b >= self.batch_bytes)
+        self.bytes.iter().any(|&b| self.full(b))
     }
 
     fn all_full(&self) -> bool {
-        self.bytes.iter().all(|&b| b >= self.batch_bytes)
+        self.bytes.iter().all(|&b| self.full(b))
     }
 
     /// Encodes every pending batch into one request's topic data.
@@ -159,7 +176,14 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         .map(|k| Bytes::from(format!("key-{k:08}")))
         .collect();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (u64::from(unit.producer) << 17) | 1);
-    let mut acc = Accumulator::new(unit.partitions.clone(), s.batch_bytes);
+    let key_bytes = if s.keys > 0 { KEY_BYTES } else { 0 };
+    let mut acc = Accumulator::new(
+        unit.partitions.clone(),
+        s.batch_bytes,
+        s.record_bytes
+            .max(crate::client::records::VALUE_HEADER_BYTES)
+            + key_bytes,
+    );
     let topic = topic_name(&plan.topic.name);
     let topic_id = plan.topic.topic_id;
     let acks = s.acks;
@@ -182,6 +206,7 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         // queued behind full slots; on a schedule, records are made when
         // due and any wait for a slot is charged to them.
         let mut slot_held = false;
+        let mut arena = bytes::BytesMut::new();
         loop {
             if schedule.is_none() && acks != 0 && !slot_held {
                 if Instant::now() >= plan.stop_at {
@@ -213,7 +238,8 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                     }
                 };
                 let wall_us = plan.clock.wall_us(due);
-                let value = stamped_value(
+                let value = stamp_into(
+                    &mut arena,
                     s.record_bytes,
                     wall_us,
                     &pool,
@@ -390,6 +416,43 @@ async fn read_acks(
                     );
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::records::{payload_pool, stamped_value};
+
+    #[test]
+    fn batches_never_exceed_the_batch_size() {
+        let pool = payload_pool(4096, 3);
+        for (batch_bytes, record_bytes, keyed) in [
+            (16_384, 1024, false),
+            (1 << 20, 1024, true),
+            (4096, 100, true),
+            (1000, 5000, false),
+        ] {
+            let key_bytes = if keyed { KEY_BYTES } else { 0 };
+            let mut acc = Accumulator::new(vec![0, 1], batch_bytes, record_bytes + key_bytes);
+            let now = Instant::now();
+            let mut k = 0;
+            while !acc.any_full() {
+                let key = keyed.then(|| Bytes::from(format!("key-{:08}", k % 1000)));
+                let r = record(key, stamped_value(record_bytes, k, &pool, 0), 0);
+                acc.push((k % 2) as usize, r, now, k);
+                k += 1;
+            }
+            let data = acc.drain(Compression::None).expect("drain");
+            for p in data {
+                let len = p.records.map_or(0, |b| b.len());
+                assert!(
+                    len <= batch_bytes.max(record_bytes + 100),
+                    "{len} > {batch_bytes} ({record_bytes} B records)"
+                );
+            }
+            assert_eq!(acc.count, 0);
         }
     }
 }
