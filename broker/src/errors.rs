@@ -3,7 +3,7 @@
 
 use kafka_protocol::ResponseError as Kafka;
 use storage::batch::BatchErrorKind;
-use storage::StorageError;
+use storage::{SequenceError, StorageError};
 
 pub fn storage_error_code(e: &StorageError) -> i16 {
     match e {
@@ -19,6 +19,12 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         // retry elsewhere, as after a leader change.
         StorageError::Closed => Kafka::NotLeaderOrFollower.code(),
         StorageError::InvalidArgument(_) => Kafka::InvalidRequest.code(),
+        StorageError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
+            Kafka::InvalidProducerEpoch.code()
+        }
+        StorageError::Sequence(SequenceError::OutOfOrderSequence { .. }) => {
+            Kafka::OutOfOrderSequenceNumber.code()
+        }
     }
 }
 

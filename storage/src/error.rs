@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::batch::BatchError;
+use crate::producer::SequenceError;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
@@ -30,6 +31,9 @@ pub enum StorageError {
         message: String,
         errno: Option<i32>,
     },
+    /// An idempotent producer's batch is out of sequence or fenced.
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
     #[error("the log was closed")]
     Closed,
     #[error("invalid argument: {0}")]

@@ -196,6 +196,17 @@ async fn roll_writer(inner: &Rc<Inner>, next_base: i64) -> Result<()> {
         st.dir.clone()
     };
     writer_file(inner).await?;
+    let snapshot = {
+        let mut st = inner.state.borrow_mut();
+        let i = st.segment_for(next_base);
+        let seg = &mut st.segments[i];
+        seg.producer_snapshot
+            .take()
+            .map(|b| (seg.snapshot_path(), b))
+    };
+    if let Some((path, bytes)) = snapshot {
+        file::write_atomic(&path, bytes).await?;
+    }
     // The new file's name must survive a crash before its data is acknowledged.
     file::sync_dir(&dir).await?;
     crate::maintenance::persist_meta(inner, Some(next_base)).await
@@ -323,6 +334,7 @@ async fn rollback(inner: &Rc<Inner>, point: RollbackPoint, error: StorageError) 
         (seg.max_timestamp, seg.max_timestamp_batch) = seg.written_max_timestamp;
         st.next_offset = to;
         st.cache.truncate(to);
+        st.producers.truncate(to);
         let size = st.active().written_size;
         let same = st.active().base_offset == st.writer.segment_base;
         let file = st.writer.file.as_ref().map(SegmentFile::share);

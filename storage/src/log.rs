@@ -19,6 +19,7 @@ use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::{Result, StorageError};
 use crate::file::{Faults, SegmentFile};
 use crate::flush;
+use crate::producer::{ProducerEntry, ProducerTable, SequenceCheck};
 use crate::segment::{self, Segment};
 use crate::stage::{Staged, StagedBatch};
 
@@ -30,6 +31,10 @@ pub struct AppendInfo {
     /// Wall-clock time of the append, in ms since the epoch.
     pub append_time_ms: i64,
     pub log_start_offset: i64,
+    /// The batch was a retry of one already in the log (same producer,
+    /// epoch and sequences): nothing was appended, the offsets are the
+    /// original ones.
+    pub duplicate: bool,
 }
 
 /// Whole batches read from a log. Each `Bytes` holds one or more complete
@@ -101,6 +106,9 @@ pub(crate) struct State {
     pub failed: Option<StorageError>,
     pub closed: bool,
     pub stats: LogStats,
+    pub producers: ProducerTable,
+    /// `producer.id.expiration.ms`.
+    pub producer_expiration_ms: i64,
 }
 
 /// Counters of the work a log did, for metrics and benchmarks.
@@ -225,41 +233,63 @@ impl PartitionLog {
                 }
                 .into());
             }
-            self.maybe_roll(&mut st, header.size as u64);
-            let base_offset = st.next_offset;
-            let data = batch::stamped(batch_bytes, base_offset);
-            let stamped = batch::BatchHeader {
-                base_offset,
-                ..header
-            };
-            let interval = st.config.index_interval_bytes;
-            st.active_mut().on_batch(&stamped, interval);
-            st.next_offset = stamped.next_offset();
-            let segment_base = st.active().base_offset;
-            st.cache
-                .push(base_offset, stamped.next_offset(), data.clone());
-            st.stage(
-                segment_base,
-                &data,
-                StagedBatch {
+            if let SequenceCheck::Duplicate(original) = st.producers.check(&header)? {
+                let info = AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    append_time_ms: -1,
+                    log_start_offset: st.log_start_offset,
+                    duplicate: true,
+                };
+                // Answer the retry once the original is as durable as
+                // the policy promises, like the original's own answer.
+                let end = original.last_offset + 1;
+                if st.readable_end >= end {
+                    return Ok(info);
+                }
+                let (tx, rx) = oneshot::channel();
+                let at = st.waiters.partition_point(|(e, _)| *e <= end);
+                st.waiters.insert(at, (end, tx));
+                (info, rx, false)
+            } else {
+                self.maybe_roll(&mut st, header.size as u64);
+                let base_offset = st.next_offset;
+                let data = batch::stamped(batch_bytes, base_offset);
+                let stamped = batch::BatchHeader {
                     base_offset,
-                    next_offset: stamped.next_offset(),
-                    max_timestamp: header.max_timestamp,
-                },
-            );
-            let (tx, rx) = oneshot::channel();
-            st.waiters.push_back((stamped.next_offset(), tx));
-            st.stats.appends += 1;
-            let start_flusher = !st.flusher_running;
-            st.flusher_running = true;
-            st.assert_invariants();
-            let info = AppendInfo {
-                base_offset,
-                last_offset: stamped.last_offset(),
-                append_time_ms: now_ms(),
-                log_start_offset: st.log_start_offset,
-            };
-            (info, rx, start_flusher)
+                    ..header
+                };
+                let interval = st.config.index_interval_bytes;
+                st.active_mut().on_batch(&stamped, interval);
+                st.producers.record(&stamped);
+                st.next_offset = stamped.next_offset();
+                let segment_base = st.active().base_offset;
+                st.cache
+                    .push(base_offset, stamped.next_offset(), data.clone());
+                st.stage(
+                    segment_base,
+                    &data,
+                    StagedBatch {
+                        base_offset,
+                        next_offset: stamped.next_offset(),
+                        max_timestamp: header.max_timestamp,
+                    },
+                );
+                let (tx, rx) = oneshot::channel();
+                st.waiters.push_back((stamped.next_offset(), tx));
+                st.stats.appends += 1;
+                let start_flusher = !st.flusher_running;
+                st.flusher_running = true;
+                st.assert_invariants();
+                let info = AppendInfo {
+                    base_offset,
+                    last_offset: stamped.last_offset(),
+                    append_time_ms: now_ms(),
+                    log_start_offset: st.log_start_offset,
+                    duplicate: false,
+                };
+                (info, rx, start_flusher)
+            }
         };
         drop(_gate);
         if start_flusher {
@@ -284,7 +314,10 @@ impl PartitionLog {
             .created
             .is_some_and(|c| c.elapsed() >= config.segment_age_max());
         if full || old {
-            let next = Segment::new(&st.dir, st.next_offset);
+            let mut next = Segment::new(&st.dir, st.next_offset);
+            // The producer state as of the new segment's base offset, written
+            // when the flusher reaches it, so recovery replays one segment.
+            next.producer_snapshot = Some(st.producers.encode());
             st.segments.push(next);
         }
     }
@@ -358,6 +391,22 @@ impl PartitionLog {
             st.sealed_reader = Some((base, file.share()));
         }
         Ok(file)
+    }
+
+    /// Idempotent producers this log knows (for DescribeProducers).
+    pub fn producers(&self) -> Vec<ProducerEntry> {
+        self.inner
+            .state
+            .borrow()
+            .producers
+            .entries()
+            .cloned()
+            .collect()
+    }
+
+    /// `producer.id.expiration.ms` for this log.
+    pub fn set_producer_id_expiration_ms(&self, ms: i64) {
+        self.inner.state.borrow_mut().producer_expiration_ms = ms;
     }
 
     pub fn stats(&self) -> LogStats {

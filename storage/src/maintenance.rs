@@ -140,6 +140,7 @@ pub(crate) async fn write_indexes(inner: &Rc<Inner>, closing: bool) -> Result<()
 /// Deletes the files of segments that left the log.
 async fn remove_segment_files(gone: Vec<Segment>) -> Result<()> {
     for seg in gone {
+        file::remove_file(&seg.snapshot_path()).await?;
         file::remove_file(&seg.index_path()).await?;
         file::remove_file(&seg.time_index_path()).await?;
         file::remove_file(&seg.path).await?;
@@ -200,6 +201,11 @@ impl PartitionLog {
     /// segment is never deleted.
     pub async fn enforce_retention(&self) -> Result<RetentionOutcome> {
         let now = now_ms();
+        {
+            let mut st = self.inner.state.borrow_mut();
+            let ms = st.producer_expiration_ms;
+            st.producers.expire(now, ms);
+        }
         let (new_start, count, bytes) = {
             let st = self.inner.state.borrow();
             st.check_open()?;
@@ -313,6 +319,7 @@ impl PartitionLog {
             st.readable_end = st.readable_end.min(cut_offset);
             st.recovery_point = st.recovery_point.min(base);
             st.cache.truncate(cut_offset);
+            st.producers.truncate(cut_offset);
             st.writer.file = None;
             st.writer.segment_base = base;
             gone
@@ -367,6 +374,7 @@ impl PartitionLog {
             st.synced_end = offset;
             st.readable_end = offset;
             st.cache.truncate(i64::MIN);
+            st.producers = Default::default();
             (gone, dir)
         };
         remove_segment_files(gone).await?;

@@ -15,6 +15,7 @@ use crate::file::{self, align_down, Faults, SegmentFile};
 use crate::index::SegmentIndex;
 use crate::log::{LogStats, State, Writer};
 use crate::maintenance::{Meta, META_FILE};
+use crate::producer::ProducerTable;
 use crate::segment::{self, Segment};
 
 pub(crate) async fn recover(
@@ -43,6 +44,7 @@ pub(crate) async fn recover(
         .collect();
     bases.sort_unstable();
 
+    let (snapshot_base, mut producers) = latest_producer_snapshot(dir, &bases).await?;
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
     let mut cut_after: Option<usize> = None;
     for (k, &base) in bases.iter().enumerate() {
@@ -75,7 +77,19 @@ pub(crate) async fn recover(
             .map(|t| (t.timestamp, base + i64::from(t.relative_offset)))
             .unwrap_or((-1, base));
         let interval = config.index_interval_bytes;
+        // Producer state is replayed from the latest snapshot on.
+        let replay = base >= snapshot_base;
+        if replay && resumed {
+            segment::scan(&file, 0, size, Some(base), |h, _, _| {
+                producers.record(h);
+                true
+            })
+            .await?;
+        }
         let end = segment::scan(&file, from_pos, size, Some(from_offset), |h, pos, _| {
+            if replay && !resumed {
+                producers.record(h);
+            }
             if resumed && pos == from_pos {
                 index.resume_after(h.size as u32);
             } else {
@@ -141,6 +155,7 @@ pub(crate) async fn recover(
     if let Some(k) = cut_after {
         for &base in &bases[k + 1..] {
             let gone = Segment::new(dir, base);
+            file::remove_file(&gone.snapshot_path()).await?;
             file::remove_file(&gone.index_path()).await?;
             file::remove_file(&gone.time_index_path()).await?;
             file::remove_file(&gone.path).await?;
@@ -164,6 +179,9 @@ pub(crate) async fn recover(
         .min(next_offset);
 
     let (tail_pos, tail) = load_tail(&segments[active], faults.clone()).await?;
+    // A snapshot past a cut made above describes batches that are gone.
+    producers.truncate(next_offset);
+    producers.expire(crate::log::now_ms(), PRODUCER_ID_EXPIRATION_MS);
     let state = State {
         dir: dir.to_path_buf(),
         faults,
@@ -194,12 +212,34 @@ pub(crate) async fn recover(
         failed: None,
         closed: false,
         stats: LogStats::default(),
+        producers,
+        producer_expiration_ms: PRODUCER_ID_EXPIRATION_MS,
         config,
     };
     let mut state = state;
     state.writer.segment_base = state.active().base_offset;
     state.writer.tail_segment = state.active().base_offset;
     Ok(state)
+}
+
+/// Kafka's default `producer.id.expiration.ms` (one day).
+const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
+/// The newest readable producer snapshot and the segment base it was taken
+/// at; without one, state is replayed from the first segment.
+async fn latest_producer_snapshot(dir: &Path, bases: &[i64]) -> Result<(i64, ProducerTable)> {
+    for &base in bases.iter().rev() {
+        let path = Segment::new(dir, base).snapshot_path();
+        if let Some(bytes) = file::read_small(&path).await? {
+            match ProducerTable::decode(&bytes) {
+                Some(table) => return Ok((base, table)),
+                None => {
+                    tracing::warn!(snapshot = %path.display(), "damaged producer snapshot; replaying further back")
+                }
+            }
+        }
+    }
+    Ok((i64::MIN, ProducerTable::default()))
 }
 
 async fn load_index(seg: &Segment, size: u64) -> Result<Option<SegmentIndex>> {

@@ -48,6 +48,8 @@ pub(crate) struct Segment {
     pub created: Option<Instant>,
     /// Sealed segments are complete, synced and indexed on disk.
     pub sealed: bool,
+    /// Producer state as of `base_offset`, not yet written to disk.
+    pub producer_snapshot: Option<Vec<u8>>,
 }
 
 impl Segment {
@@ -64,11 +66,16 @@ impl Segment {
             written_max_timestamp: (-1, base_offset),
             created: None,
             sealed: false,
+            producer_snapshot: None,
         }
     }
 
     pub(crate) fn index_path(&self) -> PathBuf {
         self.path.with_extension("index")
+    }
+
+    pub(crate) fn snapshot_path(&self) -> PathBuf {
+        self.path.with_extension("snapshot")
     }
 
     pub(crate) fn time_index_path(&self) -> PathBuf {
