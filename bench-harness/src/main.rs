@@ -102,7 +102,21 @@ struct CompareArgs {
     half_peak: bool,
 }
 
+/// Produce requests and fetch responses are megabytes each; glibc would
+/// mmap and unmap every one, and the page faults of fresh mappings cost
+/// more CPU than the copies. Keeping them in the heap makes the load
+/// generator cheaper; this is the process's own allocator policy only.
+fn keep_large_allocations_in_the_heap() {
+    // SAFETY: mallopt only changes glibc allocator tunables, before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
+}
+
 fn main() -> ExitCode {
+    keep_large_allocations_in_the_heap();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Compare(args)) => compare(args),
