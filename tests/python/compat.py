@@ -153,7 +153,8 @@ def ck_topics(addr):
 def ck_produce(addr, topic, codec, records):
     from confluent_kafka import Producer
     errors = []
-    p = Producer({"bootstrap.servers": addr, "compression.type": codec, "linger.ms": 20, "acks": "all"})
+    p = Producer({"bootstrap.servers": addr, "compression.type": codec, "linger.ms": 20, "acks": "all",
+                  "enable.idempotence": codec in ("none", "zstd")})
     for r in records:
         p.produce(topic, key=r["key"], value=r["value"], partition=r["partition"],
                   headers=r["headers"], timestamp=r["timestamp"],
@@ -192,10 +193,9 @@ def ck_offset_for_time(addr, topic, partition, ts):
 
 def kp_produce(addr, topic, codec, records):
     from kafka import KafkaProducer
-    # kafka-python 3 turns idempotence on by default and refuses brokers
-    # without InitProducerId; Sluice adds it with the idempotent producer.
+    # kafka-python 3 is idempotent by default (InitProducerId, sequences).
     p = KafkaProducer(bootstrap_servers=addr, compression_type=None if codec == "none" else codec,
-                      linger_ms=20, acks="all", enable_idempotence=False)
+                      linger_ms=20, acks="all")
     futures = [p.send(topic, key=r["key"], value=r["value"], partition=r["partition"],
                       headers=r["headers"], timestamp_ms=r["timestamp"]) for r in records]
     p.flush(DEADLINE_S)

@@ -20,6 +20,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
@@ -104,6 +105,13 @@ pub fn apis() -> &'static [Api] {
                 10
             ),
             api!(ApiKey::Metadata, metadata, m::MetadataRequest, 0, 13),
+            api!(
+                ApiKey::InitProducerId,
+                init_producer_id,
+                m::InitProducerIdRequest,
+                0,
+                5
+            ),
             api!(
                 ApiKey::ApiVersions,
                 api_versions,
