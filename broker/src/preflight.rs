@@ -13,8 +13,10 @@ const MEMLOCK_BYTES_MIN: u64 = 512 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// The message is the whole story: no error source, so that printing
+    /// the chain does not repeat it.
     #[error("configuration: {0}")]
-    Config(#[from] ConfigError),
+    Config(ConfigError),
     #[error("data directory {dir}: {reason}. Fix: {fix}")]
     DataDir {
         dir: String,
@@ -33,12 +35,64 @@ pub enum StartError {
     Shard { shard: usize, reason: String },
 }
 
-pub fn check(config: &Config) -> Result<(), StartError> {
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+/// Held for the life of the process: the data directory's lock.
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Runs every check and takes the data directory's lock.
+pub fn check(config: &Config) -> Result<DataDirLock, StartError> {
     config.validate()?;
     check_data_dir(&config.data_dir)?;
+    let lock = lock_data_dir(&config.data_dir)?;
+    check_port(config)?;
     check_memlock(config)?;
     check_io_uring(config)?;
-    Ok(())
+    Ok(lock)
+}
+
+/// Two brokers on one data directory would corrupt each other's logs.
+fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join(".lock");
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StartError::DataDir {
+            dir: dir.display().to_string(),
+            reason: format!("cannot open {}: {e}", path.display()),
+            fix: "give the broker's user write access or choose another --data-dir",
+        })?;
+    // SAFETY: flock on a descriptor we own.
+    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    if rc != 0 {
+        return Err(StartError::DataDir {
+            dir: dir.display().to_string(),
+            reason: "another sluice process is using it".into(),
+            fix: "stop the other broker or choose another --data-dir",
+        });
+    }
+    Ok(DataDirLock { _file: file })
+}
+
+/// Shards bind with SO_REUSEPORT, which would silently share the port with
+/// another broker of the same user; a plain bind first makes that an error.
+fn check_port(config: &Config) -> Result<(), StartError> {
+    let addr = config.listen_addr()?;
+    std::net::TcpListener::bind(addr)
+        .map(drop)
+        .map_err(|e| StartError::Bind {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
 }
 
 fn check_data_dir(dir: &Path) -> Result<(), StartError> {

@@ -28,7 +28,8 @@ fn waiting_fetches_are_woken_by_appends() {
         .expect("consumer");
     let mut tpl = TopicPartitionList::new();
     for p in 0..2 {
-        tpl.add_partition_offset("tail", p, Offset::End).expect("tpl");
+        tpl.add_partition_offset("tail", p, Offset::End)
+            .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
     // Let the consumer reach the end and park a fetch on the broker.
