@@ -1,0 +1,343 @@
+//! Kafka error semantics of the handlers, in-process on a real shard with
+//! real logs: typed requests in, typed responses out, at several versions.
+
+use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use broker::config::Config;
+use broker::kafka::{self, Reply};
+use broker::mesh::Mesh;
+use broker::shard::Shard;
+use bytes::{Buf, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::ResponseError as Kafka;
+
+fn run<F, Fut>(config: Config, f: F)
+where
+    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .io_memory(2 << 20)
+        .spawn(move || async move {
+            let shard = Rc::new(
+                Shard::new(
+                    0,
+                    1,
+                    Arc::new(config),
+                    Mesh::new(None),
+                    Arc::new(AtomicBool::new(false)),
+                )
+                .expect("shard"),
+            );
+            shard
+                .apply_metadata(Arc::new(broker::metadata::ClusterMetadata::new()))
+                .await;
+            f(shard.clone()).await;
+            shard.close_logs().await;
+        })
+        .expect("executor")
+        .join()
+        .expect("run");
+}
+
+async fn call<Q: Encodable, R: Decodable>(
+    shard: &Rc<Shard>,
+    key: ApiKey,
+    version: i16,
+    req: &Q,
+) -> R {
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(9);
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .expect("header");
+    req.encode(&mut buf, version).expect("body");
+    let frame = net::decode_request(buf.freeze()).expect("frame");
+    let Ok(Reply::Frame(chunks)) = kafka::dispatch(shard, frame).await else {
+        panic!("{key:?} v{version} gave no response");
+    };
+    let mut all = BytesMut::new();
+    for c in chunks {
+        all.extend_from_slice(&c);
+    }
+    let mut bytes: Bytes = all.freeze();
+    let length = bytes.get_i32() as usize;
+    assert_eq!(length, bytes.len());
+    let header =
+        ResponseHeader::decode(&mut bytes, key.response_header_version(version)).expect("header");
+    assert_eq!(header.correlation_id, 9);
+    R::decode(&mut bytes, version).expect("response body")
+}
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn test_config() -> (tempfile::TempDir, Config) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        data_dir: dir.path().to_path_buf(),
+        fsync: Some("never".into()),
+        max_message_bytes: 2000,
+        ..Config::default()
+    };
+    (dir, config)
+}
+
+async fn create(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partitions: i32,
+    validate_only: bool,
+) -> CreateTopicsResponse {
+    let req = CreateTopicsRequest::default()
+        .with_validate_only(validate_only)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(name(topic))
+            .with_num_partitions(partitions)
+            .with_replication_factor(-1)]);
+    call(shard, ApiKey::CreateTopics, 7, &req).await
+}
+
+fn produce_request(topic: &str, partition: i32, records: Bytes) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(1000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(name(topic))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records)),
+            ])])
+}
+
+#[test]
+fn produce_fetch_and_their_errors() {
+    let (_dir, config) = test_config();
+    run(config, |shard| async move {
+        // validate_only creates nothing.
+        let r = create(&shard, "t", 2, true).await;
+        assert_eq!(r.topics[0].error_code, 0);
+        assert_eq!(r.topics[0].num_partitions, 2);
+        assert!(shard.metadata().topic("t").is_none());
+        let r = create(&shard, "t", 2, false).await;
+        assert_eq!(r.topics[0].error_code, 0);
+        let topic_id = r.topics[0].topic_id;
+        assert!(!topic_id.is_nil());
+
+        // Two batches in one records field are both appended.
+        let a = storage::testing::batch_with_values(1000, [b"a".to_vec(), b"b".to_vec()]);
+        let b = storage::testing::batch_with_values(2000, [b"c".to_vec()]);
+        let mut two = BytesMut::new();
+        two.extend_from_slice(&a);
+        two.extend_from_slice(&b);
+        let resp: ProduceResponse = call(
+            &shard,
+            ApiKey::Produce,
+            9,
+            &produce_request("t", 1, two.freeze()),
+        )
+        .await;
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
+
+        // max.message.bytes (2000 here) is enforced.
+        let big = storage::testing::batch_with_values(3000, [vec![7u8; 4000]]);
+        let resp: ProduceResponse =
+            call(&shard, ApiKey::Produce, 9, &produce_request("t", 0, big)).await;
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code,
+            Kafka::MessageTooLarge.code()
+        );
+
+        // A corrupt CRC is CORRUPT_MESSAGE; a partition out of range is unknown.
+        let mut bad = a.to_vec();
+        let last = bad.len() - 1;
+        bad[last] ^= 0xff;
+        let resp: ProduceResponse = call(
+            &shard,
+            ApiKey::Produce,
+            9,
+            &produce_request("t", 0, Bytes::from(bad)),
+        )
+        .await;
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code,
+            Kafka::CorruptMessage.code()
+        );
+        let resp: ProduceResponse = call(
+            &shard,
+            ApiKey::Produce,
+            9,
+            &produce_request("t", 5, a.clone()),
+        )
+        .await;
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code,
+            Kafka::UnknownTopicOrPartition.code()
+        );
+
+        // Fetch by name (v12) and by topic id (v13+), and their errors.
+        let fetch = |v: i16, id: uuid::Uuid, offset: i64| {
+            FetchRequest::default()
+                .with_max_wait_ms(0)
+                .with_max_bytes(1 << 20)
+                .with_topics(vec![fetch_request::FetchTopic::default()
+                    .with_topic(if v < 13 {
+                        name("t")
+                    } else {
+                        TopicName::default()
+                    })
+                    .with_topic_id(if v >= 13 { id } else { uuid::Uuid::nil() })
+                    .with_partitions(vec![fetch_request::FetchPartition::default()
+                        .with_partition(1)
+                        .with_fetch_offset(offset)
+                        .with_partition_max_bytes(1 << 20)])])
+        };
+        for v in [4i16, 12, 13, 17] {
+            let resp: FetchResponse = call(&shard, ApiKey::Fetch, v, &fetch(v, topic_id, 0)).await;
+            let p = &resp.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0, "v{v}");
+            assert_eq!((p.high_watermark, p.last_stable_offset), (3, 3), "v{v}");
+            let records = p.records.clone().expect("records");
+            assert_eq!(
+                records.len(),
+                a.len() + b.len(),
+                "v{v}: both batches, as stored"
+            );
+            let resp: FetchResponse = call(&shard, ApiKey::Fetch, v, &fetch(v, topic_id, 4)).await;
+            assert_eq!(
+                resp.responses[0].partitions[0].error_code,
+                Kafka::OffsetOutOfRange.code(),
+                "v{v}"
+            );
+        }
+        let resp: FetchResponse = call(
+            &shard,
+            ApiKey::Fetch,
+            13,
+            &fetch(13, uuid::Uuid::new_v4(), 0),
+        )
+        .await;
+        assert_eq!(
+            resp.responses[0].partitions[0].error_code,
+            Kafka::UnknownTopicId.code()
+        );
+
+        // ListOffsets: earliest, latest, by time, max timestamp, and nothing.
+        for (ts, want_offset, want_ts) in [
+            (-2i64, 0i64, -1i64),
+            (-1, 3, -1),
+            (1500, 2, 2000),
+            (-3, 2, 2000),
+            (9999, -1, -1),
+        ] {
+            let req = ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(1)
+                        .with_timestamp(ts)]),
+            ]);
+            let resp: ListOffsetsResponse = call(&shard, ApiKey::ListOffsets, 7, &req).await;
+            let p = &resp.topics[0].partitions[0];
+            assert_eq!(
+                (p.error_code, p.offset, p.timestamp),
+                (0, want_offset, want_ts),
+                "timestamp {ts}"
+            );
+        }
+
+        // DescribeCluster names this broker as the controller.
+        let resp: DescribeClusterResponse = call(
+            &shard,
+            ApiKey::DescribeCluster,
+            1,
+            &DescribeClusterRequest::default().with_endpoint_type(1),
+        )
+        .await;
+        assert_eq!(resp.error_code, 0);
+        assert_eq!(resp.brokers.len(), 1);
+        assert_eq!(resp.cluster_id.as_str(), shard.metadata().cluster_id);
+
+        // DeleteTopics by topic id (v6), then the id is unknown.
+        let req = DeleteTopicsRequest::default().with_topics(vec![
+            delete_topics_request::DeleteTopicState::default().with_topic_id(topic_id),
+        ]);
+        let resp: DeleteTopicsResponse = call(&shard, ApiKey::DeleteTopics, 6, &req).await;
+        assert_eq!(resp.responses[0].error_code, 0);
+        assert_eq!(
+            resp.responses[0].name.as_ref().map(|n| n.0.as_str()),
+            Some("t")
+        );
+        let resp: DeleteTopicsResponse = call(&shard, ApiKey::DeleteTopics, 6, &req).await;
+        assert_eq!(resp.responses[0].error_code, Kafka::UnknownTopicId.code());
+        let resp: DeleteTopicsResponse = call(
+            &shard,
+            ApiKey::DeleteTopics,
+            4,
+            &DeleteTopicsRequest::default().with_topic_names(vec![name("t")]),
+        )
+        .await;
+        assert_eq!(
+            resp.responses[0].error_code,
+            Kafka::UnknownTopicOrPartition.code()
+        );
+    });
+}
+
+#[test]
+fn metadata_auto_creates_and_reports_bad_names() {
+    let (_dir, config) = test_config();
+    run(config, |shard| async move {
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(true)
+            .with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name("auto"))),
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name("bad/name"))),
+            ]));
+        let resp: MetadataResponse = call(&shard, ApiKey::Metadata, 12, &req).await;
+        assert_eq!(resp.topics[0].error_code, 0);
+        assert_eq!(resp.topics[0].partitions.len(), 1);
+        assert!(!resp.topics[0].topic_id.is_nil());
+        assert_eq!(
+            resp.topics[1].error_code,
+            Kafka::InvalidTopicException.code()
+        );
+        // Without permission to create, an unknown topic stays unknown.
+        let req = MetadataRequest::default()
+            .with_allow_auto_topic_creation(false)
+            .with_topics(Some(vec![metadata_request::MetadataRequestTopic::default(
+            )
+            .with_name(Some(name("other")))]));
+        let resp: MetadataResponse = call(&shard, ApiKey::Metadata, 12, &req).await;
+        assert_eq!(
+            resp.topics[0].error_code,
+            Kafka::UnknownTopicOrPartition.code()
+        );
+        // v1+: an empty list asks for no topics; null asks for all.
+        let resp: MetadataResponse = call(
+            &shard,
+            ApiKey::Metadata,
+            9,
+            &MetadataRequest::default().with_topics(Some(vec![])),
+        )
+        .await;
+        assert!(resp.topics.is_empty());
+        let resp: MetadataResponse = call(
+            &shard,
+            ApiKey::Metadata,
+            9,
+            &MetadataRequest::default().with_topics(None),
+        )
+        .await;
+        assert_eq!(resp.topics.len(), 1);
+    });
+}
