@@ -148,6 +148,22 @@ fn produce_fetch_and_their_errors() {
         let p = &resp.responses[0].partition_responses[0];
         assert_eq!((p.error_code, p.base_offset), (0, 0));
 
+        // Produce v13 names the topic by id.
+        let by_id = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(1000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_topic_id(topic_id)
+                .with_partition_data(vec![
+                    produce_request::PartitionProduceData::default()
+                        .with_index(0)
+                        .with_records(Some(b.clone())),
+                ])]);
+        let resp: ProduceResponse = call(&shard, ApiKey::Produce, 13, &by_id).await;
+        assert_eq!(resp.responses[0].topic_id, topic_id);
+        let p = &resp.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, 0));
+
         // max.message.bytes (2000 here) is enforced.
         let big = storage::testing::batch_with_values(3000, [vec![7u8; 4000]]);
         let resp: ProduceResponse =
@@ -201,7 +217,7 @@ fn produce_fetch_and_their_errors() {
                         .with_fetch_offset(offset)
                         .with_partition_max_bytes(1 << 20)])])
         };
-        for v in [4i16, 12, 13, 17] {
+        for v in [4i16, 12, 13, 17, 18] {
             let resp: FetchResponse = call(&shard, ApiKey::Fetch, v, &fetch(v, topic_id, 0)).await;
             let p = &resp.responses[0].partitions[0];
             assert_eq!(p.error_code, 0, "v{v}");

@@ -1,4 +1,4 @@
-//! Fetch (v4-v17): reads each partition on its owning shard and answers
+//! Fetch (v4-v18): reads each partition on its owning shard and answers
 //! with the stored batches as they are (zero copy, see `net::fetch`).
 //! Long polling: with less than `min_bytes` ready, waits up to
 //! `max_wait_ms`, woken by appends to any partition asked for.

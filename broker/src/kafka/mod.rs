@@ -96,7 +96,7 @@ pub fn apis() -> &'static [Api] {
     APIS.get_or_init(|| {
         vec![
             api!(ApiKey::Produce, produce, m::ProduceRequest, 3, 13),
-            api!(ApiKey::Fetch, fetch, m::FetchRequest, 4, 17),
+            api!(ApiKey::Fetch, fetch, m::FetchRequest, 4, 18),
             api!(
                 ApiKey::ListOffsets,
                 list_offsets,
