@@ -253,8 +253,12 @@ mod tests {
             errors: 0,
             error_samples: vec![],
             timeline: vec![RatePoint::default()],
+            measured_from_unix_s: 0.0,
+            interval_s: 1.0,
             produce_hist: h,
             e2e_hist: latency_histogram(),
+            produce_intervals: vec![],
+            e2e_intervals: vec![],
         }
     }
 

@@ -94,10 +94,18 @@ pub struct Report {
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub timeline: Vec<RatePoint>,
+    /// Wall-clock start of the measured window, the interval log's base.
+    pub measured_from_unix_s: f64,
+    /// Length of each interval of the HdrHistogram log.
+    pub interval_s: f64,
     #[serde(skip)]
     pub produce_hist: Histogram<u64>,
     #[serde(skip)]
     pub e2e_hist: Histogram<u64>,
+    #[serde(skip)]
+    pub produce_intervals: Vec<Histogram<u64>>,
+    #[serde(skip)]
+    pub e2e_intervals: Vec<Histogram<u64>>,
 }
 
 pub fn broker_usage(
@@ -269,27 +277,33 @@ impl Report {
             .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
     }
 
-    /// An HdrHistogram interval log with one whole-run histogram per kind
-    /// (tags `produce` and `e2e`), readable by HdrHistogram's log tools.
+    /// An HdrHistogram interval log of the measured window, one histogram
+    /// per interval and kind (tags `produce` and `e2e`), readable by
+    /// HdrHistogram's log tools (HistogramLogAnalyzer, hdr-plot).
     pub fn write_hdr_log(&self, path: &Path) -> Result<()> {
         let bytes = hdr_log(
-            &[("produce", &self.produce_hist), ("e2e", &self.e2e_hist)],
-            self.started_unix_s,
-            self.measured_s,
+            &[
+                ("produce", &self.produce_intervals),
+                ("e2e", &self.e2e_intervals),
+            ],
+            self.measured_from_unix_s,
+            Duration::from_secs_f64(self.interval_s.max(1e-3)),
         )?;
         std::fs::write(path, bytes)
             .map_err(|e| BenchError::io(format!("writing {}", path.display()), e))
     }
 }
 
+/// Interval `i` of every kind is written before interval `i + 1`, so the
+/// log reads in time order; empty intervals are left out.
 pub fn hdr_log(
-    histograms: &[(&str, &Histogram<u64>)],
-    started_unix_s: u64,
-    seconds: f64,
+    kinds: &[(&str, &[Histogram<u64>])],
+    base_unix_s: f64,
+    interval: Duration,
 ) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
     let mut serializer = V2Serializer::new();
-    let start = SystemTime::UNIX_EPOCH + Duration::from_secs(started_unix_s);
+    let start = SystemTime::UNIX_EPOCH + Duration::from_secs_f64(base_unix_s.max(0.0));
     let mut writer = IntervalLogWriterBuilder::new()
         .with_base_time(start)
         .with_start_time(start)
@@ -298,15 +312,16 @@ pub fn hdr_log(
     writer
         .write_comment("sluice-bench latencies in microseconds")
         .map_err(|e| BenchError::io("writing the HdrHistogram log", e))?;
-    for (tag, h) in histograms {
-        writer
-            .write_histogram(
-                h,
-                Duration::ZERO,
-                Duration::from_secs_f64(seconds.max(0.0)),
-                Tag::new(tag),
-            )
-            .map_err(|e| BenchError::Codec(format!("HdrHistogram log: {e:?}")))?;
+    let intervals = kinds.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    for i in 0..intervals {
+        for (tag, series) in kinds {
+            let Some(h) = series.get(i).filter(|h| !h.is_empty()) else {
+                continue;
+            };
+            writer
+                .write_histogram(h, interval * i as u32, interval, Tag::new(tag))
+                .map_err(|e| BenchError::Codec(format!("HdrHistogram log: {e:?}")))?;
+        }
     }
     drop(writer);
     Ok(buf)
@@ -319,19 +334,31 @@ mod tests {
     use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
 
     #[test]
-    fn the_hdr_log_holds_both_tagged_histograms() {
+    fn the_hdr_log_holds_tagged_intervals_in_time_order() {
         let mut h = latency_histogram();
         record_us(&mut h, Duration::from_micros(250), 10);
-        let e = latency_histogram();
-        let bytes = hdr_log(&[("produce", &h), ("e2e", &e)], 1_700_000_000, 10.0).expect("log");
+        let produce = vec![h.clone(), latency_histogram(), h.clone()];
+        let e2e = vec![h.clone(), h];
+        let bytes = hdr_log(
+            &[("produce", &produce), ("e2e", &e2e)],
+            1_700_000_000.5,
+            Duration::from_secs(1),
+        )
+        .expect("log");
         let text = String::from_utf8(bytes).expect("utf8");
-        let tags: Vec<String> = IntervalLogIterator::new(text.as_bytes())
+        let entries: Vec<(String, f64, f64)> = IntervalLogIterator::new(text.as_bytes())
             .filter_map(|e| match e {
-                Ok(LogEntry::Interval(i)) => i.tag().map(|t| t.as_str().to_string()),
+                Ok(LogEntry::Interval(i)) => Some((
+                    i.tag().map(|t| t.as_str().to_string()).unwrap_or_default(),
+                    i.start_timestamp().as_secs_f64(),
+                    i.max(),
+                )),
                 _ => None,
             })
             .collect();
-        assert_eq!(tags, vec!["produce", "e2e"]);
+        let tags: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(tags, vec!["produce", "e2e", "e2e", "produce"]);
+        assert_eq!(entries[3].1, 2.0);
     }
 
     #[test]

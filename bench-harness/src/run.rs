@@ -20,7 +20,7 @@ use crate::error::{BenchError, Result};
 use crate::limits::{self, LimitsConfig, IO_MEMORY_BYTES};
 use crate::report::{broker_usage, Flow, HarnessUsage, Report, Target};
 use crate::scenario::Scenario;
-use crate::stats::{latency_histogram, CounterSnapshot, Counters, Percentiles, RatePoint};
+use crate::stats::{CounterSnapshot, Counters, Percentiles, RatePoint};
 use crate::workload::consumer::{catch_up, log_ends};
 use crate::workload::{run_shard, Plan, ShardOutput};
 
@@ -229,14 +229,10 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         }
     }
 
-    let mut merged = ShardOutput {
-        produce: latency_histogram(),
-        e2e: latency_histogram(),
-        ..ShardOutput::default()
-    };
+    let mut merged = ShardOutput::new(&plan);
     for o in joined {
-        let _ = merged.produce.add(&o.produce);
-        let _ = merged.e2e.add(&o.e2e);
+        merged.produce.add(&o.produce);
+        merged.e2e.add(&o.e2e);
         merged.produce_requests += o.produce_requests;
         for e in o.errors {
             merged.note_error(e);
@@ -295,8 +291,8 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         measured_s,
         produced,
         consumed,
-        produce_latency: Percentiles::of(&merged.produce),
-        e2e_latency: Percentiles::of(&merged.e2e),
+        produce_latency: Percentiles::of(&merged.produce.total),
+        e2e_latency: Percentiles::of(&merged.e2e.total),
         corrected_for_coordinated_omission: s.rate > 0.0,
         broker,
         harness: HarnessUsage {
@@ -309,8 +305,12 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         errors: total.errors,
         error_samples: merged.errors,
         timeline,
-        produce_hist: merged.produce,
-        e2e_hist: merged.e2e,
+        measured_from_unix_s: plan.clock.wall_us(measure_from) as f64 / 1e6,
+        interval_s: merged.produce.interval().as_secs_f64(),
+        produce_hist: merged.produce.total,
+        e2e_hist: merged.e2e.total,
+        produce_intervals: merged.produce.intervals,
+        e2e_intervals: merged.e2e.intervals,
     })
 }
 

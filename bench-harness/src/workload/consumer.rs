@@ -18,7 +18,7 @@ use crate::client::records::{scan_batch_headers, scan_batches, value_sent_wall_u
 use crate::client::versions::{api_name, error_name};
 use crate::client::Connection;
 use crate::error::{BenchError, Result};
-use crate::stats::{record_us, MB};
+use crate::stats::MB;
 
 const FETCH_WAIT_MS: i32 = 100;
 const FETCH_BYTES_MAX: i32 = 64 << 20;
@@ -179,14 +179,12 @@ pub async fn run_tailing(
             }
         };
         let (records, bytes) = fetcher.fetch(Some(&mut each)).await?;
-        let now_us = clock.now_wall_us();
+        let now = Instant::now();
+        let now_us = clock.wall_us(now);
         let mut o = out.borrow_mut();
         for sent in latencies {
-            record_us(
-                &mut o.e2e,
-                Duration::from_micros(now_us.saturating_sub(sent)),
-                1,
-            );
+            o.e2e
+                .record(now, Duration::from_micros(now_us.saturating_sub(sent)), 1);
         }
         drop(o);
         plan.counters.add_in(records, bytes);

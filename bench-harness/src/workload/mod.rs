@@ -9,12 +9,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
-
 use crate::client::admin::TopicInfo;
 use crate::clock::Clock;
 use crate::scenario::Scenario;
-use crate::stats::{latency_histogram, Counters};
+use crate::stats::{interval_for, Counters, LatencySink};
 
 /// Everything a shard needs to run its part; shared read-only.
 #[derive(Debug, Clone)]
@@ -114,17 +112,19 @@ pub fn consumer_units(s: &Scenario, topic: &TopicInfo) -> Vec<ConsumerUnit> {
 /// What one harness shard measured.
 #[derive(Debug)]
 pub struct ShardOutput {
-    pub produce: Histogram<u64>,
-    pub e2e: Histogram<u64>,
+    pub produce: LatencySink,
+    pub e2e: LatencySink,
     pub produce_requests: u64,
     pub errors: Vec<String>,
 }
 
-impl Default for ShardOutput {
-    fn default() -> Self {
+impl ShardOutput {
+    /// Empty, with intervals counted from the end of the warm-up.
+    pub fn new(plan: &Plan) -> ShardOutput {
+        let interval = interval_for(plan.scenario.duration_s);
         ShardOutput {
-            produce: latency_histogram(),
-            e2e: latency_histogram(),
+            produce: LatencySink::new(plan.measure_from, interval),
+            e2e: LatencySink::new(plan.measure_from, interval),
             produce_requests: 0,
             errors: Vec::new(),
         }
@@ -145,7 +145,7 @@ impl ShardOutput {
 /// Runs shard `shard` of `shards`: its producer and consumer units,
 /// each a task, until the plan's end.
 pub async fn run_shard(plan: Arc<Plan>, shard: usize, shards: usize) -> ShardOutput {
-    let out = std::rc::Rc::new(std::cell::RefCell::new(ShardOutput::default()));
+    let out = std::rc::Rc::new(std::cell::RefCell::new(ShardOutput::new(&plan)));
     let mut tasks = Vec::new();
     for (i, unit) in producer_units(&plan.scenario, &plan.topic)
         .into_iter()
@@ -189,7 +189,7 @@ pub async fn run_shard(plan: Arc<Plan>, shard: usize, shards: usize) -> ShardOut
     }
     std::rc::Rc::try_unwrap(out)
         .map(|c| c.into_inner())
-        .unwrap_or_default()
+        .unwrap_or_else(|_| ShardOutput::new(&plan))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use crate::client::records::{encode_batch, parse_compression, payload_pool, reco
 use crate::client::versions::error_name;
 use crate::client::{decode_response, ConnReader, Connection};
 use crate::error::{BenchError, Result};
-use crate::stats::{record_scheduled_ack, record_us, Schedule};
+use crate::stats::{record_scheduled_ack, Schedule};
 
 /// Sleeps shorter than this are not worth a timer: spin through the loop.
 const SLEEP_MIN: Duration = Duration::from_micros(50);
@@ -107,6 +107,12 @@ impl Accumulator {
     /// would take it past the size (a lone oversized record still goes).
     fn full(&self, bytes: usize) -> bool {
         bytes > 0 && bytes + self.record_bytes_next > self.batch_bytes
+    }
+
+    /// Records, spread evenly, that fill one batch of every partition.
+    fn records_to_fill(&self) -> u64 {
+        let per_batch = (self.batch_bytes / self.record_bytes_next.max(1)).max(1);
+        (per_batch * self.partitions.len()) as u64
     }
 
     fn any_full(&self) -> bool {
@@ -303,13 +309,18 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                 glommio::executor().yield_if_needed().await;
                 continue;
             }
-            // Nothing to send yet: sleep until the next record is due or
-            // the oldest pending one has lingered long enough.
+            // Nothing to send yet. Records carry their due time whenever
+            // they are made, so there is no need to wake for each one:
+            // only when the oldest pending record (or the next one) has
+            // lingered, or when enough are due to fill a batch. Waking per
+            // record would spin a core at high rates.
             let mut wake = plan.stop_at;
             if let Some(sc) = &schedule {
-                wake = wake.min(sc.due(k_next));
-            }
-            if let Some(t) = acc.oldest {
+                let first = if acc.count > 0 { acc.first_k } else { k_next };
+                wake = wake
+                    .min(sc.due(first) + linger)
+                    .min(sc.due(first + acc.records_to_fill()).max(sc.due(k_next)));
+            } else if let Some(t) = acc.oldest {
                 wake = wake.min(t + linger);
             }
             let now = Instant::now();
@@ -409,11 +420,8 @@ async fn read_acks(
             }
             Span::Created { at } => {
                 if at >= plan.measure_from && at < plan.stop_at {
-                    record_us(
-                        &mut o.produce,
-                        acked.saturating_duration_since(at),
-                        entry.records,
-                    );
+                    o.produce
+                        .record(acked, acked.saturating_duration_since(at), entry.records);
                 }
             }
         }
