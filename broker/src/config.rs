@@ -101,6 +101,9 @@ pub struct Config {
     pub tail_cache_bytes: usize,
     /// Bound on connections per shard.
     pub connections_per_shard_max: usize,
+    /// `connections.max.idle.ms`: a connection with no request for this
+    /// long is closed.
+    pub connections_max_idle_ms: u64,
     /// Bound on the partitions of one topic (CreateTopics, CreatePartitions).
     pub partitions_per_topic_max: i32,
     /// How long shutdown waits for in-flight requests.
@@ -135,6 +138,7 @@ impl Default for Config {
             tail_cache_bytes: 1 << 20,
             connections_per_shard_max: 10_000,
             partitions_per_topic_max: 10_000,
+            connections_max_idle_ms: 600_000,
             shutdown_timeout_ms: 30_000,
         }
     }
@@ -283,6 +287,13 @@ impl Config {
                 allowed: format!(
                     "at least {IO_MEMORY_BYTES_MIN} (smaller buffers make direct-I/O reads fail)"
                 ),
+            });
+        }
+        if self.connections_max_idle_ms == 0 {
+            return Err(ConfigError {
+                key: "connections-max-idle-ms",
+                value: "0".into(),
+                allowed: "at least 1".into(),
             });
         }
         if self.partitions_per_topic_max < 1 {

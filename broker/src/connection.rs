@@ -4,6 +4,7 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
 use futures_lite::{future, FutureExt};
 use glommio::net::TcpStream;
@@ -17,13 +18,21 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         tracing::debug!(?peer, "TCP_NODELAY refused: {e}");
     }
     let limit = shard.config.max_request_bytes;
+    let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     loop {
         let next = future::or(
             async { Some(net::read_frame(&mut stream, limit).await) },
-            async {
-                shard.stopped().await;
-                None
-            },
+            future::or(
+                async {
+                    shard.stopped().await;
+                    None
+                },
+                async {
+                    glommio::timer::sleep(idle).await;
+                    tracing::debug!(?peer, "closing idle connection");
+                    None
+                },
+            ),
         )
         .await;
         let frame = match next {

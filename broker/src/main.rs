@@ -92,6 +92,9 @@ struct ServeArgs {
     /// message.max.bytes, the default max.message.bytes of topics.
     #[arg(long)]
     max_message_bytes: Option<u32>,
+    /// connections.max.idle.ms [default: 600000].
+    #[arg(long)]
+    connections_max_idle_ms: Option<u64>,
     /// Bound on the partitions of one topic [default: 10000].
     #[arg(long)]
     partitions_per_topic_max: Option<i32>,
@@ -131,7 +134,9 @@ impl ServeArgs {
             auto_create_topics,
             max_request_bytes,
             max_message_bytes,
-            io_memory_bytes
+            io_memory_bytes,
+            partitions_per_topic_max,
+            connections_max_idle_ms
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;
@@ -189,4 +194,91 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(args: &[&str]) -> Config {
+        let cli = Cli::try_parse_from(["sluice", "serve"].iter().chain(args)).expect("parses");
+        let Command::Serve(serve) = cli.command;
+        serve.into_config().expect("config")
+    }
+
+    #[test]
+    fn every_flag_reaches_the_config() {
+        let c = config(&[
+            "--listen",
+            "127.0.0.1:1",
+            "--advertise",
+            "h:2",
+            "--data-dir",
+            "/d",
+            "--cores",
+            "1",
+            "--node-id",
+            "3",
+            "--profile",
+            "durable",
+            "--fsync",
+            "never",
+            "--fsync-interval-ms",
+            "4",
+            "--fsync-interval-bytes",
+            "5",
+            "--default-partitions",
+            "6",
+            "--default-replication-factor",
+            "2",
+            "--retention-ms",
+            "-1",
+            "--retention-bytes",
+            "8",
+            "--segment-bytes",
+            "9000",
+            "--segment-ms",
+            "10",
+            "--retention-check-interval-ms",
+            "11",
+            "--auto-create-topics",
+            "false",
+            "--max-request-bytes",
+            "12000",
+            "--max-message-bytes",
+            "13000",
+            "--io-memory-bytes",
+            "14000000",
+            "--partitions-per-topic-max",
+            "15",
+            "--connections-max-idle-ms",
+            "16",
+        ]);
+        let expected = Config {
+            listen: "127.0.0.1:1".into(),
+            advertise: Some("h:2".into()),
+            data_dir: "/d".into(),
+            cores: Some(1),
+            node_id: 3,
+            profile: Profile::Durable,
+            fsync: Some("never".into()),
+            fsync_interval_ms: 4,
+            fsync_interval_bytes: 5,
+            default_partitions: 6,
+            default_replication_factor: 2,
+            retention_ms: -1,
+            retention_bytes: 8,
+            segment_bytes: 9000,
+            segment_ms: 10,
+            retention_check_interval_ms: 11,
+            auto_create_topics: false,
+            max_request_bytes: 12000,
+            max_message_bytes: 13000,
+            io_memory_bytes: 14_000_000,
+            partitions_per_topic_max: 15,
+            connections_max_idle_ms: 16,
+            ..Config::default()
+        };
+        assert_eq!(c, expected);
+    }
 }

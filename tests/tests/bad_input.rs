@@ -71,7 +71,14 @@ fn api_versions(s: &mut TcpStream, correlation_id: i32) -> ApiVersionsResponse {
 
 #[test]
 fn bad_frames_close_their_connection_only() {
-    let broker = Broker::start(&["--cores", "2", "--max-request-bytes", "1048576"]);
+    let broker = Broker::start(&[
+        "--cores",
+        "2",
+        "--max-request-bytes",
+        "1048576",
+        "--connections-max-idle-ms",
+        "4000",
+    ]);
     let mut good = connect(&broker);
     let first = api_versions(&mut good, 1);
     assert_eq!(first.error_code, 0);
@@ -178,4 +185,11 @@ fn bad_frames_close_their_connection_only() {
     // The first connection still works.
     assert_eq!(api_versions(&mut good, 2).error_code, 0);
     assert!(broker.log().contains("closing connection"));
+
+    // A connection that sends nothing is closed after
+    // connections.max.idle.ms.
+    let mut idle = connect(&broker);
+    let started = std::time::Instant::now();
+    assert!(closed(&mut idle), "idle connection closes");
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
