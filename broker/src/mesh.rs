@@ -30,6 +30,8 @@ pub enum ShardRequest {
         timeout: Duration,
     },
     ListOffsets(Vec<(TopicPartition, i64)>),
+    /// Moves log start offsets forward (-1: to the high watermark).
+    DeleteRecords(Vec<(TopicPartition, i64)>),
     Admin(AdminOp),
     ApplyMetadata(Arc<ClusterMetadata>),
 }
@@ -39,6 +41,8 @@ pub enum ShardResponse {
     Fetched(Vec<PartitionRead>),
     Waited,
     Offsets(Vec<OffsetAnswer>),
+    /// Per partition: error code and the new log start offset.
+    RecordsDeleted(Vec<(i16, i64)>),
     Admin(Vec<AdminOutcome>),
     Applied,
 }

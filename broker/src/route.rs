@@ -147,6 +147,24 @@ pub async fn list_offsets(
     .await
 }
 
+pub async fn delete_records(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, i64)>,
+) -> Vec<(i16, i64)> {
+    scatter(
+        shard,
+        items,
+        |i| &i.0,
+        ShardRequest::DeleteRecords,
+        |r| match r {
+            ShardResponse::RecordsDeleted(v) => Some(v),
+            _ => None,
+        },
+        || (Kafka::NotLeaderOrFollower.code(), -1),
+    )
+    .await
+}
+
 /// Resolves when any of the partitions has data past its offset (on any
 /// shard), or after `timeout`.
 pub async fn wait_for_data(

@@ -149,6 +149,9 @@ impl Shard {
             ShardRequest::ListOffsets(items) => {
                 ShardResponse::Offsets(self.list_offsets_local(items).await)
             }
+            ShardRequest::DeleteRecords(items) => {
+                ShardResponse::RecordsDeleted(self.delete_records_local(items).await)
+            }
             ShardRequest::Admin(op) => ShardResponse::Admin(self.admin_local(op).await),
             ShardRequest::ApplyMetadata(meta) => {
                 self.apply_metadata(meta).await;
@@ -368,6 +371,27 @@ impl Shard {
                     timestamp: -1,
                     offset: -1,
                 },
+            });
+        }
+        out
+    }
+
+    async fn delete_records_local(&self, items: Vec<(TopicPartition, i64)>) -> Vec<(i16, i64)> {
+        let mut out = Vec::with_capacity(items.len());
+        for (tp, offset) in items {
+            let Some(log) = self.log(&tp) else {
+                out.push((code(Kafka::UnknownTopicOrPartition), -1));
+                continue;
+            };
+            // -1 means "everything up to the high watermark".
+            let offset = if offset == -1 {
+                log.log_end_offset()
+            } else {
+                offset
+            };
+            out.push(match log.delete_records_before(offset).await {
+                Ok(log_start_offset) => (0, log_start_offset),
+                Err(e) => (storage_error_code(&e), -1),
             });
         }
         out

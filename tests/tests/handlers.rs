@@ -271,6 +271,36 @@ fn produce_fetch_and_their_errors() {
             );
         }
 
+        // DeleteRecords moves the log start offset; reading below it is out
+        // of range, and deleting past the high watermark is refused.
+        let delete = |offset: i64| {
+            DeleteRecordsRequest::default().with_topics(vec![
+                delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(1)
+                            .with_offset(offset),
+                    ]),
+            ])
+        };
+        let resp: DeleteRecordsResponse = call(&shard, ApiKey::DeleteRecords, 2, &delete(2)).await;
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (0, 2));
+        let resp: FetchResponse = call(&shard, ApiKey::Fetch, 12, &fetch(12, topic_id, 0)).await;
+        assert_eq!(
+            resp.responses[0].partitions[0].error_code,
+            Kafka::OffsetOutOfRange.code()
+        );
+        let resp: DeleteRecordsResponse = call(&shard, ApiKey::DeleteRecords, 1, &delete(99)).await;
+        assert_eq!(
+            resp.topics[0].partitions[0].error_code,
+            Kafka::OffsetOutOfRange.code()
+        );
+        let resp: DeleteRecordsResponse = call(&shard, ApiKey::DeleteRecords, 0, &delete(-1)).await;
+        let p = &resp.topics[0].partitions[0];
+        assert_eq!((p.error_code, p.low_watermark), (0, 3));
+
         // DescribeCluster names this broker as the controller.
         let resp: DescribeClusterResponse = call(
             &shard,

@@ -16,6 +16,7 @@ use crate::shard::Shard;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
@@ -105,6 +106,13 @@ pub fn apis() -> &'static [Api] {
                 10
             ),
             api!(ApiKey::Metadata, metadata, m::MetadataRequest, 0, 13),
+            api!(
+                ApiKey::DeleteRecords,
+                delete_records,
+                m::DeleteRecordsRequest,
+                0,
+                2
+            ),
             api!(
                 ApiKey::InitProducerId,
                 init_producer_id,
