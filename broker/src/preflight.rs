@@ -83,16 +83,34 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
     Ok(DataDirLock { _file: file })
 }
 
+/// How long start-up waits for the port to be released. A broker that was
+/// killed leaves its listening sockets to io_uring's asynchronous teardown
+/// for a moment after the process is gone.
+const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Shards bind with SO_REUSEPORT, which would silently share the port with
-/// another broker of the same user; a plain bind first makes that an error.
+/// another broker of the same user (or with the dying sockets of a killed
+/// one); a plain bind first makes that an error, after a bounded wait.
 fn check_port(config: &Config) -> Result<(), StartError> {
     let addr = config.listen_addr()?;
-    std::net::TcpListener::bind(addr)
-        .map(drop)
-        .map_err(|e| StartError::Bind {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })
+    let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(_) => return Ok(()),
+            Err(e)
+                if e.kind() == std::io::ErrorKind::AddrInUse
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(StartError::Bind {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
 }
 
 fn check_data_dir(dir: &Path) -> Result<(), StartError> {

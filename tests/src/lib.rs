@@ -162,6 +162,27 @@ impl Broker {
         }
     }
 
+    /// Kills the process with SIGKILL (a crash) and starts it again on the
+    /// same port and data directory.
+    pub fn crash_and_restart(&mut self) {
+        let mut child = self.child.take().expect("broker is running");
+        child.kill().expect("SIGKILL sluice");
+        child.wait().expect("reap sluice");
+        // The dead process's listening sockets go away with its io_uring
+        // instances, asynchronously: wait until the port is free, or the
+        // readiness check below would connect to a dying listener.
+        let deadline = Instant::now() + START_TIMEOUT;
+        while TcpListener::bind(self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "port {} never released",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.spawn();
+    }
+
     /// Stops with SIGTERM (asserting exit status 0) and starts again on the
     /// same port and data directory.
     pub fn restart(&mut self) {
