@@ -5,6 +5,7 @@
 
 use std::fs::File;
 use std::net::TcpStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -146,6 +147,9 @@ impl EmbeddedBroker {
             ])
             .arg(&data_dir)
             .args(["--profile", profile, "--cores", &cores.to_string()])
+            // Its own process group: Ctrl-C reaches only sluice-bench,
+            // which then stops the broker itself and removes its data.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log2)

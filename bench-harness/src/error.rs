@@ -51,6 +51,8 @@ pub enum BenchError {
     Broker(String),
     #[error("glommio: {0}")]
     Runtime(String),
+    #[error("interrupted; the broker was stopped and its data removed")]
+    Interrupted,
     #[error("timed out after {seconds} s: {what}")]
     Timeout { what: String, seconds: u64 },
 }

@@ -4,6 +4,8 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
@@ -12,6 +14,7 @@ use bench_harness::plot::{self, RateSeries, Series, COLORS};
 use bench_harness::report::Report;
 use bench_harness::run::{run, RunOptions};
 use bench_harness::scenario::{Overrides, Scenario, PROFILES};
+use bench_harness::BenchError;
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -118,20 +121,30 @@ fn keep_large_allocations_in_the_heap() {
 fn main() -> ExitCode {
     keep_large_allocations_in_the_heap();
     let cli = Cli::parse();
+    let cancel = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        if let Err(e) = signal_hook::flag::register(signal, cancel.clone()) {
+            eprintln!("sluice-bench: error: installing a signal handler: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let result = match cli.command {
-        Some(Command::Compare(args)) => compare(args),
-        None => single(cli.run),
+        Some(Command::Compare(args)) => compare(args, &cancel),
+        None => single(cli.run, &cancel),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sluice-bench: error: {e:#}");
-            ExitCode::from(2)
+            let interrupted = e
+                .downcast_ref::<BenchError>()
+                .is_some_and(|b| matches!(b, BenchError::Interrupted));
+            ExitCode::from(if interrupted { 130 } else { 2 })
         }
     }
 }
 
-fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
+fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOptions> {
     let mut scenario = Scenario::load(&args.scenario)?;
     scenario.apply(&args.overrides);
     scenario.validate()?;
@@ -171,11 +184,12 @@ fn options(args: &RunArgs) -> anyhow::Result<RunOptions> {
         progress: !args.quiet,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         catch_up_time_max: Duration::from_secs_f64(args.catch_up_max),
+        cancel: cancel.clone(),
     })
 }
 
-fn single(args: RunArgs) -> anyhow::Result<()> {
-    let opts = options(&args)?;
+fn single(args: RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    let opts = options(&args, cancel)?;
     let report = run(&opts)?;
     print!("{}", report.table());
     write_outputs(&args, &report)
@@ -219,7 +233,7 @@ fn write_outputs(args: &RunArgs, report: &Report) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn compare(args: CompareArgs) -> anyhow::Result<()> {
+fn compare(args: CompareArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
     if args.run.bootstrap.is_some() {
         bail!("compare starts its own broker per profile; drop --bootstrap");
     }
@@ -228,7 +242,7 @@ fn compare(args: CompareArgs) -> anyhow::Result<()> {
             bail!("--profiles: {p:?} is not one of durable, balanced, throughput");
         }
     }
-    let base = options(&args.run)?;
+    let base = options(&args.run, cancel)?;
     if args.half_peak && base.scenario.rate > 0.0 {
         bail!("--half-peak needs a scenario run as fast as possible (rate 0)");
     }

@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -45,6 +45,8 @@ pub struct RunOptions {
     pub progress: bool,
     pub connect_timeout: Duration,
     pub catch_up_time_max: Duration,
+    /// Set by a signal handler: end the run early, clean up, report nothing.
+    pub cancel: Arc<AtomicBool>,
 }
 
 /// Runs `make()` to completion on a fresh glommio executor thread.
@@ -151,6 +153,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         tail_from: tail_from.into_iter().collect(),
         counters: counters.clone(),
         connect_timeout: timeout,
+        cancel: opts.cancel.clone(),
     });
 
     let shards = s.cores;
@@ -208,7 +211,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             prev = (now, snap);
             next_tick += TICK;
         }
-        if now >= end {
+        if now >= end || opts.cancel.load(Ordering::Relaxed) {
             break;
         }
         let wake = [next_tick, end, measure_from, stop_at]
@@ -221,6 +224,8 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     if opts.progress && tty {
         eprintln!();
     }
+    // Shards see the same flag and end within a fetch wait or a sleep.
+    let interrupted = opts.cancel.load(Ordering::Relaxed);
     let mut joined = Vec::new();
     for r in handles.join_all() {
         match r {
@@ -237,6 +242,9 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         for e in o.errors {
             merged.note_error(e);
         }
+    }
+    if interrupted {
+        return Err(BenchError::Interrupted);
     }
     let total = counters.snapshot();
     if s.producers > 0 && total.records_out == 0 && !merged.errors.is_empty() {

@@ -169,7 +169,7 @@ pub async fn run_tailing(
     let counted_from = clock.wall_us(plan.measure_from);
     let counted_to = clock.wall_us(plan.stop_at);
     let end = plan.stop_at + plan.drain;
-    while Instant::now() < end {
+    while Instant::now() < end && !plan.cancelled() {
         let mut latencies: Vec<u64> = Vec::new();
         let mut each = |value: &[u8]| {
             if let Some(sent) = value_sent_wall_us(value) {

@@ -6,6 +6,7 @@ pub mod consumer;
 pub mod producer;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,6 +33,14 @@ pub struct Plan {
     pub tail_from: HashMap<i32, i64>,
     pub counters: Arc<Counters>,
     pub connect_timeout: Duration,
+    /// Set on SIGINT/SIGTERM: every task winds down at its next step.
+    pub cancel: Arc<AtomicBool>,
+}
+
+impl Plan {
+    pub fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Relaxed)
+    }
 }
 
 /// One producer connection: a producer's partitions led by one broker.

@@ -27,6 +27,8 @@ use crate::stats::{record_scheduled_ack, Schedule};
 
 /// Sleeps shorter than this are not worth a timer: spin through the loop.
 const SLEEP_MIN: Duration = Duration::from_micros(50);
+/// Longer sleeps are cut so that cancellation is noticed.
+const SLEEP_MAX: Duration = Duration::from_millis(100);
 /// How long the end of the run waits for outstanding acknowledgements.
 const ACK_WAIT_MAX: Duration = Duration::from_secs(10);
 const PAYLOAD_POOL_BYTES: usize = 64 << 10;
@@ -215,14 +217,14 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         let mut arena = bytes::BytesMut::new();
         loop {
             if schedule.is_none() && acks != 0 && !slot_held {
-                if Instant::now() >= plan.stop_at {
+                if Instant::now() >= plan.stop_at || plan.cancelled() {
                     break;
                 }
                 acquire_slot(&permits, &unit.leader_addr).await?;
                 slot_held = true;
             }
             let now = Instant::now();
-            if now >= plan.stop_at {
+            if now >= plan.stop_at || plan.cancelled() {
                 break;
             }
             // Generate what is due (or, flat out, enough to fill every batch).
@@ -325,7 +327,7 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
             }
             let now = Instant::now();
             if wake > now + SLEEP_MIN {
-                glommio::timer::sleep(wake - now).await;
+                glommio::timer::sleep((wake - now).min(SLEEP_MAX)).await;
             } else {
                 glommio::executor().yield_if_needed().await;
             }
