@@ -8,7 +8,9 @@ use std::sync::Arc;
 use kafka_protocol::ResponseError as Kafka;
 use uuid::Uuid;
 
-use crate::mesh::{AdminOp, AdminOutcome, ShardRequest};
+use std::collections::BTreeMap;
+
+use crate::mesh::{AdminOp, AdminOutcome, ConfigChange, ShardRequest};
 use crate::metadata::{ClusterMetadata, TopicMeta};
 use crate::shard::Shard;
 use crate::topic_config;
@@ -111,6 +113,32 @@ impl Shard {
                     .collect();
                 (outcomes, false)
             }
+            AdminOp::AlterTopicConfigs {
+                changes,
+                validate_only,
+            } => {
+                let outcomes = changes
+                    .into_iter()
+                    .map(|(name, change)| {
+                        let Some(topic) = next.topics.get_mut(&name) else {
+                            return Err((
+                                Kafka::UnknownTopicOrPartition.code(),
+                                format!("Topic {name} does not exist"),
+                            ));
+                        };
+                        let configs = changed_configs(&topic.configs, change)?;
+                        topic_config::log_config(&self.default_log, &configs)
+                            .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
+                        let mut altered = topic.clone();
+                        altered.configs = configs;
+                        if !validate_only {
+                            *topic = altered.clone();
+                        }
+                        Ok(altered)
+                    })
+                    .collect();
+                (outcomes, false)
+            }
         };
         if next == *current {
             return outcomes;
@@ -173,4 +201,69 @@ fn check_partitions(count: i32, max: i32) -> Result<(), (i16, String)> {
         ));
     }
     Ok(())
+}
+
+/// Kafka's IncrementalAlterConfigs operations.
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+/// The topic's configs after `change`; list operations apply to list-typed
+/// keys only, as in Kafka.
+fn changed_configs(
+    current: &BTreeMap<String, String>,
+    change: ConfigChange,
+) -> Result<BTreeMap<String, String>, (i16, String)> {
+    let invalid = |m: String| (Kafka::InvalidConfig.code(), m);
+    match change {
+        ConfigChange::Replace(all) => Ok(all),
+        ConfigChange::Incremental(ops) => {
+            let mut configs = current.clone();
+            for (key, op, value) in ops {
+                let is_list = topic_config::TOPIC_KEYS
+                    .iter()
+                    .any(|k| k.name == key && k.config_type == topic_config::config_type::LIST);
+                match (op, value) {
+                    (OP_SET, Some(v)) => {
+                        configs.insert(key, v);
+                    }
+                    (OP_DELETE, _) => {
+                        configs.remove(&key);
+                    }
+                    (OP_APPEND | OP_SUBTRACT, Some(v)) if is_list => {
+                        let mut items: Vec<String> = configs
+                            .get(&key)
+                            .map(|s| s.split(',').map(|i| i.trim().to_string()).collect())
+                            .unwrap_or_default();
+                        items.retain(|i| !i.is_empty());
+                        for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                            if op == OP_APPEND && !items.iter().any(|i| i == item) {
+                                items.push(item.to_string());
+                            }
+                            if op == OP_SUBTRACT {
+                                items.retain(|i| i != item);
+                            }
+                        }
+                        if items.is_empty() {
+                            configs.remove(&key);
+                        } else {
+                            configs.insert(key, items.join(","));
+                        }
+                    }
+                    (OP_APPEND | OP_SUBTRACT, _) => {
+                        return Err(invalid(format!(
+                            "Config value append/subtract is not allowed for config key {key}"
+                        )))
+                    }
+                    (op, _) => {
+                        return Err(invalid(format!(
+                            "Invalid config operation {op} (or a missing value) for {key}"
+                        )))
+                    }
+                }
+            }
+            Ok(configs)
+        }
+    }
 }

@@ -93,6 +93,20 @@ pub enum AdminOp {
         topics: Vec<(String, i32)>,
         validate_only: bool,
     },
+    /// Topic config changes, one per topic.
+    AlterTopicConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
+}
+
+/// How a topic's configs change.
+pub enum ConfigChange {
+    /// AlterConfigs: the given set replaces every config of the topic.
+    Replace(std::collections::BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: `(key, operation, value)` with Kafka's
+    /// operations 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT.
+    Incremental(Vec<(String, i8, Option<String>)>),
 }
 
 pub struct NewTopic {

@@ -7,7 +7,9 @@ mod common;
 
 use common::*;
 use futures_lite::future::block_on;
-use rdkafka::admin::{AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication};
+use rdkafka::admin::{
+    AdminOptions, AlterConfig, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::consumer::Consumer;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -181,6 +183,27 @@ fn topic_administration_errors_are_kafkas() {
     let retention = resource.get("retention.ms").expect("retention.ms");
     assert_eq!(retention.value.as_deref(), Some("604800000"));
     assert!(retention.is_default);
+
+    // AlterConfigs changes a topic config and DescribeConfigs shows it set
+    // on the topic. A bad value is refused (rdkafka 0.37 drops per-resource
+    // errors of AlterConfigs, so the refusal shows as an unchanged value).
+    let retention_ms = |admin: &rdkafka::admin::AdminClient<_>| {
+        let configs =
+            block_on(admin.describe_configs(&[ResourceSpecifier::Topic("ok-topic")], &opts))
+                .expect("describe configs");
+        let resource = configs[0].as_ref().expect("topic configs");
+        let entry = resource.get("retention.ms").expect("retention.ms");
+        (entry.value.clone(), entry.is_default)
+    };
+    for value in ["3600000", "later"] {
+        let altered = block_on(admin.alter_configs(
+            &[AlterConfig::new(ResourceSpecifier::Topic("ok-topic")).set("retention.ms", value)],
+            &opts,
+        ))
+        .expect("alter configs");
+        assert_eq!(altered.len(), 1);
+        assert_eq!(retention_ms(&admin), (Some("3600000".to_string()), false));
+    }
 
     // With auto-creation off, producing to an unknown topic fails.
     let p: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()

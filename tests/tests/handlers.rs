@@ -387,3 +387,68 @@ fn metadata_auto_creates_and_reports_bad_names() {
         assert_eq!(resp.topics.len(), 1);
     });
 }
+
+#[test]
+fn incremental_alter_configs_set_delete_append() {
+    let (_dir, config) = test_config();
+    run(config, |shard| async move {
+        assert_eq!(create(&shard, "c", 1, false).await.topics[0].error_code, 0);
+        let alter = |ops: Vec<(&str, i8, Option<&str>)>| {
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("c"))
+                    .with_configs(
+                        ops.into_iter()
+                            .map(|(k, op, v)| {
+                                incremental_alter_configs_request::AlterableConfig::default()
+                                    .with_name(StrBytes::from_string(k.to_string()))
+                                    .with_config_operation(op)
+                                    .with_value(v.map(|v| StrBytes::from_string(v.to_string())))
+                            })
+                            .collect(),
+                    ),
+            ])
+        };
+        let configs =
+            |shard: &Rc<Shard>| shard.metadata().topic("c").expect("topic").configs.clone();
+        let resp: IncrementalAlterConfigsResponse = call(
+            &shard,
+            ApiKey::IncrementalAlterConfigs,
+            1,
+            &alter(vec![
+                ("retention.ms", 0, Some("5000")),
+                ("segment.bytes", 0, Some("1048576")),
+            ]),
+        )
+        .await;
+        assert_eq!(resp.responses[0].error_code, 0);
+        assert_eq!(
+            configs(&shard).get("retention.ms").map(String::as_str),
+            Some("5000")
+        );
+        let resp: IncrementalAlterConfigsResponse = call(
+            &shard,
+            ApiKey::IncrementalAlterConfigs,
+            0,
+            &alter(vec![("retention.ms", 1, None)]),
+        )
+        .await;
+        assert_eq!(resp.responses[0].error_code, 0);
+        assert!(!configs(&shard).contains_key("retention.ms"));
+        assert!(configs(&shard).contains_key("segment.bytes"));
+        for bad in [
+            vec![("retention.ms", 2, Some("1"))],
+            vec![("segment.bytes", 0, Some("1"))],
+            vec![("no.such.key", 0, Some("1"))],
+        ] {
+            let resp: IncrementalAlterConfigsResponse =
+                call(&shard, ApiKey::IncrementalAlterConfigs, 1, &alter(bad)).await;
+            assert_eq!(resp.responses[0].error_code, Kafka::InvalidConfig.code());
+        }
+        assert_eq!(
+            configs(&shard).get("segment.bytes").map(String::as_str),
+            Some("1048576")
+        );
+    });
+}

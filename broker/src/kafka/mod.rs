@@ -13,6 +13,7 @@ use net::RequestFrame;
 
 use crate::shard::Shard;
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
@@ -21,6 +22,7 @@ pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
 pub mod fetch;
+pub mod incremental_alter_configs;
 pub mod init_producer_id;
 pub mod list_offsets;
 pub mod metadata;
@@ -106,6 +108,20 @@ pub fn apis() -> &'static [Api] {
                 10
             ),
             api!(ApiKey::Metadata, metadata, m::MetadataRequest, 0, 13),
+            api!(
+                ApiKey::AlterConfigs,
+                alter_configs,
+                m::AlterConfigsRequest,
+                0,
+                2
+            ),
+            api!(
+                ApiKey::IncrementalAlterConfigs,
+                incremental_alter_configs,
+                m::IncrementalAlterConfigsRequest,
+                0,
+                1
+            ),
             api!(
                 ApiKey::DeleteRecords,
                 delete_records,
