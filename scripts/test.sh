@@ -12,7 +12,6 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
-if [ -f tests/python/compat.py ]; then
-  .venv/bin/python tests/python/compat.py
-fi
+.venv/bin/python tests/python/compat.py
+.venv/bin/python tests/python/idempotence.py
 echo "all tests passed"

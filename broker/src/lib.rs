@@ -8,6 +8,7 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod kafka;
+pub mod listen;
 pub mod mesh;
 pub mod metadata;
 pub mod preflight;

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers};
-use glommio::net::TcpListener;
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
@@ -136,7 +135,7 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     let addr = config.listen_addr()?;
-    let listener = TcpListener::bind(addr).map_err(|e| StartError::Bind {
+    let listener = crate::listen::bind(addr).map_err(|e| StartError::Bind {
         addr: addr.to_string(),
         reason: e.to_string(),
     });

@@ -42,10 +42,12 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, advertise_port=None):
         self.data_dir = data_dir
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
+        # Clients are told to come back here (a proxy may sit in between).
+        self.advertised = f"127.0.0.1:{advertise_port or self.port}"
         self.proc = None
 
     def binary(self):
@@ -60,7 +62,7 @@ class Broker:
         return str(ROOT / "target" / "debug" / "sluice")
 
     def start(self):
-        args = [self.binary(), "serve", "--listen", self.addr, "--advertise", self.addr,
+        args = [self.binary(), "serve", "--listen", self.addr, "--advertise", self.advertised,
                 "--data-dir", str(self.data_dir)]
         self.log_file = open(Path(self.data_dir).parent / "sluice.log", "ab")
         self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
