@@ -52,7 +52,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         };
         let api_key = request.api_key;
         let version = request.api_version();
-        tracing::trace!(?peer, ?api_key, version, correlation_id = request.correlation_id(), "request");
+        tracing::trace!(
+            ?peer,
+            ?api_key,
+            version,
+            correlation_id = request.correlation_id(),
+            "request"
+        );
         // A panic in a handler is a bug; it must cost this connection only,
         // not the shard and every connection on it.
         let outcome = std::panic::AssertUnwindSafe(kafka::dispatch(&shard, request))
