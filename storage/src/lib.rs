@@ -19,6 +19,7 @@ mod segment;
 mod stage;
 pub mod testing;
 
+pub use cache::CacheBudget;
 pub use config::{ConfigError, FsyncPolicy, LogConfig};
 pub use error::StorageError;
 pub use file::{probe_direct_io, Faults, BLOCK_BYTES};

@@ -461,6 +461,12 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Makes this log's tail cache share `budget` with the shard's other
+    /// logs, so that all of them together stay within it.
+    pub fn set_cache_budget(&self, budget: Rc<crate::cache::CacheBudget>) {
+        self.inner.state.borrow_mut().cache.set_budget(budget);
+    }
+
     /// Memory held by this log's indexes and cache, for footprint budgets.
     pub fn memory_bytes(&self) -> usize {
         let st = self.inner.state.borrow();
