@@ -107,6 +107,7 @@ pub fn markdown(
         },
         svg_names.0
     );
+    goals(&mut o, reports, halves);
     if !halves.is_empty() {
         let _ = writeln!(
             o,
@@ -138,6 +139,79 @@ pub fn markdown(
         let _ = writeln!(o, "\n![latency at half peak]({})", svg_names.1);
     }
     o
+}
+
+fn find<'a>(reports: &'a [Report], profile: &str) -> Option<&'a Report> {
+    reports.iter().find(|r| r.scenario.profile == profile)
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+/// Issue #5's goals, checked against what this comparison measured.
+fn goals(o: &mut String, reports: &[Report], halves: &[Report]) {
+    let mut rows = Vec::new();
+    if let Some(r) = find(reports, "throughput") {
+        if let Some(f) = r.produced.fraction_of_lower_limit {
+            rows.push(format!(
+                "| throughput profile ≥ 0.7 of the lower machine limit | {f:.2} ({:.0} MB/s) | {} |",
+                r.produced.mb_per_s,
+                verdict(f >= 0.7)
+            ));
+        }
+    }
+    if let Some(r) = find(reports, "durable") {
+        rows.push(format!(
+            "| durable profile ≥ 1 GB/s | {:.2} GB/s | {} |",
+            r.produced.mb_per_s / 1000.0,
+            verdict(r.produced.mb_per_s >= 1000.0)
+        ));
+    }
+    if let Some(r) = find(halves, "durable") {
+        let p99 = r.produce_latency.p99_us;
+        rows.push(format!(
+            "| durable p99 produce latency ≤ 2 ms at half its peak | {} ms at {:.0} records/s | {} |",
+            ms(p99),
+            r.scenario.rate,
+            verdict(p99 <= 2000)
+        ));
+    }
+    let idle = reports
+        .iter()
+        .filter_map(|r| r.broker.map(|b| b.rss_idle_kib))
+        .max();
+    if let Some(kib) = idle {
+        rows.push(format!(
+            "| idle broker RSS ≤ 32 MiB | {:.1} MiB (largest of the runs) | {} |",
+            kib as f64 / 1024.0,
+            verdict(kib <= 32 << 10)
+        ));
+    }
+    let harness = reports
+        .iter()
+        .filter_map(|r| r.harness.cores_per_gb_per_s)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    if let Some(h) = harness {
+        rows.push(format!(
+            "| harness ≤ 0.3 core per GB/s | {h:.2} (worst of the as-fast-as-possible runs) | {} |",
+            verdict(h <= 0.3)
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        o,
+        "\n## Against the goals of issue #5\n\nOne node, client and broker sharing this machine (and, while this was recorded, other work on it: the limits above drift between runs).\n\n| goal | measured | |\n|---|---|---|"
+    );
+    for r in rows {
+        let _ = writeln!(o, "{r}");
+    }
 }
 
 /// The overlay plot: each profile's produce (solid) and end-to-end
@@ -275,6 +349,10 @@ mod tests {
         assert!(md.contains("| durable | 0.1 | 100 | 0.10 | 2.00 |"), "{md}");
         assert!(md.contains("| throughput |"));
         assert!(md.contains("![latency percentiles and throughput](x.svg)"));
+        assert!(
+            md.contains("| durable profile ≥ 1 GB/s | 0.00 GB/s | not met |"),
+            "{md}"
+        );
         let dir = tempfile::tempdir().expect("tempdir");
         let half = [report("durable", 900)];
         let path = write(&reports, &half, dir.path(), "2026-01-01", "m").expect("write");

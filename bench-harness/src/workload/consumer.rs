@@ -141,6 +141,8 @@ impl Fetcher {
     }
 }
 
+/// Kafka consumers default to 1 MiB per partition per fetch; a batch
+/// larger than that would come back alone anyway.
 fn partition_bytes_max(batch_bytes: usize) -> usize {
     batch_bytes.clamp(1 << 20, 32 << 20)
 }
