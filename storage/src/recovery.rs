@@ -135,6 +135,24 @@ pub(crate) async fn recover(
                 file.sync().await?;
                 seg.size = end.position;
                 seg.next_offset = end.next_offset;
+                if resumed {
+                    // The loaded index and timestamps may reach past the
+                    // cut: rebuild them from what remains.
+                    let mut fresh = SegmentIndex::default();
+                    let mut best = (-1, base);
+                    segment::scan(&file, 0, end.position, Some(base), |h, pos, _| {
+                        let rel = (h.base_offset - base) as u32;
+                        fresh.on_append(rel, pos as u32, h.size as u32, h.max_timestamp, interval);
+                        if h.max_timestamp > best.0 {
+                            best = (h.max_timestamp, h.base_offset);
+                        }
+                        true
+                    })
+                    .await?;
+                    seg.index = fresh;
+                    (seg.max_timestamp, seg.max_timestamp_batch) = best;
+                    seg.written_max_timestamp = best;
+                }
                 stop = !last;
                 seg.sealed = false;
             }
