@@ -180,6 +180,50 @@ fn seeds(topic_id: uuid::Uuid) -> Vec<Bytes> {
         ]);
         out.push(encode(ApiKey::CreatePartitions, v, &req));
     }
+    for v in [0i16, 2] {
+        let req = DeleteRecordsRequest::default().with_topics(vec![
+            delete_records_request::DeleteRecordsTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![
+                    delete_records_request::DeleteRecordsPartition::default()
+                        .with_partition_index(0)
+                        .with_offset(1),
+                ]),
+        ]);
+        out.push(encode(ApiKey::DeleteRecords, v, &req));
+    }
+    for v in [0i16, 2] {
+        let req = AlterConfigsRequest::default().with_resources(vec![
+            alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("fuzz"))
+                .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                    .with_name(StrBytes::from_static_str("retention.ms"))
+                    .with_value(Some(StrBytes::from_static_str("100000")))]),
+        ]);
+        out.push(encode(ApiKey::AlterConfigs, v, &req));
+    }
+    for v in [0i16, 1] {
+        let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(StrBytes::from_static_str("fuzz"))
+                .with_configs(vec![
+                    incremental_alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("cleanup.policy"))
+                        .with_config_operation(2)
+                        .with_value(Some(StrBytes::from_static_str("delete"))),
+                ]),
+        ]);
+        out.push(encode(ApiKey::IncrementalAlterConfigs, v, &req));
+    }
+    for v in [0i16, 4] {
+        out.push(encode(
+            ApiKey::InitProducerId,
+            v,
+            &InitProducerIdRequest::default(),
+        ));
+    }
     for v in [0i16, 1] {
         out.push(encode(
             ApiKey::DescribeCluster,
@@ -314,7 +358,10 @@ fn arbitrary_and_mutated_frames_never_panic_nor_allocate_beyond_the_limit() {
                     "resident memory grew from {baseline} to {resident} bytes after frame {frame:?} (seed {seed})"
                 );
             }
-            println!("time per api: {time_per_api:?}");
+            let mut slowest: Vec<_> = time_per_api.into_iter().collect();
+            slowest.sort_by_key(|(_, t)| std::cmp::Reverse(*t));
+            slowest.truncate(5);
+            println!("slowest apis: {slowest:?}");
             shard.close_logs().await;
             (iterations, answered, refused, timed_out)
         })
