@@ -260,8 +260,9 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         }
         let topic = topic.clone();
         let time_max = opts.catch_up_time_max;
+        let cancel = opts.cancel.clone();
         Some(on_executor("sluice-bench-catch-up", move || async move {
-            catch_up(&topic, time_max, timeout).await
+            catch_up(&topic, time_max, timeout, &cancel).await
         })?)
     } else {
         None

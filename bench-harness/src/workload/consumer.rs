@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
@@ -209,7 +210,12 @@ pub struct CatchUp {
 
 /// Reads every partition from its earliest offset to the log end as it
 /// stands now, one connection per leader, for at most `time_max`.
-pub async fn catch_up(topic: &TopicInfo, time_max: Duration, timeout: Duration) -> Result<CatchUp> {
+pub async fn catch_up(
+    topic: &TopicInfo,
+    time_max: Duration,
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<CatchUp> {
     let mut by_leader: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     for p in &topic.partitions {
         by_leader
@@ -250,7 +256,7 @@ pub async fn catch_up(topic: &TopicInfo, time_max: Duration, timeout: Duration) 
             if fetcher.offsets.is_empty() {
                 break;
             }
-            if Instant::now() >= deadline {
+            if Instant::now() >= deadline || cancel.load(Ordering::Relaxed) {
                 result.complete = false;
                 break;
             }

@@ -180,9 +180,14 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         PAYLOAD_POOL_BYTES,
         0x9e37_79b9_7f4a_7c15 ^ u64::from(unit.producer),
     );
-    let keys: Vec<Bytes> = (0..s.keys.min(KEYS_PREBUILT_MAX))
-        .map(|k| Bytes::from(format!("key-{k:08}")))
-        .collect();
+    // All keys in one allocation: a key is a slice of it, so each record
+    // touches one shared reference count instead of one per key.
+    let key_count = s.keys.min(KEYS_PREBUILT_MAX) as usize;
+    let all_keys = Bytes::from(
+        (0..key_count)
+            .map(|k| format!("key-{k:08}"))
+            .collect::<String>(),
+    );
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (u64::from(unit.producer) << 17) | 1);
     let key_bytes = if s.keys > 0 { KEY_BYTES } else { 0 };
     let mut acc = Accumulator::new(
@@ -234,9 +239,9 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
             };
             while k_next < target && !acc.any_full() {
                 let due = schedule.as_ref().map_or(now, |sc| sc.due(k_next));
-                let key = (!keys.is_empty()).then(|| {
-                    let i = (rng.next() % s.keys) % keys.len() as u64;
-                    keys[i as usize].clone()
+                let key = (key_count > 0).then(|| {
+                    let i = ((rng.next() % s.keys) % key_count as u64) as usize;
+                    all_keys.slice(i * KEY_BYTES..(i + 1) * KEY_BYTES)
                 });
                 let slot = match &key {
                     Some(_) => (rng.next() % acc.partitions.len() as u64) as usize,
