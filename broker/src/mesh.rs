@@ -32,6 +32,8 @@ pub enum ShardRequest {
     ListOffsets(Vec<(TopicPartition, i64)>),
     /// Moves log start offsets forward (-1: to the high watermark).
     DeleteRecords(Vec<(TopicPartition, i64)>),
+    /// The idempotent producers each partition knows.
+    DescribeProducers(Vec<TopicPartition>),
     Admin(AdminOp),
     ApplyMetadata(Arc<ClusterMetadata>),
 }
@@ -43,6 +45,7 @@ pub enum ShardResponse {
     Offsets(Vec<OffsetAnswer>),
     /// Per partition: error code and the new log start offset.
     RecordsDeleted(Vec<(i16, i64)>),
+    Producers(Vec<ProducersAnswer>),
     Admin(Vec<AdminOutcome>),
     Applied,
 }
@@ -73,6 +76,13 @@ pub struct PartitionRead {
     pub high_watermark: i64,
     pub log_start_offset: i64,
     pub chunks: Vec<Bytes>,
+}
+
+/// One partition's idempotent producers, or why they are unknown.
+#[derive(Debug, Clone, Default)]
+pub struct ProducersAnswer {
+    pub error_code: i16,
+    pub producers: Vec<storage::ProducerEntry>,
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -9,7 +9,7 @@ use kafka_protocol::ResponseError as Kafka;
 
 use crate::mesh::{
     AdminOp, AdminOutcome, FetchItem, OffsetAnswer, PartitionRead, PartitionWrite, ProduceItem,
-    ShardRequest, ShardResponse, TopicPartition,
+    ProducersAnswer, ShardRequest, ShardResponse, TopicPartition,
 };
 use crate::shard::Shard;
 use crate::signal::AppendSignal;
@@ -142,6 +142,27 @@ pub async fn list_offsets(
             error_code: Kafka::NotLeaderOrFollower.code(),
             timestamp: -1,
             offset: -1,
+        },
+    )
+    .await
+}
+
+pub async fn describe_producers(
+    shard: &Rc<Shard>,
+    items: Vec<TopicPartition>,
+) -> Vec<ProducersAnswer> {
+    scatter(
+        shard,
+        items,
+        |i| i,
+        ShardRequest::DescribeProducers,
+        |r| match r {
+            ShardResponse::Producers(v) => Some(v),
+            _ => None,
+        },
+        || ProducersAnswer {
+            error_code: Kafka::NotLeaderOrFollower.code(),
+            producers: Vec::new(),
         },
     )
     .await

@@ -18,8 +18,8 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::errors::{code, storage_error_code};
 use crate::mesh::{
-    FetchItem, Mesh, OffsetAnswer, PartitionRead, PartitionWrite, ProduceItem, ShardRequest,
-    ShardResponse, TopicPartition,
+    FetchItem, Mesh, OffsetAnswer, PartitionRead, PartitionWrite, ProduceItem, ProducersAnswer,
+    ShardRequest, ShardResponse, TopicPartition,
 };
 use crate::metadata::{owner_shard, partition_dir, ClusterMetadata};
 use crate::signal::AppendSignal;
@@ -152,6 +152,21 @@ impl Shard {
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::RecordsDeleted(self.delete_records_local(items).await)
             }
+            ShardRequest::DescribeProducers(items) => ShardResponse::Producers(
+                items
+                    .iter()
+                    .map(|tp| match self.log(tp) {
+                        Some(log) => ProducersAnswer {
+                            error_code: 0,
+                            producers: log.producers(),
+                        },
+                        None => ProducersAnswer {
+                            error_code: code(Kafka::UnknownTopicOrPartition),
+                            producers: Vec::new(),
+                        },
+                    })
+                    .collect(),
+            ),
             ShardRequest::Admin(op) => ShardResponse::Admin(self.admin_local(op).await),
             ShardRequest::ApplyMetadata(meta) => {
                 self.apply_metadata(meta).await;

@@ -103,6 +103,60 @@ class FaultyProxy:
         await asyncio.gather(up(), down())
 
 
+def uvarint(b, at):
+    shift = value = 0
+    while True:
+        byte = b[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+def describe_producers(addr, topic, partitions):
+    """DescribeProducers v0 by hand (no Python client has it): returns
+    {partition: (error_code, [(producer_id, epoch, last_sequence)])}."""
+    import socket
+    import struct
+    name = topic.encode()
+    body = bytes([2]) + bytes([len(name) + 1]) + name + bytes([len(partitions) + 1])
+    body += b"".join(struct.pack(">i", p) for p in partitions) + b"\0" + b"\0"
+    client = b"sluice-test"
+    header = struct.pack(">hhih", 61, 0, 7, len(client)) + client + b"\0"
+    frame = header + body
+    host, port = addr.split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(struct.pack(">i", len(frame)) + frame)
+        size = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))[0]
+        b = s.recv(size, socket.MSG_WAITALL)
+    assert struct.unpack(">i", b[:4])[0] == 7, "correlation id"
+    _, at = uvarint(b, 4)            # response header tagged fields
+    at += 4                          # throttle_time_ms
+    topics, at = uvarint(b, at)
+    out = {}
+    for _ in range(topics - 1):
+        n, at = uvarint(b, at)
+        at += n - 1                  # topic name
+        parts, at = uvarint(b, at)
+        for _ in range(parts - 1):
+            p, err = struct.unpack(">ih", b[at:at + 6])
+            at += 6
+            n, at = uvarint(b, at)   # error message (compact nullable)
+            at += max(n - 1, 0)
+            count, at = uvarint(b, at)
+            producers = []
+            for _ in range(count - 1):
+                pid, epoch, seq, _ts, _ce, _txn = struct.unpack(">qiiqiq", b[at:at + 36])
+                at += 36
+                _, at = uvarint(b, at)
+                producers.append((pid, epoch, seq))
+            _, at = uvarint(b, at)
+            out[p] = (err, producers)
+        _, at = uvarint(b, at)
+    return out
+
+
 def main():
     seed = int(os.environ.get("SLUICE_IDEMPOTENCE_SEED", random.randrange(1 << 30)))
     log(f"idempotence seed {seed} (SLUICE_IDEMPOTENCE_SEED={seed} replays it)")
@@ -197,6 +251,13 @@ def main():
                 raise AssertionError(f"partition {p}: {len(got)} records, {dups} duplicates, "
                                      f"{missing} missing, in order: {got == sorted(got)}")
         log(f"every one of {RECORDS} records exactly once, in order per partition")
+        described = describe_producers(broker.addr, TOPIC, list(range(PARTITIONS)) + [99])
+        assert described[99][0] == 3, f"unknown partition: {described[99]}"
+        for p in range(PARTITIONS):
+            err, producers = described[p]
+            assert err == 0 and producers, f"DescribeProducers partition {p}: {described[p]}"
+            assert all(epoch >= 0 and seq >= 0 for _, epoch, seq in producers), producers
+        log(f"DescribeProducers: {sum(len(v[1]) for v in described.values())} producer states over {PARTITIONS} partitions")
         broker.stop()
         ok = True
     finally:

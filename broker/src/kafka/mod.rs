@@ -21,6 +21,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_producers;
 pub mod fetch;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
@@ -108,6 +109,13 @@ pub fn apis() -> &'static [Api] {
                 10
             ),
             api!(ApiKey::Metadata, metadata, m::MetadataRequest, 0, 13),
+            api!(
+                ApiKey::DescribeProducers,
+                describe_producers,
+                m::DescribeProducersRequest,
+                0,
+                0
+            ),
             api!(
                 ApiKey::AlterConfigs,
                 alter_configs,
