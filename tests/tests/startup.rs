@@ -2,6 +2,8 @@
 //! fix, never a panic: bad configuration, a data directory in use or not
 //! creatable, a port already taken.
 
+mod common;
+
 use std::process::Command;
 
 use sluice_tests::{sluice_binary, Broker};
@@ -51,4 +53,40 @@ fn bad_starts_name_the_cause() {
     let (code, stderr) = serve(&["--listen", &addr, "--data-dir", dir]);
     assert_ne!(code, 0);
     assert!(stderr.contains("Address already in use"), "{stderr}");
+}
+
+#[test]
+fn config_file_keys_apply_and_flags_win() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &path,
+        "profile = \"durable\"\ndefault_partitions = 3\nretention_ms = 3600000\ncores = 1\n",
+    )
+    .expect("write config");
+    let path = path.to_str().expect("utf-8").to_string();
+    // The flag overrides the file's retention.
+    let broker = Broker::start(&["--config", &path, "--retention-ms", "7200000"]);
+    let bootstrap = broker.bootstrap();
+    let admin = common::admin(&bootstrap);
+    let opts = rdkafka::admin::AdminOptions::new().operation_timeout(Some(common::TIMEOUT));
+    let described = futures_lite::future::block_on(
+        admin.describe_configs(&[rdkafka::admin::ResourceSpecifier::Broker(0)], &opts),
+    )
+    .expect("describe broker");
+    let broker_configs = described[0].as_ref().expect("broker configs");
+    let value = |k: &str| broker_configs.get(k).and_then(|e| e.value.clone());
+    assert_eq!(value("sluice.profile").as_deref(), Some("durable"));
+    assert_eq!(value("sluice.fsync").as_deref(), Some("always"));
+    assert_eq!(value("num.partitions").as_deref(), Some("3"));
+    assert_eq!(value("log.retention.ms").as_deref(), Some("7200000"));
+    // Auto-creation (a producer's metadata request allows it) uses
+    // num.partitions from the file.
+    use rdkafka::producer::Producer;
+    let p = common::producer(&bootstrap, "none");
+    let meta = p
+        .client()
+        .fetch_metadata(Some("auto-created"), common::TIMEOUT)
+        .expect("metadata");
+    assert_eq!(meta.topics()[0].partitions().len(), 3);
 }
