@@ -49,7 +49,16 @@ where
     O: Clone + 'static,
 {
     let total = items.len();
-    let groups = group(shard, items, tp);
+    let mut groups = group(shard, items, tp);
+    // The common case, every partition on one shard: no task to spawn, and
+    // the answers are already in request order.
+    if groups.len() == 1 {
+        let (owner, _, items) = groups.remove(0);
+        return match shard.call(owner, request(items)).await.and_then(answer) {
+            Some(answers) if answers.len() == total => answers,
+            _ => (0..total).map(|_| failed()).collect(),
+        };
+    }
     let tasks: Vec<_> = groups
         .into_iter()
         .map(|(owner, positions, items)| {

@@ -244,29 +244,18 @@ impl Shard {
         *self.metadata.borrow_mut() = meta;
     }
 
-    async fn produce_local(self: &Rc<Self>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+    async fn produce_local(self: &Rc<Self>, mut items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+        if items.len() == 1 {
+            let item = items.remove(0);
+            return vec![self.produce_one(item).await];
+        }
         // Partitions append concurrently so that one fsync can cover them
         // all (group commit); batches of one partition stay in order.
         let tasks: Vec<_> = items
             .into_iter()
             .map(|item| {
-                let log = self.log(&item.tp);
                 let shard = self.clone();
-                glommio::spawn_local(async move {
-                    let Some(log) = log else {
-                        return PartitionWrite {
-                            error_code: code(Kafka::UnknownTopicOrPartition),
-                            base_offset: -1,
-                            log_start_offset: -1,
-                            ..PartitionWrite::default()
-                        };
-                    };
-                    let written = append_records(&log, &item.records).await;
-                    if written.error_code == 0 {
-                        shard.appended.notify();
-                    }
-                    written
-                })
+                glommio::spawn_local(async move { shard.produce_one(item).await })
             })
             .collect();
         let mut out = Vec::with_capacity(tasks.len());
@@ -274,6 +263,22 @@ impl Shard {
             out.push(t.await);
         }
         out
+    }
+
+    async fn produce_one(&self, item: ProduceItem) -> PartitionWrite {
+        let Some(log) = self.log(&item.tp) else {
+            return PartitionWrite {
+                error_code: code(Kafka::UnknownTopicOrPartition),
+                base_offset: -1,
+                log_start_offset: -1,
+                ..PartitionWrite::default()
+            };
+        };
+        let written = append_records(&log, &item.records).await;
+        if written.error_code == 0 {
+            self.appended.notify();
+        }
+        written
     }
 
     async fn fetch_local(&self, items: Vec<FetchItem>, budget_bytes: usize) -> Vec<PartitionRead> {
