@@ -175,6 +175,11 @@ fn topic_administration_errors_are_kafkas() {
         .fetch_metadata(Some("ok-topic"), TIMEOUT)
         .expect("metadata");
     assert_eq!(meta.topics()[0].partitions().len(), 4);
+    // The new partitions take records on whichever shard owns them.
+    let mut recs = records("grown", 8, 4, BASE_TS);
+    produce(&producer(&bootstrap, "none"), "ok-topic", &mut recs);
+    let starts: Vec<_> = (0..4).map(|p| (p, Offset::Beginning)).collect();
+    assert_eq!(consume(&bootstrap, "ok-topic", &starts, 8), sorted(recs));
 
     // Configs: defaults and sources.
     let configs = block_on(admin.describe_configs(&[ResourceSpecifier::Topic("ok-topic")], &opts))
