@@ -56,6 +56,35 @@ fn bad_starts_name_the_cause() {
 }
 
 #[test]
+fn a_low_memlock_limit_names_the_fix() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(sluice_binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:1", "--data-dir"])
+        .arg(tmp.path().join("d"));
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's
+    // own limit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256 << 10,
+                rlim_max: 256 << 10,
+            };
+            if libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("run sluice");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("RLIMIT_MEMLOCK"), "{stderr}");
+    assert!(stderr.contains("ulimit -l"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn config_file_keys_apply_and_flags_win() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let path = tmp.path().join("sluice.toml");
