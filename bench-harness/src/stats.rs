@@ -122,18 +122,18 @@ impl LatencySink {
 
 /// Records the acknowledgement of scheduled records `k0..k1` that arrived
 /// at `acked`: each from its own due time, never from when it was sent.
-/// Only records due at or after `counted_from` are kept (warm-up).
+/// Only records due in `counted` (the window after the warm-up) are kept.
 pub fn record_scheduled_ack(
     sink: &mut LatencySink,
     schedule: &Schedule,
     k0: u64,
     k1: u64,
     acked: Instant,
-    counted_from: Instant,
+    counted: std::ops::Range<Instant>,
 ) {
     for k in k0..k1 {
         let due = schedule.due(k);
-        if due >= counted_from {
+        if counted.contains(&due) {
             sink.record(acked, acked.saturating_duration_since(due), 1);
         }
     }
@@ -265,7 +265,7 @@ mod tests {
             0,
             100,
             start + Duration::from_millis(200),
-            start,
+            start..start + Duration::from_secs(1),
         );
         let h = &sink.total;
         assert_eq!(h.len(), 100);
@@ -283,7 +283,14 @@ mod tests {
         let s = Schedule::for_rate(start, 100.0).expect("rate");
         let mut sink = LatencySink::new(warm_origin(start), Duration::from_secs(1));
         let warm = start + Duration::from_millis(500);
-        record_scheduled_ack(&mut sink, &s, 0, 100, start + Duration::from_secs(1), warm);
+        record_scheduled_ack(
+            &mut sink,
+            &s,
+            0,
+            100,
+            start + Duration::from_secs(1),
+            warm..start + Duration::from_secs(2),
+        );
         assert_eq!(sink.total.len(), 50);
     }
 

@@ -229,7 +229,10 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                 slot_held = true;
             }
             let now = Instant::now();
-            if now >= plan.stop_at || plan.cancelled() {
+            // At the end, records already due still go out, so that every
+            // record of the window is measured, the slowest included.
+            let ending = now >= plan.stop_at;
+            if plan.cancelled() || (ending && acc.count == 0 && schedule.is_none()) {
                 break;
             }
             // Generate what is due (or, flat out, enough to fill every batch).
@@ -271,7 +274,10 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
             }
             let lingered = acc.oldest.is_some_and(|t| now >= t + linger);
             let flat_out = schedule.is_none() && acc.count > 0;
-            if acc.count > 0 && (acc.any_full() || lingered || flat_out) {
+            if ending && acc.count == 0 {
+                break;
+            }
+            if acc.count > 0 && (acc.any_full() || lingered || flat_out || ending) {
                 if acks != 0 && !slot_held {
                     acquire_slot(&permits, &unit.leader_addr).await?;
                 }
@@ -422,7 +428,14 @@ async fn read_acks(
         match entry.span {
             Span::Scheduled { k0, k1 } => {
                 if let Some(sc) = &schedule {
-                    record_scheduled_ack(&mut o.produce, sc, k0, k1, acked, plan.measure_from);
+                    record_scheduled_ack(
+                        &mut o.produce,
+                        sc,
+                        k0,
+                        k1,
+                        acked,
+                        plan.measure_from..plan.stop_at,
+                    );
                 }
             }
             Span::Created { at } => {
