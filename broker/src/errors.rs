@@ -28,8 +28,6 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
     }
 }
 
-pub const NONE: i16 = 0;
-
 pub fn code(e: Kafka) -> i16 {
     e.code()
 }

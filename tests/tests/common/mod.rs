@@ -2,6 +2,7 @@
 //! test broker, producing records that can be compared exactly after a
 //! round trip, and reading partitions back with bounded waits.
 
+// Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use std::time::{Duration, Instant};
