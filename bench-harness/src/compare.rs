@@ -313,6 +313,7 @@ mod tests {
                 profile: profile.into(),
                 ..Scenario::default()
             },
+            settings: Default::default(),
             limits: None,
             measured_s: 10.0,
             produced: Flow::new(1000, 1_000_000, 10.0, Some(1.0)),

@@ -23,7 +23,7 @@ const WRITE_CHUNK_BYTES: usize = 1 << 20;
 const WRITES_IN_FLIGHT: usize = 4;
 const SYNC_BLOCK_BYTES: usize = 4096;
 
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct LimitsConfig {
     /// Bytes the sequential write test writes.
     pub disk_bytes: u64,

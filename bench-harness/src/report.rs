@@ -27,6 +27,18 @@ pub struct Target {
     pub broker_pid: Option<u32>,
 }
 
+/// How the run itself was set up, beyond the scenario.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Settings {
+    pub data_dir: Option<String>,
+    pub limits: Option<crate::limits::LimitsConfig>,
+    pub connect_timeout_s: f64,
+    pub catch_up_max_s: f64,
+    pub topic: String,
+    pub harness_executors: usize,
+    pub io_memory_bytes: usize,
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Flow {
     pub records: u64,
@@ -79,6 +91,7 @@ pub struct Report {
     pub started_unix_s: u64,
     pub target: Target,
     pub scenario: Scenario,
+    pub settings: Settings,
     pub limits: Option<Limits>,
     pub measured_s: f64,
     pub produced: Flow,

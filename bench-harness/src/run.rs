@@ -18,7 +18,7 @@ use crate::client::Connection;
 use crate::clock::Clock;
 use crate::error::{BenchError, Result};
 use crate::limits::{self, LimitsConfig, IO_MEMORY_BYTES};
-use crate::report::{broker_usage, Flow, HarnessUsage, Report, Target};
+use crate::report::{broker_usage, Flow, HarnessUsage, Report, Settings, Target};
 use crate::scenario::Scenario;
 use crate::stats::{CounterSnapshot, Counters, Percentiles, RatePoint};
 use crate::workload::consumer::{catch_up, log_ends};
@@ -296,6 +296,15 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         started_unix_s,
         target,
         scenario: s.clone(),
+        settings: Settings {
+            data_dir: opts.data_dir.as_ref().map(|d| d.display().to_string()),
+            limits: opts.limits,
+            connect_timeout_s: timeout.as_secs_f64(),
+            catch_up_max_s: opts.catch_up_time_max.as_secs_f64(),
+            topic: topic.name.clone(),
+            harness_executors: shards,
+            io_memory_bytes: IO_MEMORY_BYTES,
+        },
         limits,
         measured_s,
         produced,
