@@ -7,6 +7,7 @@ pub mod alloc;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod group;
 pub mod kafka;
 pub mod listen;
 pub mod mesh;

@@ -1,0 +1,123 @@
+//! Consumer groups. `classic` is the classic rebalance protocol (JoinGroup,
+//! SyncGroup, Heartbeat, LeaveGroup) as a state machine without I/O: events
+//! in, actions out, time passed in, so that it can be tested exhaustively
+//! and driven by whichever shard owns the group's `__consumer_offsets`
+//! partition. The next-generation protocol (KIP-848) will sit beside it.
+
+pub mod classic;
+
+use bytes::Bytes;
+
+/// An opaque token for a client request whose answer may come later (a
+/// JoinGroup waits for the rebalance, a follower's SyncGroup for the
+/// leader's).
+pub type RequestId = u64;
+
+/// Kafka error codes the coordinator answers with.
+pub mod errors {
+    pub const NONE: i16 = 0;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
+}
+
+/// Limits and delays of the coordinator, Kafka's broker settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupConfig {
+    /// `group.min.session.timeout.ms`
+    pub session_timeout_ms_min: i32,
+    /// `group.max.session.timeout.ms`
+    pub session_timeout_ms_max: i32,
+    /// `group.initial.rebalance.delay.ms`: how long a new group waits for
+    /// more members before its first rebalance completes.
+    pub initial_rebalance_delay_ms: i64,
+    /// `group.max.size`
+    pub members_max: usize,
+    /// How long a member that joined without finishing (no heartbeat yet)
+    /// is kept while a rebalance waits for it.
+    pub new_member_join_timeout_ms: i64,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            session_timeout_ms_min: 6_000,
+            session_timeout_ms_max: 1_800_000,
+            initial_rebalance_delay_ms: 3_000,
+            members_max: usize::MAX,
+            new_member_join_timeout_ms: 300_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinRequest {
+    pub request: RequestId,
+    /// Empty for a member joining for the first time.
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    /// (protocol name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// JoinGroup v4+: a new member first gets its id back with
+    /// MEMBER_ID_REQUIRED and must join again with it.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JoinResponse {
+    pub error_code: i16,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Every member's metadata, for the leader only.
+    pub members: Vec<JoinMember>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRequest {
+    pub request: RequestId,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub generation_id: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    /// From the leader: (member id, assignment).
+    pub assignments: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncResponse {
+    pub error_code: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+/// What the shard driving a group must do after an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Join(RequestId, JoinResponse),
+    Sync(RequestId, SyncResponse),
+    /// Membership or assignments changed: write the group metadata record.
+    Persist,
+}
