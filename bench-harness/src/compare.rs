@@ -241,7 +241,8 @@ pub fn overlay_svg(reports: &[Report], title: &str) -> String {
             color,
         });
     }
-    plot::svg(title, &series, &rates)
+    let warmup_s = reports.first().map_or(0.0, |r| r.scenario.warmup_s);
+    plot::svg(title, &series, &rates, warmup_s)
 }
 
 /// Writes `compare-<scenario>-<date>.{md,svg,json}` into `dir`; returns

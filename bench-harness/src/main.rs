@@ -227,8 +227,11 @@ fn write_outputs(args: &RunArgs, report: &Report) -> anyhow::Result<()> {
             "sluice-bench {} against {}",
             report.scenario.name, report.target.bootstrap
         );
-        std::fs::write(path, plot::svg(&title, &series, &rates))
-            .with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(
+            path,
+            plot::svg(&title, &series, &rates, report.scenario.warmup_s),
+        )
+        .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -197,8 +197,9 @@ pub struct RateSeries<'a> {
 }
 
 /// The whole figure: latency curves on top, throughput over time below
-/// (left out when `rates` is empty).
-pub fn svg(title: &str, series: &[Series<'_>], rates: &[RateSeries<'_>]) -> String {
+/// (left out when `rates` is empty) with the first `warmup_s` seconds,
+/// which no figure counts, shaded.
+pub fn svg(title: &str, series: &[Series<'_>], rates: &[RateSeries<'_>], warmup_s: f64) -> String {
     let panels = if rates.is_empty() { 1.0 } else { 2.0 };
     let height = PANEL_HEIGHT * panels;
     let mut s = String::new();
@@ -277,6 +278,19 @@ pub fn svg(title: &str, series: &[Series<'_>], rates: &[RateSeries<'_>]) -> Stri
             y_max,
             y_log: false,
         };
+        if warmup_s > 0.0 {
+            let x0 = q.x(0.0);
+            let x1 = q.x(warmup_s.min(t_max));
+            let top = q.top + MARGIN_TOP;
+            let _ = writeln!(
+                s,
+                r##"<rect x="{x0:.1}" y="{top:.1}" width="{:.1}" height="{:.1}" fill="#eeeeee"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle" fill="#777">warm-up</text>"##,
+                x1 - x0,
+                Panel::plot_h(),
+                (x0 + x1) / 2.0,
+                top + 14.0
+            );
+        }
         q.frame(&mut s, "throughput over time", "elapsed (s)", "MB/s");
         for i in 0..=5 {
             let v = y_max * i as f64 / 5.0;
@@ -420,10 +434,12 @@ mod tests {
                 points: &rates,
                 color: COLORS[1],
             }],
+            2.0,
         );
         well_formed(&doc).expect("well-formed");
         assert!(doc.contains("<polyline"));
         assert!(doc.contains("99.99%"));
+        assert!(doc.contains("warm-up"));
         let bare = svg(
             "none",
             &[Series {
@@ -433,6 +449,7 @@ mod tests {
                 color: COLORS[2],
             }],
             &[],
+            0.0,
         );
         well_formed(&bare).expect("well-formed");
         assert!(bare.contains("no latency samples"));
