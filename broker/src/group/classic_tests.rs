@@ -4,7 +4,7 @@
 use bytes::Bytes;
 
 use super::*;
-use crate::group::errors;
+use crate::group::{errors, SyncRequest};
 
 const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;
