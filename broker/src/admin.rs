@@ -140,6 +140,7 @@ impl Shard {
                 (outcomes, false)
             }
         };
+        next.reindex();
         if next == *current {
             return outcomes;
         }

@@ -2,7 +2,7 @@
 //! and the cluster id. Shard 0 owns changes and persists them atomically in
 //! `<data-dir>/metadata.json`; every shard holds an immutable snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -20,10 +20,14 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterMetadata {
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    /// Topic names by id, for requests naming topics by id (Fetch v13+,
+    /// Produce v13, DeleteTopics v6). Derived from `topics` by `reindex`.
+    #[serde(skip)]
+    by_id: HashMap<Uuid, String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,11 +46,31 @@ pub enum MetadataError {
     },
 }
 
+/// The index is derived, so it takes no part in equality.
+impl PartialEq for ClusterMetadata {
+    fn eq(&self, other: &Self) -> bool {
+        self.cluster_id == other.cluster_id && self.topics == other.topics
+    }
+}
+
+impl Eq for ClusterMetadata {}
+
 impl ClusterMetadata {
     pub fn new() -> Self {
         ClusterMetadata {
             cluster_id: Uuid::new_v4().simple().to_string(),
             topics: BTreeMap::new(),
+            by_id: HashMap::new(),
+        }
+    }
+
+    /// No topics and no cluster id: what a shard holds before start-up
+    /// hands it the real metadata.
+    pub fn empty() -> Self {
+        ClusterMetadata {
+            cluster_id: String::new(),
+            topics: BTreeMap::new(),
+            by_id: HashMap::new(),
         }
     }
 
@@ -55,7 +79,21 @@ impl ClusterMetadata {
     }
 
     pub fn topic_by_id(&self, topic_id: Uuid) -> Option<&TopicMeta> {
-        self.topics.values().find(|t| t.topic_id == topic_id)
+        match self.by_id.get(&topic_id) {
+            Some(name) => self.topics.get(name).filter(|t| t.topic_id == topic_id),
+            // Not indexed (or unknown): the scan keeps answers right even
+            // if a change was not reindexed.
+            None => self.topics.values().find(|t| t.topic_id == topic_id),
+        }
+    }
+
+    /// Rebuilds the topic id index after `topics` changed.
+    pub fn reindex(&mut self) {
+        self.by_id = self
+            .topics
+            .values()
+            .map(|t| (t.topic_id, t.name.clone()))
+            .collect();
     }
 
     /// Loads the metadata file, or returns `None` when there is none yet.
@@ -67,7 +105,7 @@ impl ClusterMetadata {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(MetadataError::Read { path, source }),
         };
-        let meta: ClusterMetadata =
+        let mut meta: ClusterMetadata =
             serde_json::from_str(&text).map_err(|e| MetadataError::Invalid {
                 path: path.clone(),
                 reason: e.to_string(),
@@ -80,6 +118,7 @@ impl ClusterMetadata {
                 });
             }
         }
+        meta.reindex();
         Ok(Some(meta))
     }
 
@@ -180,6 +219,12 @@ mod tests {
             .expect("ok")
             .expect("some");
         assert_eq!(back, meta);
+        let id = meta.topics["orders"].topic_id;
+        assert_eq!(
+            back.topic_by_id(id).map(|t| t.name.as_str()),
+            Some("orders")
+        );
+        assert!(back.topic_by_id(Uuid::new_v4()).is_none());
         std::fs::write(dir.path().join(METADATA_FILE), "{").expect("write");
         assert!(ClusterMetadata::load(dir.path()).is_err());
     }

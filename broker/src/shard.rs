@@ -67,10 +67,7 @@ impl Shard {
             config,
             default_log,
             advertised,
-            metadata: RefCell::new(Arc::new(ClusterMetadata {
-                cluster_id: String::new(),
-                topics: Default::default(),
-            })),
+            metadata: RefCell::new(Arc::new(ClusterMetadata::empty())),
             logs: RefCell::new(HashMap::new()),
             appended: AppendSignal::default(),
             stopping: AppendSignal::default(),
