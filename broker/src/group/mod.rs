@@ -5,6 +5,7 @@
 //! partition. The next-generation protocol (KIP-848) will sit beside it.
 
 pub mod classic;
+pub mod records;
 
 use bytes::Bytes;
 
