@@ -30,6 +30,8 @@ pub enum ShardRequest {
         timeout: Duration,
     },
     ListOffsets(Vec<(TopicPartition, i64)>),
+    /// Bytes each partition's log holds on disk.
+    LogSizes(Vec<TopicPartition>),
     /// Moves log start offsets forward (-1: to the high watermark).
     DeleteRecords(Vec<(TopicPartition, i64)>),
     /// The idempotent producers each partition knows.
@@ -43,6 +45,8 @@ pub enum ShardResponse {
     Fetched(Vec<PartitionRead>),
     Waited,
     Offsets(Vec<OffsetAnswer>),
+    /// Per partition: bytes on disk, or -1 when this shard has no log.
+    LogSizes(Vec<i64>),
     /// Per partition: error code and the new log start offset.
     RecordsDeleted(Vec<(i16, i64)>),
     Producers(Vec<ProducersAnswer>),

@@ -177,6 +177,21 @@ pub async fn describe_producers(
     .await
 }
 
+pub async fn log_sizes(shard: &Rc<Shard>, items: Vec<TopicPartition>) -> Vec<i64> {
+    scatter(
+        shard,
+        items,
+        |tp| tp,
+        ShardRequest::LogSizes,
+        |r| match r {
+            ShardResponse::LogSizes(v) => Some(v),
+            _ => None,
+        },
+        || -1,
+    )
+    .await
+}
+
 pub async fn delete_records(
     shard: &Rc<Shard>,
     items: Vec<(TopicPartition, i64)>,

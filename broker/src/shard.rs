@@ -146,6 +146,12 @@ impl Shard {
             ShardRequest::ListOffsets(items) => {
                 ShardResponse::Offsets(self.list_offsets_local(items).await)
             }
+            ShardRequest::LogSizes(items) => ShardResponse::LogSizes(
+                items
+                    .iter()
+                    .map(|tp| self.log(tp).map_or(-1, |l| l.size_bytes() as i64))
+                    .collect(),
+            ),
             ShardRequest::DeleteRecords(items) => {
                 ShardResponse::RecordsDeleted(self.delete_records_local(items).await)
             }

@@ -301,6 +301,44 @@ fn produce_fetch_and_their_errors() {
         let p = &resp.topics[0].partitions[0];
         assert_eq!((p.error_code, p.low_watermark), (0, 3));
 
+        // DescribeLogDirs reports the partitions' bytes on disk.
+        for (v, topics) in [
+            (1i16, None),
+            (
+                4,
+                Some(vec![
+                    describe_log_dirs_request::DescribableLogDirTopic::default()
+                        .with_topic(name("t"))
+                        .with_partitions(vec![1, 7]),
+                ]),
+            ),
+        ] {
+            let resp: DescribeLogDirsResponse = call(
+                &shard,
+                ApiKey::DescribeLogDirs,
+                v,
+                &DescribeLogDirsRequest::default().with_topics(topics),
+            )
+            .await;
+            let dir = &resp.results[0];
+            assert_eq!(dir.error_code, 0);
+            let t = dir
+                .topics
+                .iter()
+                .find(|t| t.name.0.as_str() == "t")
+                .expect("topic t");
+            let p1 = t
+                .partitions
+                .iter()
+                .find(|p| p.partition_index == 1)
+                .expect("partition 1");
+            assert!(p1.partition_size > 0, "v{v}");
+            assert!(t.partitions.iter().all(|p| p.partition_index != 7));
+            if v >= 4 {
+                assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
+            }
+        }
+
         // DescribeCluster names this broker as the controller.
         let resp: DescribeClusterResponse = call(
             &shard,

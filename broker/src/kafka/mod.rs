@@ -21,6 +21,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod fetch;
 pub mod incremental_alter_configs;
@@ -129,6 +130,13 @@ pub fn apis() -> &'static [Api] {
                 m::IncrementalAlterConfigsRequest,
                 0,
                 1
+            ),
+            api!(
+                ApiKey::DescribeLogDirs,
+                describe_log_dirs,
+                m::DescribeLogDirsRequest,
+                1,
+                4
             ),
             api!(
                 ApiKey::DeleteRecords,
