@@ -7,7 +7,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{read_all, run, small_segments, tagged_batch, unstamped};
+use common::{read_all, read_through, run, small_segments, tagged_batch, unstamped};
 use rand::{Rng, SeedableRng};
 use storage::{Faults, FsyncPolicy, LogConfig, PartitionLog, StorageError};
 
@@ -175,30 +175,8 @@ fn a_corrupt_sealed_segment_is_reported_not_served() {
     let last_base = original.last().expect("batches").0;
     run(move || async move {
         let log = PartitionLog::open(&path, config).await.expect("open");
-        let mut saw_corrupt = false;
-        let mut offset = 0;
-        while offset < log.log_end_offset() {
-            match log.read(offset, 1 << 10).await {
-                Ok(r) => {
-                    let last = r.chunks.last().expect("data");
-                    let mut at = 0;
-                    let mut next = offset;
-                    while at < last.len() {
-                        let size = storage::batch::peek_batch_size(&last[at..]).expect("size");
-                        next = storage::batch::validate(&last[at..at + size])
-                            .expect("served batches are valid")
-                            .next_offset();
-                        at += size;
-                    }
-                    offset = next;
-                }
-                Err(StorageError::Corrupt { .. }) => {
-                    saw_corrupt = true;
-                    offset += 1;
-                }
-                Err(e) => panic!("unexpected {e}"),
-            }
-        }
+        let (_, corrupt) = read_through(&log).await;
+        let saw_corrupt = corrupt > 0;
         assert!(saw_corrupt, "the damaged batch was reported");
         // Later segments are untouched.
         assert!(log.read(last_base, 1 << 20).await.is_ok());
@@ -367,6 +345,7 @@ fn arbitrary_bytes_on_disk_never_panic_recovery() {
         .map(|e| e.expect("entry").path())
         .collect();
     for case in 0..20 {
+        println!("garbage case {case}");
         let work = tempfile::tempdir().expect("tempdir");
         copy_dir(pristine.path(), work.path());
         // Scribble over a few random files: segments, indexes, metadata.
@@ -394,25 +373,7 @@ fn arbitrary_bytes_on_disk_never_panic_recovery() {
             let Ok(log) = PartitionLog::open(&path, config).await else {
                 return;
             };
-            let mut offset = log.log_start_offset();
-            while offset < log.log_end_offset() {
-                match log.read(offset, 4_096).await {
-                    Ok(r) if r.chunks.is_empty() => break,
-                    Ok(r) => {
-                        let bytes = r.chunks.concat();
-                        let mut at = 0;
-                        while at < bytes.len() {
-                            let size = storage::batch::peek_batch_size(&bytes[at..]).expect("size");
-                            let h = storage::batch::validate(&bytes[at..at + size])
-                                .expect("served batches are valid");
-                            offset = h.next_offset();
-                            at += size;
-                        }
-                    }
-                    Err(StorageError::Corrupt { .. }) => offset += 1,
-                    Err(e) => panic!("case {case}: unexpected {e}"),
-                }
-            }
+            read_through(&log).await;
             let _ = log.append(&tagged_batch(5, 1, 10, 1)).await;
             let _ = log.close().await;
         });
