@@ -113,6 +113,7 @@ async fn shard_main(
     shutdown: Arc<AtomicBool>,
     barriers: Arc<Barriers>,
 ) -> Result<(), StartError> {
+    let _stop_all_if_this_panics = PanicStopsAll(shutdown.clone());
     let nr_shards = mesh.nr_peers();
     let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Shard {
         shard: usize::MAX,
@@ -132,6 +133,12 @@ async fn shard_main(
     // reaches a shard that does not know its partitions yet.
     barriers.logs_opened.fetch_add(1, Ordering::SeqCst);
     while barriers.logs_opened.load(Ordering::SeqCst) < nr_shards {
+        if shutdown.load(Ordering::SeqCst) {
+            // Another shard failed (or a signal came) during start-up.
+            shard.begin_shutdown();
+            shard.close_logs().await;
+            return Ok(());
+        }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     let addr = config.listen_addr()?;
@@ -207,6 +214,19 @@ async fn shard_main(
     }
     shard.close_logs().await;
     Ok(())
+}
+
+/// A shard that panics must not leave a half broker serving, nor the other
+/// shards waiting for it at a barrier: its unwinding sets the shutdown flag.
+struct PanicStopsAll(Arc<AtomicBool>);
+
+impl Drop for PanicStopsAll {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("a shard panicked; stopping the broker");
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
 }
 
 fn spawn_mesh_receivers(shard: &Rc<Shard>, receivers: Receivers<Envelope>) {
