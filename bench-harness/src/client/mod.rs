@@ -4,6 +4,7 @@
 //! keep several requests in flight (Kafka answers in request order).
 
 pub mod admin;
+pub mod produce;
 pub mod records;
 pub mod versions;
 
@@ -28,7 +29,7 @@ pub const RESPONSE_BYTES_MAX: usize = 256 << 20;
 /// Any single read or write that stalls this long means the broker is gone.
 pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
-const CLIENT_ID: &str = "sluice-bench";
+pub const CLIENT_ID: &str = "sluice-bench";
 
 /// Builds one request frame: length prefix, header, body.
 pub fn encode_request<R: Encodable + HeaderVersion>(
@@ -86,6 +87,14 @@ impl ConnWriter {
             .write_all(frame)
             .await
             .map_err(|e| BenchError::io(format!("writing to {}", self.addr), e))
+    }
+
+    /// Writes one frame given as consecutive pieces.
+    pub async fn write_chunks(&mut self, chunks: &[Bytes]) -> Result<()> {
+        for c in chunks {
+            self.write_frame(c).await?;
+        }
+        Ok(())
     }
 
     /// Encodes and sends `request`; returns its correlation id.

@@ -12,21 +12,21 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_lite::future;
 use glommio::sync::Semaphore;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
-use kafka_protocol::protocol::Request;
 use kafka_protocol::records::{Compression, Record};
 
 use super::{Plan, ProducerUnit, ShardOutput};
-use crate::client::admin::topic_name;
+use crate::client::produce::ProduceFrame;
 use crate::client::records::{encode_batch, parse_compression, payload_pool, record, stamp_into};
 use crate::client::versions::error_name;
-use crate::client::{decode_response, ConnReader, Connection};
+use crate::client::{decode_response, ConnReader, Connection, CLIENT_ID};
 use crate::error::{BenchError, Result};
 use crate::stats::{record_scheduled_ack, Schedule};
 
 /// Sleeps shorter than this are not worth a timer: spin through the loop.
 const SLEEP_MIN: Duration = Duration::from_micros(50);
+/// How long the broker may take to acknowledge (Produce `timeout_ms`).
+const PRODUCE_TIMEOUT_MS: i32 = 30_000;
 /// Longer sleeps are cut so that cancellation is noticed.
 const SLEEP_MAX: Duration = Duration::from_millis(100);
 /// How long the end of the run waits for outstanding acknowledgements.
@@ -125,8 +125,8 @@ impl Accumulator {
         self.bytes.iter().all(|&b| self.full(b))
     }
 
-    /// Encodes every pending batch into one request's topic data.
-    fn drain(&mut self, compression: Compression) -> Result<Vec<PartitionProduceData>> {
+    /// Encodes every pending batch: (partition, batch) for one request.
+    fn drain(&mut self, compression: Compression) -> Result<Vec<(i32, Bytes)>> {
         let mut data = Vec::new();
         for (slot, records) in self.records.iter_mut().enumerate() {
             if records.is_empty() {
@@ -135,11 +135,7 @@ impl Accumulator {
             let batch = encode_batch(records, compression)?;
             records.clear();
             self.bytes[slot] = 0;
-            data.push(
-                PartitionProduceData::default()
-                    .with_index(self.partitions[slot])
-                    .with_records(Some(batch)),
-            );
+            data.push((self.partitions[slot], batch));
         }
         self.count = 0;
         self.value_bytes = 0;
@@ -197,7 +193,6 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
             .max(crate::client::records::VALUE_HEADER_BYTES)
             + key_bytes,
     );
-    let topic = topic_name(&plan.topic.name);
     let topic_id = plan.topic.topic_id;
     let acks = s.acks;
 
@@ -294,16 +289,18 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                 let records = acc.count;
                 let bytes = acc.value_bytes;
                 let partitions = acc.drain(compression)?;
-                let request = ProduceRequest::default()
-                    .with_acks(acks)
-                    .with_timeout_ms(30_000)
-                    .with_topic_data(vec![TopicProduceData::default()
-                        .with_name(topic.clone())
-                        .with_topic_id(topic_id)
-                        .with_partition_data(partitions)]);
                 let id = writer.next_correlation_id();
-                let frame =
-                    crate::client::encode_request(ProduceRequest::KEY, version, id, &request)?;
+                let chunks = ProduceFrame {
+                    version,
+                    correlation_id: id,
+                    client_id: CLIENT_ID,
+                    acks,
+                    timeout_ms: PRODUCE_TIMEOUT_MS,
+                    topic: &plan.topic.name,
+                    topic_id,
+                    partitions: &partitions,
+                }
+                .to_write()?;
                 if acks != 0 {
                     queue.borrow_mut().push_back(InFlight {
                         correlation_id: id,
@@ -312,7 +309,7 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                         span,
                     });
                 }
-                writer.write_frame(&frame).await?;
+                writer.write_chunks(&chunks).await?;
                 out.borrow_mut().produce_requests += 1;
                 if acks == 0 {
                     plan.counters.add_out(records, bytes);
@@ -473,8 +470,8 @@ mod tests {
                 k += 1;
             }
             let data = acc.drain(Compression::None).expect("drain");
-            for p in data {
-                let len = p.records.map_or(0, |b| b.len());
+            for (_, batch) in data {
+                let len = batch.len();
                 assert!(
                     len <= batch_bytes.max(record_bytes + 100),
                     "{len} > {batch_bytes} ({record_bytes} B records)"
