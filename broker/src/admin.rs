@@ -151,7 +151,12 @@ impl Shard {
         if removing {
             self.broadcast(next.clone()).await;
         }
-        if let Err(e) = next.save(&self.config.data_dir) {
+        // The write and its fsyncs run on a helper thread: a shard never blocks.
+        let (snapshot, dir) = (next.clone(), self.config.data_dir.clone());
+        let saved = glommio::executor()
+            .spawn_blocking(move || snapshot.save(&dir))
+            .await;
+        if let Err(e) = saved {
             tracing::error!("saving metadata failed: {e}");
             return outcomes
                 .into_iter()

@@ -99,6 +99,9 @@ pub struct Config {
     pub io_memory_bytes: usize,
     /// Bytes of recent batches each partition keeps in memory.
     pub tail_cache_bytes: usize,
+    /// Bytes of recent batches all partitions of one shard keep in memory
+    /// together: the shard's tail caches evict its oldest batches first.
+    pub shard_cache_bytes: usize,
     /// Bound on connections per shard.
     pub connections_per_shard_max: usize,
     /// `connections.max.idle.ms`: a connection with no request for this
@@ -136,6 +139,7 @@ impl Default for Config {
             max_message_bytes: 1_048_588,
             io_memory_bytes: IO_MEMORY_BYTES_MIN,
             tail_cache_bytes: 1 << 20,
+            shard_cache_bytes: 64 << 20,
             connections_per_shard_max: 10_000,
             partitions_per_topic_max: 10_000,
             connections_max_idle_ms: 600_000,

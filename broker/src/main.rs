@@ -101,6 +101,13 @@ struct ServeArgs {
     /// Memory each shard registers with io_uring [default: 2 MiB].
     #[arg(long)]
     io_memory_bytes: Option<usize>,
+    /// Recent batches each partition keeps in memory [default: 1 MiB].
+    #[arg(long)]
+    tail_cache_bytes: Option<usize>,
+    /// Recent batches all partitions of one shard keep in memory together
+    /// [default: 64 MiB].
+    #[arg(long)]
+    shard_cache_bytes: Option<usize>,
 }
 
 impl ServeArgs {
@@ -135,6 +142,8 @@ impl ServeArgs {
             max_request_bytes,
             max_message_bytes,
             io_memory_bytes,
+            tail_cache_bytes,
+            shard_cache_bytes,
             partitions_per_topic_max,
             connections_max_idle_ms
         );

@@ -46,6 +46,8 @@ pub struct Shard {
     /// loops stop waiting.
     stopping: AppendSignal,
     pub mesh: Mesh,
+    /// One memory bound for the tail caches of every log of this shard.
+    pub cache_budget: Rc<storage::CacheBudget>,
     /// Serialises topic administration on shard 0.
     pub(crate) admin_gate: glommio::sync::Semaphore,
     pub shutdown: Arc<AtomicBool>,
@@ -61,9 +63,11 @@ impl Shard {
     ) -> Result<Shard, crate::config::ConfigError> {
         let default_log = config.default_log_config()?;
         let advertised = config.advertised()?;
+        let cache_budget = storage::CacheBudget::new(config.shard_cache_bytes);
         Ok(Shard {
             id,
             nr_shards,
+            cache_budget,
             config,
             default_log,
             advertised,
@@ -228,6 +232,7 @@ impl Shard {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
                         match PartitionLog::open(&dir, log_config.clone()).await {
                             Ok(log) => {
+                                log.set_cache_budget(self.cache_budget.clone());
                                 self.logs.borrow_mut().insert(
                                     tp,
                                     OwnedLog {
@@ -486,13 +491,19 @@ async fn append_records(log: &PartitionLog, records: &bytes::Bytes) -> Partition
                 )
             }
         };
-        let batch = &rest[..size];
-        if let Err(e) = storage::batch::validate(batch) {
-            let err = storage::StorageError::InvalidBatch(e);
-            return fail(storage_error_code(&err), err.to_string());
-        }
         batches.push(records.slice(at..at + size));
         at += size;
+    }
+    // The log validates every batch it appends; with several, all are
+    // checked first so that a bad one leaves the log as it was. One batch
+    // (what producers send) is checked once, by the log.
+    if batches.len() > 1 {
+        for batch in &batches {
+            if let Err(e) = storage::batch::validate(batch) {
+                let err = storage::StorageError::InvalidBatch(e);
+                return fail(storage_error_code(&err), err.to_string());
+            }
+        }
     }
     if batches.is_empty() {
         return fail(code(Kafka::InvalidRecord), "no record batch".into());
