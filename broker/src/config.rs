@@ -138,7 +138,7 @@ impl Default for Config {
             max_request_bytes: net::MAX_FRAME_BYTES_DEFAULT,
             max_message_bytes: 1_048_588,
             io_memory_bytes: IO_MEMORY_BYTES_MIN,
-            tail_cache_bytes: 1 << 20,
+            tail_cache_bytes: 8 << 20,
             shard_cache_bytes: 64 << 20,
             connections_per_shard_max: 10_000,
             partitions_per_topic_max: 10_000,

@@ -101,7 +101,7 @@ struct ServeArgs {
     /// Memory each shard registers with io_uring [default: 2 MiB].
     #[arg(long)]
     io_memory_bytes: Option<usize>,
-    /// Recent batches each partition keeps in memory [default: 1 MiB].
+    /// Recent batches each partition keeps in memory [default: 8 MiB].
     #[arg(long)]
     tail_cache_bytes: Option<usize>,
     /// Recent batches all partitions of one shard keep in memory together
