@@ -156,6 +156,11 @@ impl SegmentFile {
         })
     }
 
+    /// A buffer for `write_blocks`, aligned for direct I/O.
+    pub(crate) fn alloc(&self, len: usize) -> DmaBuffer {
+        self.file.alloc_dma_buffer(len)
+    }
+
     /// Writes `buf` (a whole number of blocks) at the block-aligned `pos`.
     pub(crate) async fn write_blocks(&self, pos: u64, mut buf: DmaBuffer) -> Result<()> {
         debug_assert_eq!(pos % BLOCK_BYTES, 0);

@@ -10,24 +10,26 @@ use std::time::{Duration, Instant};
 
 use crate::config::FsyncPolicy;
 use crate::error::{Result, StorageError};
-use crate::file::{self, align_up, SegmentFile};
-use crate::log::{Inner, State};
-use crate::stage::Staged;
+use crate::file::{self, align_down, align_up, SegmentFile};
+use crate::log::{Inner, PendingWrite, State};
+
+/// Upper bound of one write: bounds the DMA buffer the flusher allocates.
+const WRITE_BYTES_MAX: usize = 4 << 20;
 
 pub(crate) async fn run(inner: Rc<Inner>) {
     loop {
-        fail_staged_if_offline(&mut inner.state.borrow_mut());
-        let staged = inner.state.borrow_mut().take_staged();
-        if staged.is_empty() {
+        fail_pending_if_offline(&mut inner.state.borrow_mut());
+        let group = take_group(&mut inner.state.borrow_mut());
+        let Some(group) = group else {
             let mut st = inner.state.borrow_mut();
             st.flusher_running = false;
             for tx in st.drain_waiters.drain(..) {
                 let _ = tx.send(());
             }
             return;
-        }
-        if let Err((point, e)) = write_round(&inner, staged).await {
-            rollback(&inner, point, e).await;
+        };
+        if let Err(e) = write_group(&inner, &group).await {
+            rollback(&inner, &group, e).await;
             continue;
         }
         let policy = inner.state.borrow().config.fsync;
@@ -47,124 +49,87 @@ pub(crate) async fn run(inner: Rc<Inner>) {
     }
 }
 
-/// An offline log writes nothing more: everything staged fails.
-fn fail_staged_if_offline(st: &mut State) {
+/// An offline log writes nothing more: everything queued fails.
+fn fail_pending_if_offline(st: &mut State) {
     let Some(e) = st.failed.clone() else { return };
     let to = st.written_end;
-    st.staged.clear();
+    st.pending.clear();
     for (_, tx) in st.waiters.drain(..) {
         let _ = tx.send(Err(e.clone()));
     }
     st.cache.truncate(to);
 }
 
-/// What the log returns to when a staging fails to reach the disk.
-struct RollbackPoint {
-    segment_base: i64,
-    pos: u64,
-    head: Vec<u8>,
-    base_offset: i64,
-}
-
-impl RollbackPoint {
-    fn before(s: &Staged) -> RollbackPoint {
-        RollbackPoint {
-            segment_base: s.segment_base,
-            pos: s.pos,
-            head: s.buf.as_bytes()[..s.head_len].to_vec(),
-            base_offset: s.base_offset(),
+/// The next run of pending writes that go to one segment, bounded in size.
+fn take_group(st: &mut State) -> Option<Vec<PendingWrite>> {
+    let segment_base = st.pending.front()?.segment_base;
+    let mut group = Vec::new();
+    let mut bytes = 0;
+    while let Some(p) = st.pending.front() {
+        if p.segment_base != segment_base
+            || (!group.is_empty() && bytes + p.data.len() > WRITE_BYTES_MAX)
+        {
+            break;
+        }
+        bytes += p.data.len();
+        if let Some(p) = st.pending.pop_front() {
+            group.push(p);
         }
     }
+    Some(group)
 }
 
-/// Writes every staging taken in one round, segment by segment, each
-/// segment's writes in flight together (they do not overlap). On failure,
-/// everything from the failing segment's first staging on is rolled back.
-async fn write_round(
-    inner: &Rc<Inner>,
-    staged: Vec<Staged>,
-) -> std::result::Result<(), (RollbackPoint, StorageError)> {
-    let mut rest = staged.into_iter().peekable();
-    while let Some(first) = rest.next() {
-        let point = RollbackPoint::before(&first);
-        let mut group = vec![first];
-        while let Some(s) = rest.next_if(|s| s.segment_base == group[0].segment_base) {
-            group.push(s);
-        }
-        if let Err(e) = write_segment_group(inner, group).await {
-            return Err((point, e));
-        }
-    }
-    Ok(())
-}
-
-async fn write_segment_group(inner: &Rc<Inner>, group: Vec<Staged>) -> Result<()> {
+async fn write_group(inner: &Rc<Inner>, group: &[PendingWrite]) -> Result<()> {
     let segment_base = group[0].segment_base;
     if inner.state.borrow().writer.segment_base != segment_base {
         roll_writer(inner, segment_base).await?;
     }
     let file = writer_file(inner).await?;
-    let mut writes = Vec::with_capacity(group.len());
-    let mut done = Vec::with_capacity(group.len());
-    for s in group {
-        let Staged {
-            pos,
-            head_len,
-            used,
-            mut buf,
-            batches,
-            write_len,
-            ..
-        } = s;
-        let len = match write_len {
-            Some(len) => len,
-            None => {
-                let aligned = align_up(used as u64) as usize;
-                buf.as_bytes_mut()[used..aligned].fill(0);
-                aligned
-            }
-        };
-        buf.trim_to_size(len);
-        if len > 0 {
-            let file = file.share();
-            writes.push(glommio::spawn_local(async move {
-                file.write_blocks(pos, buf).await
-            }));
+    let (pos, buf, new_size, tail) = {
+        let st = inner.state.borrow();
+        let w = &st.writer;
+        let data_len: usize = group.iter().map(|p| p.data.len()).sum();
+        let used = w.tail.len() + data_len;
+        let mut buf = file.alloc(align_up(used as u64) as usize);
+        let out = buf.as_bytes_mut();
+        out[..w.tail.len()].copy_from_slice(&w.tail);
+        let mut at = w.tail.len();
+        for p in group {
+            out[at..at + p.data.len()].copy_from_slice(&p.data);
+            at += p.data.len();
         }
-        done.push((pos, head_len, used, batches));
-    }
-    let mut result = Ok(());
-    for w in writes {
-        // Await every write, even after a failure: none may still be in
-        // flight when the rollback cuts the file.
-        if let Err(e) = w.await {
-            result = result.and(Err(e));
-        }
-    }
-    result?;
+        out[used..].fill(0);
+        let new_size = w.tail_pos + used as u64;
+        // The partial last block stays in memory for the next write.
+        let from = (align_down(new_size) - w.tail_pos) as usize;
+        let tail = out[from..used].to_vec();
+        (w.tail_pos, buf, new_size, tail)
+    };
+    file.write_blocks(pos, buf).await?;
     let mut st = inner.state.borrow_mut();
-    for (pos, head_len, used, batches) in done {
-        let i = st.segment_for(segment_base);
-        let seg = &mut st.segments[i];
-        debug_assert_eq!(seg.base_offset, segment_base);
-        debug_assert_eq!(seg.written_size, pos + head_len as u64);
-        seg.written_size = pos + used as u64;
-        for b in &batches {
-            if b.max_timestamp > seg.written_max_timestamp.0 {
-                seg.written_max_timestamp = (b.max_timestamp, b.base_offset);
-            }
+    st.writer.tail = tail;
+    st.writer.tail_pos = align_down(new_size);
+    let last = group
+        .last()
+        .map(|p| p.next_offset)
+        .unwrap_or(st.written_end);
+    let i = st.segment_for(segment_base);
+    let seg = &mut st.segments[i];
+    debug_assert_eq!(seg.base_offset, segment_base);
+    seg.written_size = new_size;
+    for p in group {
+        if p.max_timestamp > seg.written_max_timestamp.0 {
+            seg.written_max_timestamp = (p.max_timestamp, p.base_offset);
         }
-        let written = (used - head_len) as u64;
-        if let Some(last) = batches.last() {
-            st.written_end = last.next_offset;
-        }
-        if st.first_unsynced_at.is_none() {
-            st.first_unsynced_at = Some(Instant::now());
-        }
-        st.unsynced_bytes += written;
-        st.stats.writes += 1;
-        st.stats.bytes_written += written;
     }
+    let written: u64 = group.iter().map(|p| p.data.len() as u64).sum();
+    st.written_end = last;
+    if st.first_unsynced_at.is_none() {
+        st.first_unsynced_at = Some(Instant::now());
+    }
+    st.unsynced_bytes += written;
+    st.stats.writes += 1;
+    st.stats.bytes_written += written;
     Ok(())
 }
 
@@ -193,6 +158,8 @@ async fn roll_writer(inner: &Rc<Inner>, next_base: i64) -> Result<()> {
             drop(f);
         }
         st.writer.segment_base = next_base;
+        st.writer.tail_pos = 0;
+        st.writer.tail.clear();
         st.dir.clone()
     };
     writer_file(inner).await?;
@@ -307,26 +274,27 @@ pub(crate) fn publish(st: &mut State) {
     }
 }
 
-/// Undoes every append from the failed staging on: offsets, segment
-/// sizes, indexes, cache and staging return to what is on disk, and the
-/// file is cut back so no partial bytes remain past it.
-async fn rollback(inner: &Rc<Inner>, point: RollbackPoint, error: StorageError) {
+/// Undoes every append from the failed group on: offsets, segment sizes,
+/// indexes and cache return to what is on disk, and the file is cut back
+/// so no partial bytes remain past it.
+async fn rollback(inner: &Rc<Inner>, group: &[PendingWrite], error: StorageError) {
     let (file, size) = {
         let mut st = inner.state.borrow_mut();
-        let to = point.base_offset;
+        let to = group[0].base_offset;
         tracing::warn!(dir = %st.dir.display(), offset = to, error = %error, "append failed; rolled back");
-        st.staged.clear();
+        st.pending.clear();
         for (_, tx) in st.waiters.drain(..) {
             let _ = tx.send(Err(error.clone()));
         }
         debug_assert_eq!(st.written_end, to);
         let keep = st.segments.partition_point(|s| s.base_offset <= to).max(1);
         st.segments.truncate(keep);
-        st.writer.tail_segment = point.segment_base;
-        st.writer.tail_pos = point.pos;
-        st.writer.tail = point.head;
+        let writer_base = st.writer.segment_base;
         let seg = st.active_mut();
-        debug_assert_eq!(seg.base_offset, point.segment_base);
+        if seg.base_offset != writer_base {
+            // The failed group opened this segment; it holds nothing yet.
+            seg.written_size = 0;
+        }
         seg.size = seg.written_size;
         seg.next_offset = to;
         let (pos, rel) = (seg.size as u32, seg.relative(to));
@@ -336,9 +304,12 @@ async fn rollback(inner: &Rc<Inner>, point: RollbackPoint, error: StorageError) 
         st.cache.truncate(to);
         st.producers.truncate(to);
         let size = st.active().written_size;
-        let same = st.active().base_offset == st.writer.segment_base;
-        let file = st.writer.file.as_ref().map(SegmentFile::share);
-        (file.filter(|_| same), size)
+        let same = st.active().base_offset == writer_base;
+        (
+            same.then(|| st.writer.file.as_ref().map(SegmentFile::share))
+                .flatten(),
+            size,
+        )
     };
     if let Some(f) = file {
         if let Err(e) = f.truncate(size).await {

@@ -16,7 +16,6 @@ mod maintenance;
 pub mod producer;
 mod recovery;
 mod segment;
-mod stage;
 pub mod testing;
 
 pub use cache::CacheBudget;

@@ -21,7 +21,6 @@ use crate::file::{Faults, SegmentFile};
 use crate::flush;
 use crate::producer::{ProducerEntry, ProducerTable, SequenceCheck};
 use crate::segment::{self, Segment};
-use crate::stage::{Staged, StagedBatch};
 
 /// What an append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,13 +59,19 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
-/// The segment file being written, and where everything staged so far
-/// ends: its partial last block, which the next staging starts with
-/// (O_DIRECT writes whole blocks).
+pub(crate) struct PendingWrite {
+    pub segment_base: i64,
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub max_timestamp: i64,
+    pub data: Bytes,
+}
+
+/// The segment being written and its partial last block, kept in memory
+/// and rewritten with the next write (O_DIRECT writes whole blocks).
 pub(crate) struct Writer {
     pub segment_base: i64,
     pub file: Option<SegmentFile>,
-    pub tail_segment: i64,
     pub tail_pos: u64,
     pub tail: Vec<u8>,
 }
@@ -87,10 +92,7 @@ pub(crate) struct State {
     /// `fsync=always`, the written end otherwise.
     pub readable_end: i64,
     pub recovery_point: i64,
-    /// Batches copied into DMA buffers, waiting for the flusher.
-    pub staged: VecDeque<Staged>,
-    /// Size of the next staging buffer (adapts to the append rate).
-    pub staging_bytes: usize,
+    pub pending: VecDeque<PendingWrite>,
     pub waiters: VecDeque<(i64, oneshot::Sender<Result<()>>)>,
     pub drain_waiters: Vec<oneshot::Sender<()>>,
     pub flusher_running: bool,
@@ -266,15 +268,13 @@ impl PartitionLog {
                 let segment_base = st.active().base_offset;
                 st.cache
                     .push(base_offset, stamped.next_offset(), data.clone());
-                st.stage(
+                st.pending.push_back(PendingWrite {
                     segment_base,
-                    &data,
-                    StagedBatch {
-                        base_offset,
-                        next_offset: stamped.next_offset(),
-                        max_timestamp: header.max_timestamp,
-                    },
-                );
+                    base_offset,
+                    next_offset: stamped.next_offset(),
+                    max_timestamp: header.max_timestamp,
+                    data,
+                });
                 let (tx, rx) = oneshot::channel();
                 st.waiters.push_back((stamped.next_offset(), tx));
                 st.stats.appends += 1;

@@ -342,7 +342,6 @@ impl PartitionLog {
         let tail = file.read(tail_pos, (cut_pos - tail_pos) as usize).await?;
         let dir = {
             let mut st = self.inner.state.borrow_mut();
-            st.writer.tail_segment = base;
             st.writer.tail_pos = tail_pos;
             st.writer.tail = tail.to_vec();
             st.synced_end = cut_offset;
@@ -365,7 +364,6 @@ impl PartitionLog {
             st.sealed_reader = None;
             st.writer.file = None;
             st.writer.segment_base = offset;
-            st.writer.tail_segment = offset;
             st.writer.tail_pos = 0;
             st.writer.tail.clear();
             st.log_start_offset = offset;

@@ -210,15 +210,13 @@ pub(crate) async fn recover(
         synced_end: next_offset,
         readable_end: next_offset,
         recovery_point: meta.recovery_point.min(next_offset),
-        staged: VecDeque::new(),
-        staging_bytes: State::staging_bytes_initial(),
+        pending: VecDeque::new(),
         waiters: VecDeque::new(),
         drain_waiters: Vec::new(),
         flusher_running: false,
         writer: Writer {
             segment_base: 0,
             file: None,
-            tail_segment: 0,
             tail_pos,
             tail,
         },
@@ -236,7 +234,6 @@ pub(crate) async fn recover(
     };
     let mut state = state;
     state.writer.segment_base = state.active().base_offset;
-    state.writer.tail_segment = state.active().base_offset;
     Ok(state)
 }
 
