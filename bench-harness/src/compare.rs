@@ -207,7 +207,7 @@ fn goals(o: &mut String, reports: &[Report], halves: &[Report]) {
     }
     let _ = writeln!(
         o,
-        "\n## Against the goals of issue #5\n\nOne node, client and broker sharing this machine (and, while this was recorded, other work on it: the limits above drift between runs).\n\n| goal | measured | |\n|---|---|---|"
+        "\n## Against the goals of issue #5\n\nOne node, client and broker sharing this machine; the limits above drift between runs on shared machines, so ratios are what to compare.\n\n| goal | measured | |\n|---|---|---|"
     );
     for r in rows {
         let _ = writeln!(o, "{r}");
