@@ -165,7 +165,30 @@ impl ServeArgs {
     }
 }
 
+/// glibc serves allocations of 128 KiB and more with fresh mmaps and
+/// returns freed heap tops to the kernel, so every 1 MiB read or batch
+/// copy paid for page faults and zeroing (half a shard's time in catch-up
+/// reads). Larger buffers now come from the heap and stay mapped, within
+/// bounds: the trim threshold caps what an idle broker keeps.
+#[cfg(target_env = "gnu")]
+fn tune_allocator() {
+    const MMAP_THRESHOLD_BYTES: i32 = 32 << 20;
+    const TRIM_THRESHOLD_BYTES: i32 = 64 << 20;
+    const TOP_PAD_BYTES: i32 = 16 << 20;
+    // SAFETY: mallopt only sets allocator parameters; called before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES);
+        libc::mallopt(libc::M_TOP_PAD, TOP_PAD_BYTES);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn tune_allocator() {}
+
 fn main() -> ExitCode {
+    tune_allocator();
     init_logging();
     let cli = Cli::parse();
     let result = match cli.command {

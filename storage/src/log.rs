@@ -678,7 +678,9 @@ async fn read_batches(
 ) -> Result<Vec<Bytes>> {
     let mut chunks = Vec::new();
     let mut total = 0usize;
-    let window_bytes = max_bytes.clamp(64 << 10, 8 << 20);
+    // Slack past max_bytes so that a batch just over the limit (producers
+    // fill batches up to it) comes in one read rather than two.
+    let window_bytes = max_bytes.clamp(64 << 10, 8 << 20) + (64 << 10);
     'windows: while position < limit {
         let len = ((limit - position) as usize).min(window_bytes);
         let window = file.read(position, len).await?;
