@@ -24,7 +24,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from compat import Broker, free_port, log  # noqa: E402
+from compat import Broker, free_port  # noqa: E402
+
+
+def log(msg):
+    print(f"[idempotence] {msg}", flush=True)
 
 RECORDS = 100_000
 PARTITIONS = 3
