@@ -111,6 +111,22 @@ pub struct Config {
     pub partitions_per_topic_max: i32,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_timeout_ms: u64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets`,
+    /// fixed once the topic exists.
+    pub offsets_topic_partitions: i32,
+    /// `offsets.retention.minutes` in ms: how long the committed offsets of
+    /// an empty group are kept.
+    pub offsets_retention_ms: i64,
+    /// `offsets.retention.check.interval.ms`.
+    pub offsets_retention_check_interval_ms: u64,
+    /// `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// `group.initial.rebalance.delay.ms`.
+    pub group_initial_rebalance_delay_ms: i64,
+    /// `group.max.size`.
+    pub group_max_size: usize,
 }
 
 pub const IO_MEMORY_BYTES_MIN: usize = 2 << 20;
@@ -144,6 +160,13 @@ impl Default for Config {
             partitions_per_topic_max: 10_000,
             connections_max_idle_ms: 600_000,
             shutdown_timeout_ms: 30_000,
+            offsets_topic_partitions: 50,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_retention_check_interval_ms: 600_000,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: i32::MAX as usize,
         }
     }
 }
@@ -203,6 +226,16 @@ impl Config {
         )
     }
 
+    pub fn group_config(&self) -> crate::group::GroupConfig {
+        crate::group::GroupConfig {
+            session_timeout_ms_min: self.group_min_session_timeout_ms,
+            session_timeout_ms_max: self.group_max_session_timeout_ms,
+            initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
+            members_max: self.group_max_size,
+            ..crate::group::GroupConfig::default()
+        }
+    }
+
     /// The log configuration a topic gets when it sets nothing itself.
     pub fn default_log_config(&self) -> Result<LogConfig, ConfigError> {
         Ok(LogConfig {
@@ -214,6 +247,7 @@ impl Config {
             max_batch_bytes: self.max_message_bytes,
             fsync: self.fsync_policy()?,
             tail_cache_bytes: self.tail_cache_bytes,
+            ..LogConfig::default()
         })
     }
 
@@ -269,6 +303,45 @@ impl Config {
                     allowed: "a positive number, or -1 for no limit".into(),
                 });
             }
+        }
+        if self.offsets_topic_partitions < 1 || self.offsets_topic_partitions > 1000 {
+            return Err(ConfigError {
+                key: "offsets-topic-partitions",
+                value: self.offsets_topic_partitions.to_string(),
+                allowed: "between 1 and 1000".into(),
+            });
+        }
+        if self.offsets_retention_ms < 1 || self.offsets_retention_check_interval_ms == 0 {
+            return Err(ConfigError {
+                key: "offsets-retention-ms",
+                value: format!(
+                    "{} (check interval {})",
+                    self.offsets_retention_ms, self.offsets_retention_check_interval_ms
+                ),
+                allowed: "at least 1, with a check interval of at least 1".into(),
+            });
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(ConfigError {
+                key: "group-min-session-timeout-ms",
+                value: format!(
+                    "{} (max {})",
+                    self.group_min_session_timeout_ms, self.group_max_session_timeout_ms
+                ),
+                allowed: "at least 1 and at most group-max-session-timeout-ms".into(),
+            });
+        }
+        if self.group_initial_rebalance_delay_ms < 0 || self.group_max_size == 0 {
+            return Err(ConfigError {
+                key: "group-initial-rebalance-delay-ms",
+                value: format!(
+                    "{} (group-max-size {})",
+                    self.group_initial_rebalance_delay_ms, self.group_max_size
+                ),
+                allowed: "0 or more, with a group-max-size of at least 1".into(),
+            });
         }
         if self.retention_check_interval_ms == 0 {
             return Err(ConfigError {

@@ -44,7 +44,10 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         };
         let request = match net::decode_request(frame) {
-            Ok(r) => r,
+            Ok(mut r) => {
+                r.peer = peer;
+                r
+            }
             Err(e) => {
                 tracing::warn!(?peer, "closing connection: {e}");
                 break;

@@ -108,6 +108,30 @@ struct ServeArgs {
     /// [default: 64 MiB].
     #[arg(long)]
     shard_cache_bytes: Option<usize>,
+    /// offsets.topic.num.partitions: partitions of __consumer_offsets
+    /// [default: 50].
+    #[arg(long)]
+    offsets_topic_partitions: Option<i32>,
+    /// offsets.retention.minutes in ms: how long an empty group's committed
+    /// offsets are kept [default: 7 days].
+    #[arg(long)]
+    offsets_retention_ms: Option<i64>,
+    /// offsets.retention.check.interval.ms [default: 600000].
+    #[arg(long)]
+    offsets_retention_check_interval_ms: Option<u64>,
+    /// group.min.session.timeout.ms [default: 6000].
+    #[arg(long)]
+    group_min_session_timeout_ms: Option<i32>,
+    /// group.max.session.timeout.ms [default: 1800000].
+    #[arg(long)]
+    group_max_session_timeout_ms: Option<i32>,
+    /// group.initial.rebalance.delay.ms: how long a new group waits for more
+    /// members before its first assignment [default: 3000].
+    #[arg(long)]
+    group_initial_rebalance_delay_ms: Option<i64>,
+    /// group.max.size [default: 2147483647].
+    #[arg(long)]
+    group_max_size: Option<usize>,
 }
 
 impl ServeArgs {
@@ -145,7 +169,14 @@ impl ServeArgs {
             tail_cache_bytes,
             shard_cache_bytes,
             partitions_per_topic_max,
-            connections_max_idle_ms
+            connections_max_idle_ms,
+            offsets_topic_partitions,
+            offsets_retention_ms,
+            offsets_retention_check_interval_ms,
+            group_min_session_timeout_ms,
+            group_max_session_timeout_ms,
+            group_initial_rebalance_delay_ms,
+            group_max_size
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use futures_channel::oneshot;
 use glommio::channels::channel_mesh::Senders;
 
+use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::metadata::{ClusterMetadata, TopicMeta};
 
 pub type TopicPartition = (String, i32);
@@ -38,6 +39,8 @@ pub enum ShardRequest {
     DescribeProducers(Vec<TopicPartition>),
     Admin(AdminOp),
     ApplyMetadata(Arc<ClusterMetadata>),
+    /// A consumer-group request, for the shard coordinating the group.
+    Group(GroupCall),
 }
 
 pub enum ShardResponse {
@@ -52,6 +55,7 @@ pub enum ShardResponse {
     Producers(Vec<ProducersAnswer>),
     Admin(Vec<AdminOutcome>),
     Applied,
+    Group(GroupAnswer),
 }
 
 pub struct ProduceItem {

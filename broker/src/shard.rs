@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::errors::{code, storage_error_code};
+use crate::group::coordinator::Coordinator;
 use crate::mesh::{
     FetchItem, Mesh, OffsetAnswer, PartitionRead, PartitionWrite, ProduceItem, ProducersAnswer,
     ShardRequest, ShardResponse, TopicPartition,
@@ -51,6 +52,9 @@ pub struct Shard {
     /// Serialises topic administration on shard 0.
     pub(crate) admin_gate: glommio::sync::Semaphore,
     pub shutdown: Arc<AtomicBool>,
+    /// The consumer groups whose `__consumer_offsets` partitions this
+    /// shard owns.
+    pub coordinator: Coordinator,
 }
 
 impl Shard {
@@ -64,6 +68,7 @@ impl Shard {
         let default_log = config.default_log_config()?;
         let advertised = config.advertised()?;
         let cache_budget = storage::CacheBudget::new(config.shard_cache_bytes);
+        let group_config = config.group_config();
         Ok(Shard {
             id,
             nr_shards,
@@ -78,6 +83,7 @@ impl Shard {
             mesh,
             admin_gate: glommio::sync::Semaphore::new(1),
             shutdown,
+            coordinator: Coordinator::new(group_config),
         })
     }
 
@@ -107,7 +113,7 @@ impl Shard {
         }
     }
 
-    fn log(&self, tp: &TopicPartition) -> Option<PartitionLog> {
+    pub(crate) fn log(&self, tp: &TopicPartition) -> Option<PartitionLog> {
         self.logs.borrow().get(tp).map(|o| o.log.clone())
     }
 
@@ -179,13 +185,16 @@ impl Shard {
                 self.apply_metadata(meta).await;
                 ShardResponse::Applied
             }
+            ShardRequest::Group(call) => {
+                ShardResponse::Group(self.coordinator.handle(self, call).await)
+            }
         }
     }
 
     /// Makes this shard's logs match `meta`: opens logs of new partitions it
     /// owns, deletes logs of removed (or re-created) topics, applies config
     /// changes.
-    pub async fn apply_metadata(&self, meta: Arc<ClusterMetadata>) {
+    pub async fn apply_metadata(self: &Rc<Self>, meta: Arc<ClusterMetadata>) {
         let mut gone = Vec::new();
         {
             let logs = self.logs.borrow();
@@ -250,6 +259,7 @@ impl Shard {
             }
         }
         *self.metadata.borrow_mut() = meta;
+        self.coordinator.adopt_partitions(self);
     }
 
     async fn produce_local(self: &Rc<Self>, mut items: Vec<ProduceItem>) -> Vec<PartitionWrite> {

@@ -29,6 +29,9 @@ pub struct RequestFrame {
     pub api_key: ApiKey,
     pub header: RequestHeader,
     pub body: Bytes,
+    /// The client's address, set by the connection: group members are
+    /// described with it.
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 impl RequestFrame {
@@ -77,6 +80,7 @@ pub fn decode_request(frame: Bytes) -> Result<RequestFrame, RequestError> {
         api_key,
         header,
         body,
+        peer: None,
     })
 }
 

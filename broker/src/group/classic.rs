@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 
 use super::errors::*;
+use super::records::{GroupValue, MemberValue};
 use super::{Action, GroupConfig, JoinMember, JoinRequest, JoinResponse, RequestId, SyncResponse};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,8 @@ pub struct Member {
 }
 
 impl Member {
-    fn metadata(&self, protocol: &str) -> Bytes {
+    /// The member's metadata for `protocol` (its subscription).
+    pub fn metadata(&self, protocol: &str) -> Bytes {
         self.protocols
             .iter()
             .find(|(name, _)| name == protocol)
@@ -98,6 +100,85 @@ impl Group {
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    /// Member ids handed out with MEMBER_ID_REQUIRED and not yet used.
+    pub fn has_pending_members(&self) -> bool {
+        !self.pending_members.is_empty()
+    }
+
+    /// The group as `__consumer_offsets` stores it.
+    pub fn to_value(&self, now: i64) -> GroupValue {
+        let protocol = self.protocol_name.clone().unwrap_or_default();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation_id,
+            protocol: self.protocol_name.clone(),
+            leader: self.leader.clone(),
+            current_state_timestamp: now,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    rebalance_timeout_ms: m.rebalance_timeout_ms,
+                    session_timeout_ms: m.session_timeout_ms,
+                    subscription: m.metadata(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// A group loaded from `__consumer_offsets`: Stable with its members
+    /// (who must heartbeat within their session timeout from `now`, as
+    /// after a coordinator change in Kafka), or Empty.
+    pub fn restore(
+        group_id: impl Into<String>,
+        config: GroupConfig,
+        v: GroupValue,
+        now: i64,
+    ) -> Group {
+        let mut g = Group::new(group_id, config);
+        g.generation_id = v.generation;
+        g.protocol_type = (!v.protocol_type.is_empty()).then_some(v.protocol_type);
+        let protocol = v.protocol.clone().unwrap_or_default();
+        for m in v.members {
+            if let Some(instance) = &m.group_instance_id {
+                g.static_members
+                    .insert(instance.clone(), m.member_id.clone());
+            }
+            let member = Member {
+                member_id: m.member_id.clone(),
+                group_instance_id: m.group_instance_id,
+                client_id: m.client_id,
+                client_host: m.client_host,
+                session_timeout_ms: m.session_timeout_ms,
+                rebalance_timeout_ms: m.rebalance_timeout_ms.max(m.session_timeout_ms),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                protocols: vec![(protocol.clone(), m.subscription)],
+                assignment: m.assignment,
+                awaiting_join: None,
+                awaiting_sync: None,
+                last_heartbeat_ms: now,
+                is_new: false,
+            };
+            g.members.insert(m.member_id, member);
+        }
+        if g.members.is_empty() {
+            g.state = GroupState::Empty;
+        } else {
+            g.state = GroupState::Stable;
+            g.protocol_name = v.protocol;
+            g.leader = v
+                .leader
+                .filter(|l| g.members.contains_key(l))
+                .or_else(|| g.members.keys().next().cloned());
+        }
+        g
     }
 
     /// Marks the group deleted: every later request gets
@@ -432,9 +513,10 @@ impl Group {
         self.initial_delay_until_ms = None;
         self.generation_id += 1;
         if self.members.is_empty() {
+            // Kafka keeps the protocol type of an empty group: it says what
+            // kind of group owns the committed offsets.
             self.state = GroupState::Empty;
             self.protocol_name = None;
-            self.protocol_type = None;
             self.leader = None;
             actions.push(Action::Persist);
             return actions;
@@ -569,7 +651,7 @@ fn req_with_id(mut req: JoinRequest, id: &str) -> JoinRequest {
     req
 }
 
-pub(super) fn join_error(error_code: i16, member_id: &str) -> JoinResponse {
+pub(crate) fn join_error(error_code: i16, member_id: &str) -> JoinResponse {
     JoinResponse {
         error_code,
         generation_id: -1,
@@ -578,7 +660,7 @@ pub(super) fn join_error(error_code: i16, member_id: &str) -> JoinResponse {
     }
 }
 
-pub(super) fn sync_error(error_code: i16) -> SyncResponse {
+pub(crate) fn sync_error(error_code: i16) -> SyncResponse {
     SyncResponse {
         error_code,
         ..SyncResponse::default()

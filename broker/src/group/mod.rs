@@ -5,6 +5,7 @@
 //! partition. The next-generation protocol (KIP-848) will sit beside it.
 
 pub mod classic;
+pub mod coordinator;
 pub mod records;
 
 use bytes::Bytes;
@@ -16,7 +17,18 @@ pub type RequestId = u64;
 
 /// Kafka error codes the coordinator answers with.
 pub mod errors {
+    pub const UNKNOWN_SERVER_ERROR: i16 = -1;
     pub const NONE: i16 = 0;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+    pub const OFFSET_METADATA_TOO_LARGE: i16 = 12;
+    pub const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+    pub const NOT_COORDINATOR: i16 = 16;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const INVALID_COMMIT_OFFSET_SIZE: i16 = 28;
+    pub const INVALID_REQUEST: i16 = 42;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
     pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
     pub const ILLEGAL_GENERATION: i16 = 22;
     pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;

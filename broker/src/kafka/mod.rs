@@ -17,18 +17,30 @@ pub mod alter_configs;
 pub mod api_versions;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
 pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
 pub mod fetch;
+pub mod find_coordinator;
+mod groups;
+pub mod heartbeat;
 pub mod incremental_alter_configs;
 pub mod init_producer_id;
+pub mod join_group;
+pub mod leave_group;
+pub mod list_groups;
 pub mod list_offsets;
 pub mod metadata;
+pub mod offset_commit;
+pub mod offset_delete;
+pub mod offset_fetch;
 pub mod produce;
+pub mod sync_group;
 mod topics;
 
 /// What a handler asks the connection to do.
@@ -191,6 +203,53 @@ pub fn apis() -> &'static [Api] {
                 ApiKey::DescribeCluster,
                 describe_cluster,
                 m::DescribeClusterRequest,
+                0,
+                2
+            ),
+            api!(
+                ApiKey::FindCoordinator,
+                find_coordinator,
+                m::FindCoordinatorRequest,
+                0,
+                6
+            ),
+            api!(ApiKey::JoinGroup, join_group, m::JoinGroupRequest, 0, 9),
+            api!(ApiKey::SyncGroup, sync_group, m::SyncGroupRequest, 0, 5),
+            api!(ApiKey::Heartbeat, heartbeat, m::HeartbeatRequest, 0, 4),
+            api!(ApiKey::LeaveGroup, leave_group, m::LeaveGroupRequest, 0, 5),
+            api!(
+                ApiKey::OffsetCommit,
+                offset_commit,
+                m::OffsetCommitRequest,
+                2,
+                9
+            ),
+            api!(
+                ApiKey::OffsetFetch,
+                offset_fetch,
+                m::OffsetFetchRequest,
+                1,
+                9
+            ),
+            api!(
+                ApiKey::OffsetDelete,
+                offset_delete,
+                m::OffsetDeleteRequest,
+                0,
+                0
+            ),
+            api!(ApiKey::ListGroups, list_groups, m::ListGroupsRequest, 0, 5),
+            api!(
+                ApiKey::DescribeGroups,
+                describe_groups,
+                m::DescribeGroupsRequest,
+                0,
+                5
+            ),
+            api!(
+                ApiKey::DeleteGroups,
+                delete_groups,
+                m::DeleteGroupsRequest,
                 0,
                 2
             ),

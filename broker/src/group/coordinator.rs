@@ -1,0 +1,1100 @@
+//! The group coordinator of one shard: the groups whose `__consumer_offsets`
+//! partition this shard owns, their committed offsets, and the I/O around
+//! the state machine of `classic`. Requests arrive as `GroupCall`s over the
+//! mesh from whichever shard accepted the connection; answers that wait for
+//! a rebalance (JoinGroup, SyncGroup) are oneshots completed when the state
+//! machine says so. Every change is written to the group's partition with
+//! Kafka's record schemas before it is acknowledged, and read back when the
+//! shard opens the partition (COORDINATOR_LOAD_IN_PROGRESS until then).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_channel::oneshot;
+use futures_lite::future;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+use super::classic::{join_error, sync_error, Group, GroupState};
+use super::errors::*;
+use super::records::{partition_for, GroupValue, OffsetValue, RecordKey};
+use super::{Action, GroupConfig, JoinRequest, JoinResponse, RequestId, SyncRequest, SyncResponse};
+use crate::shard::Shard;
+
+/// The internal topic holding committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// `offset.metadata.max.bytes`.
+const OFFSET_METADATA_MAX_BYTES: usize = 4096;
+
+/// How often group timers (session and rebalance timeouts) are checked.
+const TICK: Duration = Duration::from_millis(100);
+
+/// A group request, routed to the shard owning the group's partition.
+pub enum GroupCall {
+    Join {
+        group_id: String,
+        request: JoinRequest,
+    },
+    Sync {
+        group_id: String,
+        request: SyncRequest,
+    },
+    Heartbeat {
+        group_id: String,
+        member_id: String,
+        instance: Option<String>,
+        generation: i32,
+    },
+    Leave {
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+    },
+    Commit(OffsetCommit),
+    FetchOffsets {
+        group_id: String,
+        /// `None`: every partition the group has committed.
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
+    DeleteOffsets {
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+    },
+    List,
+    Describe(String),
+    Delete(String),
+}
+
+pub struct OffsetCommit {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance: Option<String>,
+    pub generation: i32,
+    /// (topic, partition, offset, leader epoch, metadata)
+    pub offsets: Vec<(String, i32, i64, i32, Option<String>)>,
+}
+
+pub enum GroupAnswer {
+    Join(JoinResponse),
+    Sync(SyncResponse),
+    Code(i16),
+    /// A group-level error code and one code per item asked about.
+    Codes(i16, Vec<i16>),
+    Offsets(i16, Vec<FetchedOffset>),
+    List(Vec<ListedGroup>),
+    Described(DescribedGroup),
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchedOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: String,
+    pub error_code: i16,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListedGroup {
+    pub group_id: String,
+    pub protocol_type: String,
+    pub state: &'static str,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct DescribedGroup {
+    pub error_code: i16,
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<DescribedMember>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DescribedMember {
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+pub fn state_name(state: GroupState) -> &'static str {
+    match state {
+        GroupState::Empty => "Empty",
+        GroupState::PreparingRebalance => "PreparingRebalance",
+        GroupState::CompletingRebalance => "CompletingRebalance",
+        GroupState::Stable => "Stable",
+        GroupState::Dead => "Dead",
+    }
+}
+
+struct GroupEntry {
+    group: Group,
+    partition: i32,
+    offsets: BTreeMap<(String, i32), OffsetValue>,
+    /// When the group last became empty, for the expiry of its offsets.
+    empty_since_ms: Option<i64>,
+}
+
+impl GroupEntry {
+    fn new(group_id: &str, partition: i32, config: GroupConfig) -> GroupEntry {
+        GroupEntry {
+            group: Group::new(group_id, config),
+            partition,
+            offsets: BTreeMap::new(),
+            empty_since_ms: None,
+        }
+    }
+
+    /// Nothing worth keeping: a group that never formed and has no offsets.
+    fn is_vacant(&self) -> bool {
+        self.group.state == GroupState::Empty
+            && self.group.generation_id == 0
+            && self.group.is_empty()
+            && !self.group.has_pending_members()
+            && self.offsets.is_empty()
+    }
+
+    fn note_membership(&mut self, now: i64) {
+        if self.group.is_empty() {
+            self.empty_since_ms.get_or_insert(now);
+        } else {
+            self.empty_since_ms = None;
+        }
+    }
+}
+
+pub struct Coordinator {
+    config: GroupConfig,
+    groups: RefCell<HashMap<String, GroupEntry>>,
+    /// The `__consumer_offsets` partitions of this shard: loaded or not.
+    partitions: RefCell<HashMap<i32, bool>>,
+    joins: RefCell<HashMap<RequestId, oneshot::Sender<JoinResponse>>>,
+    syncs: RefCell<HashMap<RequestId, oneshot::Sender<SyncResponse>>>,
+    next_request: Cell<RequestId>,
+    timers_started: Cell<bool>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+type KeyValue = (Bytes, Option<Bytes>);
+
+/// A group's partitions whose committed offsets are due to expire.
+type Expired = Vec<(String, i32)>;
+
+impl Coordinator {
+    pub fn new(config: GroupConfig) -> Coordinator {
+        Coordinator {
+            config,
+            groups: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(HashMap::new()),
+            joins: RefCell::new(HashMap::new()),
+            syncs: RefCell::new(HashMap::new()),
+            next_request: Cell::new(1),
+            timers_started: Cell::new(false),
+        }
+    }
+
+    /// Starts loading the `__consumer_offsets` partitions this shard owns
+    /// and has not loaded yet; forgets those it no longer has.
+    pub fn adopt_partitions(&self, shard: &Rc<Shard>) {
+        let meta = shard.metadata();
+        let count = meta.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        let owned: Vec<i32> = (0..count)
+            .filter(|p| shard.owner(OFFSETS_TOPIC, *p) == shard.id)
+            .collect();
+        {
+            let mut partitions = self.partitions.borrow_mut();
+            partitions.retain(|p, _| owned.contains(p));
+            self.groups.borrow_mut().retain(|_, e| {
+                partitions.contains_key(&e.partition) || owned.contains(&e.partition)
+            });
+        }
+        let mut new = Vec::new();
+        for p in owned {
+            let mut partitions = self.partitions.borrow_mut();
+            if let std::collections::hash_map::Entry::Vacant(v) = partitions.entry(p) {
+                v.insert(false);
+                new.push(p);
+            }
+        }
+        for p in new {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.coordinator.load(&shard, p).await;
+            })
+            .detach();
+        }
+        if !self.timers_started.replace(true) {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { run_timers(shard).await }).detach();
+        }
+    }
+
+    /// Reads a partition from its start and rebuilds its groups and offsets.
+    async fn load(&self, shard: &Rc<Shard>, partition: i32) {
+        let tp = (OFFSETS_TOPIC.to_string(), partition);
+        let Some(log) = shard.log(&tp) else {
+            return;
+        };
+        let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
+        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
+        let mut at = log.log_start_offset();
+        let end = log.log_end_offset();
+        let mut records = 0u64;
+        while at < end {
+            let read = match log.read(at, 1 << 20).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(partition, offset = at, "loading group state failed: {e}");
+                    break;
+                }
+            };
+            if read.chunks.is_empty() {
+                break;
+            }
+            let next = at;
+            for chunk in &read.chunks {
+                let mut buf = chunk.clone();
+                while buf.has_remaining() {
+                    let set = match RecordBatchDecoder::decode(&mut buf) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            tracing::error!(partition, "undecodable batch in {OFFSETS_TOPIC}: {e}");
+                            buf.advance(buf.remaining());
+                            break;
+                        }
+                    };
+                    for r in set.records {
+                        at = at.max(r.offset + 1);
+                        records += 1;
+                        apply_record(&r, &mut offsets, &mut groups);
+                    }
+                }
+            }
+            if at == next {
+                // A read that made no progress (only empty batches).
+                break;
+            }
+        }
+        let now = now_ms();
+        {
+            let mut table = self.groups.borrow_mut();
+            let mut ids: Vec<String> = offsets.keys().cloned().collect();
+            ids.extend(groups.keys().cloned());
+            ids.sort();
+            ids.dedup();
+            for id in ids {
+                let mut entry = GroupEntry::new(&id, partition, self.config);
+                let mut empty_since = None;
+                if let Some(Some(v)) = groups.remove(&id) {
+                    empty_since = (v.members.is_empty() && v.current_state_timestamp > 0)
+                        .then_some(v.current_state_timestamp);
+                    entry.group = Group::restore(id.clone(), self.config, v, now);
+                }
+                entry.offsets = offsets.remove(&id).unwrap_or_default();
+                entry.note_membership(now);
+                if let Some(t) = empty_since {
+                    entry.empty_since_ms = Some(t);
+                }
+                if !entry.is_vacant() {
+                    table.insert(id, entry);
+                }
+            }
+        }
+        self.partitions.borrow_mut().insert(partition, true);
+        tracing::info!(partition, records, "loaded group coordinator partition");
+    }
+
+    /// The partition of `group_id` if this shard coordinates it and has
+    /// loaded it, or the error Kafka answers.
+    fn ready(&self, shard: &Shard, group_id: &str) -> Result<i32, i16> {
+        let meta = shard.metadata();
+        let Some(topic) = meta.topic(OFFSETS_TOPIC) else {
+            return Err(COORDINATOR_NOT_AVAILABLE);
+        };
+        let p = partition_for(group_id, topic.partitions);
+        if shard.owner(OFFSETS_TOPIC, p) != shard.id {
+            return Err(NOT_COORDINATOR);
+        }
+        match self.partitions.borrow().get(&p) {
+            Some(true) => Ok(p),
+            Some(false) => Err(COORDINATOR_LOAD_IN_PROGRESS),
+            None => Err(NOT_COORDINATOR),
+        }
+    }
+
+    fn next_request(&self) -> RequestId {
+        let r = self.next_request.get();
+        self.next_request.set(r + 1);
+        r
+    }
+
+    pub async fn handle(&self, shard: &Rc<Shard>, call: GroupCall) -> GroupAnswer {
+        let now = now_ms();
+        match call {
+            GroupCall::Join { group_id, request } => {
+                GroupAnswer::Join(self.join(shard, group_id, request, now).await)
+            }
+            GroupCall::Sync { group_id, request } => {
+                GroupAnswer::Sync(self.sync(shard, group_id, request, now).await)
+            }
+            GroupCall::Heartbeat {
+                group_id,
+                member_id,
+                instance,
+                generation,
+            } => GroupAnswer::Code(match self.ready(shard, &group_id) {
+                Err(e) => e,
+                Ok(_) => match self.groups.borrow_mut().get_mut(&group_id) {
+                    None => UNKNOWN_MEMBER_ID,
+                    Some(e) => e
+                        .group
+                        .heartbeat(&member_id, instance.as_deref(), generation, now),
+                },
+            }),
+            GroupCall::Leave { group_id, members } => {
+                self.leave(shard, group_id, members, now).await
+            }
+            GroupCall::Commit(commit) => self.commit(shard, commit, now).await,
+            GroupCall::FetchOffsets { group_id, topics } => {
+                self.fetch_offsets(shard, &group_id, topics)
+            }
+            GroupCall::DeleteOffsets {
+                group_id,
+                partitions,
+            } => self.delete_offsets(shard, group_id, partitions).await,
+            GroupCall::List => GroupAnswer::List(self.list()),
+            GroupCall::Describe(group_id) => {
+                GroupAnswer::Described(self.describe(shard, &group_id))
+            }
+            GroupCall::Delete(group_id) => {
+                GroupAnswer::Code(self.delete(shard, group_id, now).await)
+            }
+        }
+    }
+
+    async fn join(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        mut request: JoinRequest,
+        now: i64,
+    ) -> JoinResponse {
+        if group_id.is_empty() {
+            return join_error(INVALID_GROUP_ID, &request.member_id);
+        }
+        let partition = match self.ready(shard, &group_id) {
+            Ok(p) => p,
+            Err(e) => return join_error(e, &request.member_id),
+        };
+        let (tx, rx) = oneshot::channel();
+        let r = self.next_request();
+        request.request = r;
+        self.joins.borrow_mut().insert(r, tx);
+        let actions = {
+            let mut groups = self.groups.borrow_mut();
+            let entry = groups
+                .entry(group_id.clone())
+                .or_insert_with(|| GroupEntry::new(&group_id, partition, self.config));
+            let actions = entry.group.join(request, now);
+            entry.note_membership(now);
+            if entry.is_vacant() {
+                groups.remove(&group_id);
+            }
+            actions
+        };
+        self.deliver(shard, &group_id, actions, now).await;
+        let answer = rx.await;
+        // A join answered by a later event may leave its id behind.
+        self.joins.borrow_mut().remove(&r);
+        answer.unwrap_or_else(|_| join_error(COORDINATOR_NOT_AVAILABLE, ""))
+    }
+
+    async fn sync(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        mut request: SyncRequest,
+        now: i64,
+    ) -> SyncResponse {
+        if group_id.is_empty() {
+            return sync_error(INVALID_GROUP_ID);
+        }
+        if let Err(e) = self.ready(shard, &group_id) {
+            return sync_error(e);
+        }
+        let (tx, rx) = oneshot::channel();
+        let r = self.next_request();
+        request.request = r;
+        self.syncs.borrow_mut().insert(r, tx);
+        let actions = match self.groups.borrow_mut().get_mut(&group_id) {
+            Some(e) => e.group.sync(request, now),
+            None => vec![Action::Sync(r, sync_error(UNKNOWN_MEMBER_ID))],
+        };
+        self.deliver(shard, &group_id, actions, now).await;
+        let answer = rx.await;
+        self.syncs.borrow_mut().remove(&r);
+        answer.unwrap_or_else(|_| sync_error(COORDINATOR_NOT_AVAILABLE))
+    }
+
+    async fn leave(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        members: Vec<(String, Option<String>)>,
+        now: i64,
+    ) -> GroupAnswer {
+        if let Err(e) = self.ready(shard, &group_id) {
+            return GroupAnswer::Codes(e, vec![e; members.len()]);
+        }
+        let (codes, actions) = match self.groups.borrow_mut().get_mut(&group_id) {
+            Some(e) => {
+                let out = e.group.leave(&members, now);
+                e.note_membership(now);
+                out
+            }
+            None => (vec![UNKNOWN_MEMBER_ID; members.len()], Vec::new()),
+        };
+        self.deliver(shard, &group_id, actions, now).await;
+        GroupAnswer::Codes(NONE, codes)
+    }
+
+    /// Writes what the actions require, then completes the waiting joins
+    /// and syncs. A failed write fails the syncs it was to make durable.
+    async fn deliver(&self, shard: &Rc<Shard>, group_id: &str, actions: Vec<Action>, now: i64) {
+        let mut failed = None;
+        if actions.iter().any(|a| matches!(a, Action::Persist)) {
+            let record = self.groups.borrow().get(group_id).map(|e| {
+                let key = RecordKey::Group {
+                    group: group_id.to_string(),
+                }
+                .encode();
+                (e.partition, key, Some(e.group.to_value(now).encode()))
+            });
+            if let Some((partition, key, value)) = record {
+                if let Err(e) = self.write(shard, partition, vec![(key, value)], now).await {
+                    failed = Some(e);
+                }
+            }
+        }
+        for action in actions {
+            match action {
+                Action::Join(r, response) => {
+                    if let Some(tx) = self.joins.borrow_mut().remove(&r) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Action::Sync(r, mut response) => {
+                    if let Some(e) = failed.filter(|_| response.error_code == NONE) {
+                        response = sync_error(e);
+                    }
+                    if let Some(tx) = self.syncs.borrow_mut().remove(&r) {
+                        let _ = tx.send(response);
+                    }
+                }
+                Action::Persist => {}
+            }
+        }
+    }
+
+    /// Appends records to a partition of `__consumer_offsets`, returning
+    /// once the log's fsync policy covers them.
+    async fn write(
+        &self,
+        shard: &Shard,
+        partition: i32,
+        records: Vec<KeyValue>,
+        now: i64,
+    ) -> Result<(), i16> {
+        let Some(log) = shard.log(&(OFFSETS_TOPIC.to_string(), partition)) else {
+            return Err(NOT_COORDINATOR);
+        };
+        let batch = encode_batch(records, now).map_err(|e| {
+            tracing::error!("encoding a {OFFSETS_TOPIC} batch failed: {e}");
+            UNKNOWN_SERVER_ERROR
+        })?;
+        match log.append(&batch).await {
+            Ok(_) => {
+                shard.appended.notify();
+                Ok(())
+            }
+            Err(storage::StorageError::InvalidBatch(e)) => {
+                tracing::warn!(partition, "{OFFSETS_TOPIC} refused a batch: {e}");
+                Err(INVALID_COMMIT_OFFSET_SIZE)
+            }
+            Err(e) => {
+                tracing::warn!(partition, "writing to {OFFSETS_TOPIC} failed: {e}");
+                Err(COORDINATOR_NOT_AVAILABLE)
+            }
+        }
+    }
+
+    async fn commit(&self, shard: &Rc<Shard>, c: OffsetCommit, now: i64) -> GroupAnswer {
+        let n = c.offsets.len();
+        let partition = match self.ready(shard, &c.group_id) {
+            Ok(p) => p,
+            Err(e) => return GroupAnswer::Codes(e, vec![e; n]),
+        };
+        if c.group_id.is_empty() {
+            return GroupAnswer::Codes(INVALID_GROUP_ID, vec![INVALID_GROUP_ID; n]);
+        }
+        let verdict = match self.groups.borrow().get(&c.group_id) {
+            Some(e) => {
+                e.group
+                    .validate_offset_commit(&c.member_id, c.instance.as_deref(), c.generation)
+            }
+            // A commit from outside group management creates the group.
+            None if c.generation < 0 && c.member_id.is_empty() => NONE,
+            None => ILLEGAL_GENERATION,
+        };
+        if verdict != NONE {
+            return GroupAnswer::Codes(verdict, vec![verdict; n]);
+        }
+        let meta = shard.metadata();
+        let mut codes = Vec::with_capacity(n);
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for (topic, p, offset, leader_epoch, metadata) in c.offsets {
+            let metadata = metadata.unwrap_or_default();
+            let known = meta
+                .topic(&topic)
+                .is_some_and(|t| p >= 0 && p < t.partitions);
+            let code = if !known {
+                UNKNOWN_TOPIC_OR_PARTITION
+            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
+                OFFSET_METADATA_TOO_LARGE
+            } else {
+                NONE
+            };
+            codes.push(code);
+            if code != NONE {
+                continue;
+            }
+            let value = OffsetValue {
+                offset,
+                leader_epoch,
+                metadata,
+                commit_timestamp: now,
+            };
+            let key = RecordKey::Offset {
+                group: c.group_id.clone(),
+                topic: topic.clone(),
+                partition: p,
+            };
+            records.push((key.encode(), Some(value.encode())));
+            accepted.push(((topic, p), value));
+        }
+        if records.is_empty() {
+            return GroupAnswer::Codes(NONE, codes);
+        }
+        if let Err(e) = self.write(shard, partition, records, now).await {
+            for code in codes.iter_mut().filter(|c| **c == NONE) {
+                *code = e;
+            }
+            return GroupAnswer::Codes(NONE, codes);
+        }
+        let mut groups = self.groups.borrow_mut();
+        let entry = groups
+            .entry(c.group_id.clone())
+            .or_insert_with(|| GroupEntry::new(&c.group_id, partition, self.config));
+        for (tp, value) in accepted {
+            entry.offsets.insert(tp, value);
+        }
+        entry.note_membership(now);
+        GroupAnswer::Codes(NONE, codes)
+    }
+
+    fn fetch_offsets(
+        &self,
+        shard: &Shard,
+        group_id: &str,
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    ) -> GroupAnswer {
+        if let Err(e) = self.ready(shard, group_id) {
+            return GroupAnswer::Offsets(e, Vec::new());
+        }
+        let groups = self.groups.borrow();
+        let committed = groups.get(group_id).map(|e| &e.offsets);
+        let found = |topic: &str, partition: i32| {
+            let v = committed.and_then(|o| o.get(&(topic.to_string(), partition)));
+            FetchedOffset {
+                topic: topic.to_string(),
+                partition,
+                offset: v.map_or(-1, |v| v.offset),
+                leader_epoch: v.map_or(-1, |v| v.leader_epoch),
+                metadata: v.map(|v| v.metadata.clone()).unwrap_or_default(),
+                error_code: NONE,
+            }
+        };
+        let out = match topics {
+            Some(topics) => topics
+                .iter()
+                .flat_map(|(t, ps)| ps.iter().map(|p| found(t, *p)))
+                .collect(),
+            None => committed
+                .map(|o| o.keys().map(|(t, p)| found(t, *p)).collect())
+                .unwrap_or_default(),
+        };
+        GroupAnswer::Offsets(NONE, out)
+    }
+
+    async fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        group_id: String,
+        partitions: Vec<(String, i32)>,
+    ) -> GroupAnswer {
+        let n = partitions.len();
+        let partition = match self.ready(shard, &group_id) {
+            Ok(p) => p,
+            Err(e) => return GroupAnswer::Codes(e, vec![e; n]),
+        };
+        let (codes, tombstones) = {
+            let groups = self.groups.borrow();
+            let Some(entry) = groups.get(&group_id) else {
+                return GroupAnswer::Codes(GROUP_ID_NOT_FOUND, vec![NONE; n]);
+            };
+            let g = &entry.group;
+            let subscribed: Option<Vec<String>> = if g.is_empty() {
+                Some(Vec::new())
+            } else if g.protocol_type.as_deref() == Some("consumer") {
+                let protocol = g.protocol_name.clone().unwrap_or_default();
+                let mut topics = Vec::new();
+                for m in g.members() {
+                    topics.extend(subscribed_topics(&m.metadata(&protocol)).unwrap_or_default());
+                }
+                Some(topics)
+            } else {
+                None
+            };
+            let Some(subscribed) = subscribed else {
+                return GroupAnswer::Codes(NON_EMPTY_GROUP, vec![NONE; n]);
+            };
+            let mut codes = Vec::with_capacity(n);
+            let mut tombstones = Vec::new();
+            for (topic, p) in &partitions {
+                if subscribed.contains(topic) {
+                    codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                    continue;
+                }
+                codes.push(NONE);
+                if entry.offsets.contains_key(&(topic.clone(), *p)) {
+                    let key = RecordKey::Offset {
+                        group: group_id.clone(),
+                        topic: topic.clone(),
+                        partition: *p,
+                    };
+                    tombstones.push(((topic.clone(), *p), key.encode()));
+                }
+            }
+            (codes, tombstones)
+        };
+        if !tombstones.is_empty() {
+            let records = tombstones.iter().map(|(_, k)| (k.clone(), None)).collect();
+            if let Err(e) = self.write(shard, partition, records, now_ms()).await {
+                return GroupAnswer::Codes(e, vec![NONE; n]);
+            }
+            if let Some(entry) = self.groups.borrow_mut().get_mut(&group_id) {
+                for (tp, _) in &tombstones {
+                    entry.offsets.remove(tp);
+                }
+            }
+        }
+        GroupAnswer::Codes(NONE, codes)
+    }
+
+    fn list(&self) -> Vec<ListedGroup> {
+        let loaded = self.partitions.borrow();
+        let mut out: Vec<ListedGroup> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, e)| loaded.get(&e.partition) == Some(&true))
+            .map(|(id, e)| ListedGroup {
+                group_id: id.clone(),
+                protocol_type: e.group.protocol_type.clone().unwrap_or_default(),
+                state: state_name(e.group.state),
+            })
+            .collect();
+        out.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+        out
+    }
+
+    fn describe(&self, shard: &Shard, group_id: &str) -> DescribedGroup {
+        if let Err(e) = self.ready(shard, group_id) {
+            return DescribedGroup {
+                error_code: e,
+                state: "",
+                ..DescribedGroup::default()
+            };
+        }
+        let groups = self.groups.borrow();
+        let Some(entry) = groups.get(group_id) else {
+            return DescribedGroup {
+                error_code: NONE,
+                state: "Dead",
+                ..DescribedGroup::default()
+            };
+        };
+        let g = &entry.group;
+        let protocol = g.protocol_name.clone().unwrap_or_default();
+        // Kafka hands out member metadata only once the group is stable.
+        let stable = g.state == GroupState::Stable;
+        DescribedGroup {
+            error_code: NONE,
+            state: state_name(g.state),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members()
+                .map(|m| DescribedMember {
+                    member_id: m.member_id.clone(),
+                    group_instance_id: m.group_instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: if stable {
+                        m.metadata(&protocol)
+                    } else {
+                        Bytes::new()
+                    },
+                    assignment: if stable {
+                        m.assignment.clone()
+                    } else {
+                        Bytes::new()
+                    },
+                })
+                .collect(),
+        }
+    }
+
+    async fn delete(&self, shard: &Rc<Shard>, group_id: String, now: i64) -> i16 {
+        let partition = match self.ready(shard, &group_id) {
+            Ok(p) => p,
+            Err(e) => return e,
+        };
+        let records = {
+            let groups = self.groups.borrow();
+            let Some(entry) = groups.get(&group_id) else {
+                return GROUP_ID_NOT_FOUND;
+            };
+            if !entry.group.is_empty() || entry.group.state == GroupState::Dead {
+                return if entry.group.state == GroupState::Dead {
+                    GROUP_ID_NOT_FOUND
+                } else {
+                    NON_EMPTY_GROUP
+                };
+            }
+            tombstones_of(&group_id, entry)
+        };
+        if let Err(e) = self.write(shard, partition, records, now).await {
+            return e;
+        }
+        let removed = self.groups.borrow_mut().remove(&group_id);
+        if let Some(mut entry) = removed {
+            let actions = entry.group.kill();
+            self.deliver(shard, &group_id, actions, now).await;
+        }
+        NONE
+    }
+
+    /// Session and rebalance timeouts of every group whose time has come.
+    async fn tick(&self, shard: &Rc<Shard>, now: i64) {
+        let due: Vec<String> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, e)| e.group.next_deadline().is_some_and(|d| d <= now))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for group_id in due {
+            let actions = match self.groups.borrow_mut().get_mut(&group_id) {
+                Some(e) => {
+                    let actions = e.group.tick(now);
+                    e.note_membership(now);
+                    actions
+                }
+                None => continue,
+            };
+            self.deliver(shard, &group_id, actions, now).await;
+        }
+    }
+
+    /// Drops the committed offsets of groups empty for longer than the
+    /// retention (of standalone commits: older than it), and the groups
+    /// left with nothing, writing tombstones first.
+    async fn expire_offsets(&self, shard: &Rc<Shard>, retention_ms: i64, now: i64) {
+        let mut work: Vec<(String, i32, Expired, bool)> = Vec::new();
+        for (id, e) in self.groups.borrow().iter() {
+            if !e.group.is_empty() || e.group.has_pending_members() {
+                continue;
+            }
+            let managed = e.group.protocol_type.is_some();
+            let expired: Vec<(String, i32)> = e
+                .offsets
+                .iter()
+                .filter(|(_, v)| {
+                    let base = match (managed, e.empty_since_ms) {
+                        (true, Some(t)) => t,
+                        _ => v.commit_timestamp,
+                    };
+                    base + retention_ms <= now
+                })
+                .map(|(tp, _)| tp.clone())
+                .collect();
+            let drop_group = expired.len() == e.offsets.len();
+            if !expired.is_empty() || (drop_group && e.group.generation_id > 0) {
+                work.push((id.clone(), e.partition, expired, drop_group));
+            }
+        }
+        for (group_id, partition, expired, drop_group) in work {
+            let mut records: Vec<KeyValue> = expired
+                .iter()
+                .map(|(t, p)| {
+                    let key = RecordKey::Offset {
+                        group: group_id.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    };
+                    (key.encode(), None)
+                })
+                .collect();
+            if drop_group {
+                let key = RecordKey::Group {
+                    group: group_id.clone(),
+                };
+                records.push((key.encode(), None));
+            }
+            if let Err(e) = self.write(shard, partition, records, now).await {
+                tracing::warn!(group = %group_id, code = e, "expiring offsets failed");
+                continue;
+            }
+            let mut groups = self.groups.borrow_mut();
+            if drop_group {
+                groups.remove(&group_id);
+            } else if let Some(entry) = groups.get_mut(&group_id) {
+                for tp in &expired {
+                    entry.offsets.remove(tp);
+                }
+            }
+            tracing::info!(group = %group_id, offsets = expired.len(), removed = drop_group, "expired committed offsets");
+        }
+    }
+}
+
+fn tombstones_of(group_id: &str, entry: &GroupEntry) -> Vec<KeyValue> {
+    let mut records: Vec<KeyValue> = entry
+        .offsets
+        .keys()
+        .map(|(t, p)| {
+            let key = RecordKey::Offset {
+                group: group_id.to_string(),
+                topic: t.clone(),
+                partition: *p,
+            };
+            (key.encode(), None)
+        })
+        .collect();
+    let key = RecordKey::Group {
+        group: group_id.to_string(),
+    };
+    records.push((key.encode(), None));
+    records
+}
+
+/// Applies one `__consumer_offsets` record to the state being loaded; the
+/// last record of a key wins, a tombstone deletes.
+fn apply_record(
+    r: &Record,
+    offsets: &mut HashMap<String, BTreeMap<(String, i32), OffsetValue>>,
+    groups: &mut HashMap<String, Option<GroupValue>>,
+) {
+    let Some(key) = r.key.as_ref() else {
+        return;
+    };
+    let key = match RecordKey::decode(key) {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::warn!(offset = r.offset, "skipping a {OFFSETS_TOPIC} record: {e}");
+            return;
+        }
+    };
+    match key {
+        RecordKey::Offset {
+            group,
+            topic,
+            partition,
+        } => {
+            let value = r.value.as_ref().map(|v| OffsetValue::decode(v));
+            let table = offsets.entry(group).or_default();
+            match value {
+                None => {
+                    table.remove(&(topic, partition));
+                }
+                Some(Ok(v)) => {
+                    table.insert((topic, partition), v);
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(offset = r.offset, "skipping an offset record: {e}")
+                }
+            }
+        }
+        RecordKey::Group { group } => match r.value.as_ref().map(|v| GroupValue::decode(v)) {
+            None => {
+                groups.insert(group.clone(), None);
+                offsets.remove(&group);
+            }
+            Some(Ok(v)) => {
+                groups.insert(group, Some(v));
+            }
+            Some(Err(e)) => tracing::warn!(offset = r.offset, "skipping a group record: {e}"),
+        },
+    }
+}
+
+/// One uncompressed record batch of keyed records (offsets from 0: the
+/// log assigns the real ones).
+fn encode_batch(records: Vec<KeyValue>, now: i64) -> Result<Bytes, String> {
+    let records: Vec<Record> = records
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch wherever offset - sequence
+            // changes; this keeps every record in one batch whose base
+            // sequence is -1 (no producer).
+            sequence: i as i32 - 1,
+            timestamp: now,
+            key: Some(key),
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
+/// The topics of a consumer protocol subscription (any version: they all
+/// start with the version and the topic array), or `None` if malformed.
+pub fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
+    let mut b = metadata;
+    if b.remaining() < 6 {
+        return None;
+    }
+    let _version = b.get_i16();
+    let count = b.get_i32();
+    if count < 0 || count as usize > b.remaining() / 2 {
+        return None;
+    }
+    let mut topics = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        if b.remaining() < 2 {
+            return None;
+        }
+        let len = usize::try_from(b.get_i16()).ok()?;
+        if b.remaining() < len {
+            return None;
+        }
+        topics.push(String::from_utf8(b[..len].to_vec()).ok()?);
+        b.advance(len);
+    }
+    Some(topics)
+}
+
+/// The coordinator's clock: group timers every `TICK`, offset expiry every
+/// `offsets_retention_check_interval_ms`, until shutdown.
+async fn run_timers(shard: Rc<Shard>) {
+    let check_every = shard.config.offsets_retention_check_interval_ms as i64;
+    let retention = shard.config.offsets_retention_ms;
+    let mut next_expiry = now_ms() + check_every;
+    loop {
+        let woke = future::or(
+            async {
+                glommio::timer::sleep(TICK).await;
+                true
+            },
+            async {
+                shard.stopped().await;
+                false
+            },
+        )
+        .await;
+        if !woke {
+            return;
+        }
+        let now = now_ms();
+        shard.coordinator.tick(&shard, now).await;
+        if now >= next_expiry {
+            next_expiry = now + check_every;
+            shard
+                .coordinator
+                .expire_offsets(&shard, retention, now)
+                .await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_are_read_without_trusting_counts() {
+        let mut b = vec![0, 1, 0, 0, 0, 2, 0, 1, b'a', 0, 2, b'b', b'c'];
+        assert_eq!(
+            subscribed_topics(&b),
+            Some(vec!["a".to_string(), "bc".to_string()])
+        );
+        b[5] = 99;
+        assert_eq!(subscribed_topics(&b), None);
+        assert_eq!(subscribed_topics(&[0xff; 3]), None);
+    }
+
+    #[test]
+    fn batches_decode_back_to_their_records() {
+        let key = RecordKey::Group { group: "g".into() }.encode();
+        let value = Bytes::from_static(b"v");
+        let records = vec![
+            (key.clone(), None),
+            (key.clone(), Some(value.clone())),
+            (key.clone(), None),
+        ];
+        let batch = encode_batch(records, 5).expect("encode");
+        let header = storage::batch::validate(&batch).expect("one valid batch");
+        assert_eq!(header.base_sequence, -1);
+        let mut buf = batch;
+        let set = RecordBatchDecoder::decode(&mut buf).expect("decode");
+        assert!(buf.is_empty(), "everything in one batch");
+        assert_eq!(set.records.len(), 3);
+        assert_eq!(set.records[0].key.as_ref(), Some(&key));
+        assert_eq!(set.records[0].value, None);
+        assert_eq!(set.records[1].value, Some(value));
+    }
+}

@@ -1,0 +1,77 @@
+//! OffsetCommit (v2–v9): a group's progress, stored in `__consumer_offsets`
+//! and acknowledged once the log's fsync policy covers it.
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
+use net::RequestFrame;
+
+use super::groups;
+use super::{respond, HandlerError, Reply};
+use crate::group::coordinator::{GroupAnswer, GroupCall, OffsetCommit};
+use crate::group::errors::UNKNOWN_SERVER_ERROR;
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: &RequestFrame,
+    request: OffsetCommitRequest,
+) -> Result<Reply, HandlerError> {
+    let group_id = request.group_id.to_string();
+    let offsets: Vec<(String, i32, i64, i32, Option<String>)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions.iter().map(|p| {
+                (
+                    t.name.to_string(),
+                    p.partition_index,
+                    p.committed_offset,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_ref().map(|m| m.to_string()),
+                )
+            })
+        })
+        .collect();
+    let n = offsets.len();
+    let call = GroupCall::Commit(OffsetCommit {
+        group_id: group_id.clone(),
+        member_id: request.member_id.to_string(),
+        instance: request.group_instance_id.as_ref().map(|s| s.to_string()),
+        generation: request.generation_id_or_member_epoch,
+        offsets,
+    });
+    let codes = match groups::call(shard, &group_id, call).await {
+        // A group-level refusal applies to every partition.
+        Ok(GroupAnswer::Codes(top, codes)) if top != 0 => vec![top; codes.len()],
+        Ok(GroupAnswer::Codes(_, codes)) => codes,
+        Ok(_) => vec![UNKNOWN_SERVER_ERROR; n],
+        Err(code) => vec![code; n],
+    };
+    let mut codes = codes.into_iter();
+    let mut response = OffsetCommitResponse::default();
+    response.topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            let mut rt = OffsetCommitResponseTopic::default();
+            rt.name = t.name.clone();
+            rt.topic_id = t.topic_id;
+            rt.partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut rp = OffsetCommitResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = codes.next().unwrap_or(UNKNOWN_SERVER_ERROR);
+                    rp
+                })
+                .collect();
+            rt
+        })
+        .collect();
+    respond(frame, &response)
+}

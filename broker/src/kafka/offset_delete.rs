@@ -1,0 +1,68 @@
+//! OffsetDelete (v0): removes a group's committed offsets for partitions it
+//! no longer consumes (GROUP_SUBSCRIBED_TO_TOPIC while it still does).
+
+use std::rc::Rc;
+
+use kafka_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use kafka_protocol::messages::{OffsetDeleteRequest, OffsetDeleteResponse};
+use net::RequestFrame;
+
+use super::groups;
+use super::{respond, HandlerError, Reply};
+use crate::group::coordinator::{GroupAnswer, GroupCall};
+use crate::group::errors::UNKNOWN_SERVER_ERROR;
+use crate::shard::Shard;
+
+pub async fn handle(
+    shard: &Rc<Shard>,
+    frame: &RequestFrame,
+    request: OffsetDeleteRequest,
+) -> Result<Reply, HandlerError> {
+    let group_id = request.group_id.to_string();
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.to_string(), p.partition_index))
+        })
+        .collect();
+    let n = partitions.len();
+    let call = GroupCall::DeleteOffsets {
+        group_id: group_id.clone(),
+        partitions,
+    };
+    let (top, codes) = match groups::call(shard, &group_id, call).await {
+        Ok(GroupAnswer::Codes(top, codes)) => (top, codes),
+        Ok(_) => (UNKNOWN_SERVER_ERROR, vec![0; n]),
+        Err(code) => (code, vec![0; n]),
+    };
+    let mut response = OffsetDeleteResponse::default();
+    response.error_code = top;
+    if top == 0 {
+        let mut codes = codes.into_iter();
+        response.topics = request
+            .topics
+            .iter()
+            .map(|t| {
+                let mut rt = OffsetDeleteResponseTopic::default();
+                rt.name = t.name.clone();
+                rt.partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let mut rp = OffsetDeleteResponsePartition::default();
+                        rp.partition_index = p.partition_index;
+                        rp.error_code = codes.next().unwrap_or(UNKNOWN_SERVER_ERROR);
+                        rp
+                    })
+                    .collect();
+                rt
+            })
+            .collect();
+    }
+    respond(frame, &response)
+}
