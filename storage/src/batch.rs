@@ -48,6 +48,8 @@ pub enum BatchError {
     TooLarge { len: usize, limit: usize },
     #[error("record {index} is malformed: {reason}")]
     MalformedRecord { index: i32, reason: &'static str },
+    #[error("compacted topic cannot accept message without key (record {index})")]
+    NullKey { index: i32 },
 }
 
 /// The two Kafka error families a refused batch belongs to.
@@ -73,7 +75,8 @@ impl BatchError {
             BatchError::TooLarge { .. } => BatchErrorKind::TooLarge,
             BatchError::CountMismatch { .. }
             | BatchError::Empty
-            | BatchError::MalformedRecord { .. } => BatchErrorKind::Invalid,
+            | BatchError::MalformedRecord { .. }
+            | BatchError::NullKey { .. } => BatchErrorKind::Invalid,
         }
     }
 }
@@ -195,8 +198,27 @@ pub fn parse_header(b: &[u8]) -> Result<BatchHeader, BatchError> {
 
 /// Checks that `b` is exactly one intact v2 batch: length, magic, CRC-32C
 /// over attributes..end, and a record count that agrees with
-/// lastOffsetDelta.
+/// lastOffsetDelta. This is the produce-time check.
 pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
+    let header = validate_stored(b)?;
+    if header.records_count <= 0 {
+        return Err(BatchError::Empty);
+    }
+    if header.records_count != header.last_offset_delta + 1 {
+        return Err(BatchError::CountMismatch {
+            count: header.records_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
+    Ok(header)
+}
+
+/// The check for batches already in the log: as [`validate`], except that
+/// a batch the log cleaner filtered may hold fewer records than its offset
+/// range (`0 ≤ recordsCount ≤ lastOffsetDelta + 1`): it keeps its base
+/// offset and lastOffsetDelta so that offsets and producer sequences stay
+/// what they were, as Kafka's cleaner does.
+pub fn validate_stored(b: &[u8]) -> Result<BatchHeader, BatchError> {
     let header = parse_header(b)?;
     let magic = b[OFFSET_MAGIC] as i8;
     if magic != 2 {
@@ -212,10 +234,10 @@ pub fn validate(b: &[u8]) -> Result<BatchHeader, BatchError> {
     if expected != actual {
         return Err(BatchError::CrcMismatch { expected, actual });
     }
-    if header.records_count <= 0 {
-        return Err(BatchError::Empty);
-    }
-    if header.last_offset_delta < 0 || header.records_count != header.last_offset_delta + 1 {
+    if header.last_offset_delta < 0
+        || header.records_count < 0
+        || header.records_count > header.last_offset_delta + 1
+    {
         return Err(BatchError::CountMismatch {
             count: header.records_count,
             last_offset_delta: header.last_offset_delta,

@@ -1,5 +1,5 @@
-//! Per-log configuration: segment sizing, retention, indexes, the fsync
-//! policy and the tail cache, with `validate()` rejecting nonsense.
+//! Per-log configuration: segment sizing, retention and compaction, indexes,
+//! the fsync policy and the tail cache, with `validate()` rejecting nonsense.
 
 use std::time::Duration;
 
@@ -43,6 +43,55 @@ impl FsyncPolicy {
     }
 }
 
+/// `cleanup.policy`: what happens to old segments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CleanupPolicy {
+    /// Segments past `retention.ms` / `retention.bytes` are deleted.
+    #[default]
+    Delete,
+    /// Only the latest record of each key is kept; retention deletes nothing.
+    Compact,
+    /// Both: compaction, and retention deletes old segments.
+    CompactDelete,
+}
+
+impl CleanupPolicy {
+    /// Parses Kafka's list syntax: `delete`, `compact`, `compact,delete`
+    /// (in either order, spaces allowed).
+    pub fn parse(value: &str) -> Option<CleanupPolicy> {
+        let (mut compact, mut delete) = (false, false);
+        for item in value.split(',').map(str::trim) {
+            match item {
+                "compact" => compact = true,
+                "delete" => delete = true,
+                _ => return None,
+            }
+        }
+        match (compact, delete) {
+            (true, true) => Some(CleanupPolicy::CompactDelete),
+            (true, false) => Some(CleanupPolicy::Compact),
+            (false, true) => Some(CleanupPolicy::Delete),
+            (false, false) => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            CleanupPolicy::Delete => "delete",
+            CleanupPolicy::Compact => "compact",
+            CleanupPolicy::CompactDelete => "compact,delete",
+        }
+    }
+
+    pub fn compacts(&self) -> bool {
+        matches!(self, CleanupPolicy::Compact | CleanupPolicy::CompactDelete)
+    }
+
+    pub fn deletes(&self) -> bool {
+        matches!(self, CleanupPolicy::Delete | CleanupPolicy::CompactDelete)
+    }
+}
+
 /// A configuration value that cannot be used, named for the operator.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid value {value} for {key}: {allowed}")]
@@ -52,7 +101,7 @@ pub struct ConfigError {
     pub allowed: &'static str,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll the active segment once it would exceed this.
     pub segment_bytes: u64,
@@ -71,6 +120,17 @@ pub struct LogConfig {
     pub fsync: FsyncPolicy,
     /// Bytes of recently appended batches kept in memory for tailing readers.
     pub tail_cache_bytes: usize,
+    /// `cleanup.policy`.
+    pub cleanup_policy: CleanupPolicy,
+    /// `delete.retention.ms`: how long a tombstone survives compaction,
+    /// counted from the newest timestamp of the segment that holds it.
+    pub delete_retention_ms: u64,
+    /// `min.compaction.lag.ms`: a sealed segment whose newest record is
+    /// younger than this is not compacted yet.
+    pub min_compaction_lag_ms: u64,
+    /// `min.cleanable.dirty.ratio`: compact once this fraction of the
+    /// compactable bytes has not been cleaned yet.
+    pub min_cleanable_dirty_ratio: f64,
 }
 
 pub const SEGMENT_BYTES_MIN: u64 = 14;
@@ -88,6 +148,10 @@ impl Default for LogConfig {
             max_batch_bytes: 1_048_588,
             fsync: FsyncPolicy::Never,
             tail_cache_bytes: 1 << 20,
+            cleanup_policy: CleanupPolicy::Delete,
+            delete_retention_ms: 86_400_000,
+            min_compaction_lag_ms: 0,
+            min_cleanable_dirty_ratio: 0.5,
         }
     }
 }
@@ -120,6 +184,13 @@ impl LogConfig {
                 key: "max.message.bytes",
                 value: self.max_batch_bytes.to_string(),
                 allowed: "at least 61 (one record batch header)",
+            });
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(ConfigError {
+                key: "min.cleanable.dirty.ratio",
+                value: self.min_cleanable_dirty_ratio.to_string(),
+                allowed: "between 0 and 1",
             });
         }
         if let FsyncPolicy::Interval {
@@ -162,5 +233,15 @@ mod tests {
             Some(FsyncPolicy::Always)
         );
         assert_eq!(FsyncPolicy::parse("sometimes", 0, 0), None);
+        assert_eq!(
+            CleanupPolicy::parse("delete, compact"),
+            Some(CleanupPolicy::CompactDelete)
+        );
+        assert_eq!(
+            CleanupPolicy::parse("compact"),
+            Some(CleanupPolicy::Compact)
+        );
+        assert_eq!(CleanupPolicy::parse("compress"), None);
+        assert_eq!(CleanupPolicy::parse(""), None);
     }
 }

@@ -36,6 +36,10 @@ pub struct Faults {
     disk_bytes_left: Cell<Option<u64>>,
     /// Fail every fdatasync with EIO while set.
     fail_sync: Cell<bool>,
+    /// Stop a cleaning pass (as a crash would) when it reaches this step of
+    /// its write-and-swap protocol; see `compact.rs`.
+    cleaner_stop_at: Cell<Option<u32>>,
+    cleaner_steps: Cell<u32>,
 }
 
 impl Faults {
@@ -49,6 +53,21 @@ impl Faults {
 
     pub fn set_fail_sync(&self, fail: bool) {
         self.fail_sync.set(fail);
+    }
+
+    /// Makes the next cleaning pass stop dead at its `step`-th crash point
+    /// (counted from 0 over the whole pass), leaving the files as a crash
+    /// there would. `None` lets passes finish.
+    pub fn set_cleaner_stop_at(&self, step: Option<u32>) {
+        self.cleaner_stop_at.set(step);
+        self.cleaner_steps.set(0);
+    }
+
+    /// Counts one cleaner crash point; true when the pass must stop here.
+    pub(crate) fn cleaner_must_stop(&self) -> bool {
+        let n = self.cleaner_steps.get();
+        self.cleaner_steps.set(n + 1);
+        self.cleaner_stop_at.get() == Some(n)
     }
 
     /// How much of a `len`-byte write fits; `None` when all of it does.
@@ -279,6 +298,60 @@ pub(crate) async fn write_atomic(path: &Path, contents: Vec<u8>) -> Result<()> {
     })
     .await
     .map_err(|e| StorageError::io("write", shown, e))
+}
+
+/// Appends `bytes` to `path`, creating it, with ordinary buffered writes:
+/// the cleaner builds whole new segment files this way and fsyncs them
+/// once at the end with [`sync_file`].
+pub(crate) async fn append_file(path: &Path, bytes: Vec<u8>) -> Result<()> {
+    let owned = path.to_path_buf();
+    blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(owned)?;
+        f.write_all(&bytes)
+    })
+    .await
+    .map_err(|e| StorageError::io("write", path, e))
+}
+
+/// Creates `path` empty (truncating what was there).
+pub(crate) async fn create_empty(path: &Path) -> Result<()> {
+    let owned = path.to_path_buf();
+    blocking(move || std::fs::File::create(owned).map(drop))
+        .await
+        .map_err(|e| StorageError::io("create", path, e))
+}
+
+/// Writes `contents` to `path` and fsyncs it (no rename: the caller owns
+/// the naming protocol).
+pub(crate) async fn write_synced(path: &Path, contents: Vec<u8>) -> Result<()> {
+    let owned = path.to_path_buf();
+    blocking(move || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(owned)?;
+        f.write_all(&contents)?;
+        f.sync_all()
+    })
+    .await
+    .map_err(|e| StorageError::io("write", path, e))
+}
+
+pub(crate) async fn sync_file(path: &Path) -> Result<()> {
+    let owned = path.to_path_buf();
+    blocking(move || std::fs::File::open(owned)?.sync_all())
+        .await
+        .map_err(|e| StorageError::io("fsync", path, e))
+}
+
+/// Renames `from` to `to`, replacing `to` atomically.
+pub(crate) async fn rename(from: &Path, to: &Path) -> Result<()> {
+    let (a, b) = (from.to_path_buf(), to.to_path_buf());
+    blocking(move || std::fs::rename(a, b))
+        .await
+        .map_err(|e| StorageError::io("rename", from, e))
 }
 
 /// Reads a small file; `None` when it does not exist.

@@ -2,10 +2,12 @@
 //! of segments written with direct I/O through glommio (io_uring), with
 //! sparse offset and time indexes, a tail cache, fsync policies with group
 //! commit, crash recovery, retention and truncation. It knows nothing of
-//! Kafka requests, shards or the cluster; the broker composes it.
+//! Kafka requests, shards or the cluster; the broker composes it. Log
+//! compaction (`compact.rs`) rewrites sealed segments in the background.
 
 pub mod batch;
 mod cache;
+mod compact;
 pub mod config;
 mod error;
 mod file;
@@ -14,12 +16,14 @@ mod index;
 mod log;
 mod maintenance;
 pub mod producer;
+mod records;
 mod recovery;
 mod segment;
 pub mod testing;
 
 pub use cache::CacheBudget;
-pub use config::{ConfigError, FsyncPolicy, LogConfig};
+pub use compact::CompactionOutcome;
+pub use config::{CleanupPolicy, ConfigError, FsyncPolicy, LogConfig};
 pub use error::StorageError;
 pub use file::{probe_direct_io, Faults, BLOCK_BYTES};
 pub use log::{AppendInfo, LogStats, PartitionLog, ReadBatches, TimestampOffset};

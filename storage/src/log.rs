@@ -111,6 +111,10 @@ pub(crate) struct State {
     pub producers: ProducerTable,
     /// `producer.id.expiration.ms`.
     pub producer_expiration_ms: i64,
+    /// Sealed segments below this offset were compacted by the last
+    /// cleaning pass (Kafka's first dirty offset). Kept in memory only: after
+    /// a restart the whole log counts as dirty and is cleaned once.
+    pub cleaned_end: i64,
 }
 
 /// Counters of the work a log did, for metrics and benchmarks.
@@ -127,7 +131,14 @@ pub(crate) struct Inner {
     /// Appends hold it shared while assigning offsets; truncation,
     /// deletion and close hold it exclusively.
     pub gate: RwLock<()>,
+    /// Held exclusively by whatever replaces or removes sealed segments
+    /// (cleaning, retention, DeleteRecords, truncation, close), so that a
+    /// cleaning pass never races them. Appends and reads never take it.
+    pub segments_lock: RwLock<()>,
 }
+
+/// How often a read retries when a cleaner swap happened under it.
+const READ_SWAP_RETRIES_MAX: u32 = 100;
 
 /// The log of one partition replica. Cheap to clone (shared handle); not
 /// `Send`: it lives on the shard that owns the partition.
@@ -207,6 +218,7 @@ impl PartitionLog {
             inner: Rc::new(Inner {
                 state: RefCell::new(state),
                 gate: RwLock::new(()),
+                segments_lock: RwLock::new(()),
             }),
         })
     }
@@ -226,6 +238,9 @@ impl PartitionLog {
             st.check_open()?;
             if let Some(e) = &st.failed {
                 return Err(e.clone());
+            }
+            if st.config.cleanup_policy.compacts() && !header.is_control() {
+                crate::records::check_keys(batch_bytes, &header)?;
             }
             let limit = st.config.max_batch_bytes as usize;
             if header.size > limit {
@@ -322,51 +337,92 @@ impl PartitionLog {
         }
     }
 
-    /// Reads whole batches starting with the one that holds `offset`, up to
+    /// Reads whole batches starting with the one that holds `offset` (or,
+    /// when compaction removed it, the first batch after it), up to
     /// `max_bytes` (at least one batch when any is readable).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadBatches> {
-        let (seg_index, position, limit, end, start) = {
-            let st = self.inner.state.borrow();
-            st.check_open()?;
-            if offset < st.log_start_offset || offset > st.readable_end {
-                return Err(st.out_of_range(offset));
-            }
-            let mut out = ReadBatches {
-                chunks: Vec::new(),
-                log_end_offset: st.readable_end,
-                log_start_offset: st.log_start_offset,
+        let mut retries = 0;
+        // Set when the segment holding `offset` has nothing at or after it
+        // (the cleaner emptied its end): the read continues in the next one.
+        let mut from_segment: Option<i64> = None;
+        loop {
+            let (seg_index, position, limit, end, start, version) = {
+                let st = self.inner.state.borrow();
+                st.check_open()?;
+                if offset < st.log_start_offset || offset > st.readable_end {
+                    return Err(st.out_of_range(offset));
+                }
+                let mut out = ReadBatches {
+                    chunks: Vec::new(),
+                    log_end_offset: st.readable_end,
+                    log_start_offset: st.log_start_offset,
+                };
+                if offset == st.readable_end {
+                    return Ok(out);
+                }
+                let from = from_segment.unwrap_or(offset);
+                if let Some(chunks) = st.cache.read(from, st.readable_end, max_bytes) {
+                    out.chunks = chunks;
+                    return Ok(out);
+                }
+                let i = st.segment_for(from);
+                let seg = &st.segments[i];
+                let position = seg.index.position_floor(seg.relative(from));
+                (
+                    i,
+                    u64::from(position),
+                    seg.written_size,
+                    st.readable_end,
+                    st.log_start_offset,
+                    seg_version(seg),
+                )
             };
-            if offset == st.readable_end {
-                return Ok(out);
+            let file = self.file_for(seg_index).await?;
+            let got = read_batches(&file, position, limit, offset, end, max_bytes).await;
+            let (now, next_base) = {
+                let st = self.inner.state.borrow();
+                let now = st.segments.get(seg_index).and_then(seg_version);
+                let next = st
+                    .segments
+                    .get(seg_index + 1)
+                    .map(|s| s.base_offset)
+                    .filter(|b| *b < end);
+                (now, next)
+            };
+            if version.is_none() || now != version {
+                // A cleaner swap ran under this read: its position may
+                // belong to the other file. Read again once it is done.
+                retries += 1;
+                if retries > READ_SWAP_RETRIES_MAX {
+                    return Err(StorageError::Io {
+                        op: "read",
+                        path: file.path().to_path_buf(),
+                        message: "the segment was replaced under every attempt".into(),
+                        errno: None,
+                    });
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                continue;
             }
-            if let Some(chunks) = st.cache.read(offset, st.readable_end, max_bytes) {
-                out.chunks = chunks;
-                return Ok(out);
+            let chunks = got?;
+            if chunks.is_empty() {
+                if let Some(next) = next_base {
+                    from_segment = Some(next);
+                    continue;
+                }
             }
-            let i = st.segment_for(offset);
-            let seg = &st.segments[i];
-            let position = seg.index.position_floor(seg.relative(offset));
-            (
-                i,
-                u64::from(position),
-                seg.written_size,
-                st.readable_end,
-                st.log_start_offset,
-            )
-        };
-        let file = self.file_for(seg_index).await?;
-        let chunks = read_batches(&file, position, limit, offset, end, max_bytes).await?;
-        Ok(ReadBatches {
-            chunks,
-            log_end_offset: end,
-            log_start_offset: start,
-        })
+            return Ok(ReadBatches {
+                chunks,
+                log_end_offset: end,
+                log_start_offset: start,
+            });
+        }
     }
 
     /// A handle to the file of segment `i`, opening it if needed. The
     /// writer's handle is shared; one sealed handle is kept per log.
     pub(crate) async fn file_for(&self, i: usize) -> Result<SegmentFile> {
-        let (base, path, faults) = {
+        let (base, path, faults, version) = {
             let st = self.inner.state.borrow();
             let seg = &st.segments[i];
             if st.writer.segment_base == seg.base_offset {
@@ -379,7 +435,12 @@ impl PartitionLog {
                     return Ok(f.share());
                 }
             }
-            (seg.base_offset, seg.path.clone(), st.faults.clone())
+            (
+                seg.base_offset,
+                seg.path.clone(),
+                st.faults.clone(),
+                seg_version(seg),
+            )
         };
         let file = SegmentFile::open(&path, faults).await?;
         let mut st = self.inner.state.borrow_mut();
@@ -388,7 +449,13 @@ impl PartitionLog {
                 st.writer.file = Some(file.share());
             }
         } else {
-            st.sealed_reader = Some((base, file.share()));
+            // Kept only if no cleaner swap ran while it opened: the handle
+            // could be the replaced file.
+            let i = st.segment_for(base);
+            let same = st.segments.get(i).and_then(seg_version) == version && version.is_some();
+            if same {
+                st.sealed_reader = Some((base, file.share()));
+            }
         }
         Ok(file)
     }
@@ -435,6 +502,12 @@ impl PartitionLog {
             .iter()
             .map(|s| s.size)
             .sum()
+    }
+
+    /// Base offsets of the segments, oldest first (the last is active).
+    pub fn segment_bases(&self) -> Vec<i64> {
+        let st = self.inner.state.borrow();
+        st.segments.iter().map(|s| s.base_offset).collect()
     }
 
     pub fn segment_count(&self) -> usize {
@@ -539,7 +612,27 @@ impl PartitionLog {
         ts: i64,
         exact: bool,
     ) -> Result<Option<TimestampOffset>> {
-        let (position, end, base, end_offset) = {
+        let mut retries = 0;
+        loop {
+            let (hit, stale) = self.find_in_segment_once(i, from, ts, exact).await?;
+            if !stale || retries >= READ_SWAP_RETRIES_MAX {
+                return Ok(hit);
+            }
+            retries += 1;
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// One attempt of `find_in_segment`; also says whether a cleaner swap
+    /// ran under it (then the answer may come from the wrong file).
+    async fn find_in_segment_once(
+        &self,
+        i: usize,
+        from: i64,
+        ts: i64,
+        exact: bool,
+    ) -> Result<(Option<TimestampOffset>, bool)> {
+        let (position, end, base, end_offset, version) = {
             let st = self.inner.state.borrow();
             let seg = &st.segments[i];
             let pos = seg
@@ -550,6 +643,7 @@ impl PartitionLog {
                 seg.written_size,
                 seg.base_offset,
                 st.readable_end,
+                seg_version(seg),
             )
         };
         let file = self.file_for(i).await?;
@@ -577,7 +671,20 @@ impl PartitionLog {
                 }));
             false
         })
-        .await?;
+        .await;
+        let stale = version.is_none()
+            || self
+                .inner
+                .state
+                .borrow()
+                .segments
+                .get(i)
+                .and_then(seg_version)
+                != version;
+        if stale {
+            return Ok((None, true));
+        }
+        let scan_end = scan_end?;
         if hit.is_none() {
             if let Some(why) = scan_end.damage {
                 if scan_end.position < end {
@@ -589,7 +696,7 @@ impl PartitionLog {
                 }
             }
         }
-        Ok(hit)
+        Ok((hit, false))
     }
 
     /// Makes everything written so far durable, whatever the policy.
@@ -617,6 +724,13 @@ impl PartitionLog {
         let _gate = self
             .inner
             .gate
+            .write()
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        // A cleaning pass in progress finishes its segment swaps first.
+        let _segments = self
+            .inner
+            .segments_lock
             .write()
             .await
             .map_err(|_| StorageError::Closed)?;
@@ -657,6 +771,12 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// What identifies the file contents a segment's index describes: `None`
+/// while a cleaner swap is renaming its files.
+pub(crate) fn seg_version(seg: &Segment) -> Option<(i64, u64)> {
+    (!seg.swapping).then_some((seg.base_offset, seg.generation))
 }
 
 pub(crate) fn file_path(seg: &Segment) -> PathBuf {
@@ -707,7 +827,7 @@ async fn read_batches(
                     if whole.len() < size {
                         return Err(corrupt(file, position, "short read"));
                     }
-                    let header = batch::validate(&whole)
+                    let header = batch::validate_stored(&whole)
                         .map_err(|e| corrupt(file, position, &e.to_string()))?;
                     if header.base_offset >= end_offset {
                         break 'windows;
@@ -725,7 +845,7 @@ async fn read_batches(
                 break;
             }
             let bytes = &window[at..at + size];
-            let header = batch::validate(bytes)
+            let header = batch::validate_stored(bytes)
                 .map_err(|e| corrupt(file, position + at as u64, &e.to_string()))?;
             if header.base_offset >= end_offset {
                 if let Some(s) = first_in_window {

@@ -179,6 +179,12 @@ impl PartitionLog {
     /// and deletes segments now wholly below it. `offset` may not pass the
     /// readable end. Returns the new log start offset.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64> {
+        let _segments = self
+            .inner
+            .segments_lock
+            .write()
+            .await
+            .map_err(|_| StorageError::Closed)?;
         {
             let mut st = self.inner.state.borrow_mut();
             st.check_open()?;
@@ -197,9 +203,17 @@ impl PartitionLog {
     }
 
     /// Deletes sealed segments older than `retention.ms` (by their newest
-    /// timestamp) or beyond `retention.bytes` (oldest first). The active
-    /// segment is never deleted.
+    /// timestamp) or beyond `retention.bytes` (oldest first), when the
+    /// cleanup policy includes `delete`. The active segment is never
+    /// deleted. Idempotent producers past their expiration are forgotten
+    /// whatever the policy.
     pub async fn enforce_retention(&self) -> Result<RetentionOutcome> {
+        let _segments = self
+            .inner
+            .segments_lock
+            .write()
+            .await
+            .map_err(|_| StorageError::Closed)?;
         let now = now_ms();
         {
             let mut st = self.inner.state.borrow_mut();
@@ -212,12 +226,16 @@ impl PartitionLog {
             let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
             let mut count = 0;
             let mut bytes = 0;
+            let deletes = st.config.cleanup_policy.deletes();
             for seg in &st.segments[..st.segments.len() - 1] {
-                if !seg.sealed {
+                if !seg.sealed || !deletes {
                     break;
                 }
+                // A segment the cleaner emptied has no timestamp left; it
+                // must not hold back the older-than-retention ones after it.
+                let emptied = seg.size == 0;
                 let expired = st.config.retention_ms.is_some_and(|ms| {
-                    seg.max_timestamp >= 0 && seg.max_timestamp < now - ms as i64
+                    emptied || (seg.max_timestamp >= 0 && seg.max_timestamp < now - ms as i64)
                 });
                 let oversize = st
                     .config
@@ -254,6 +272,12 @@ impl PartitionLog {
         let _gate = self
             .inner
             .gate
+            .write()
+            .await
+            .map_err(|_| StorageError::Closed)?;
+        let _segments = self
+            .inner
+            .segments_lock
             .write()
             .await
             .map_err(|_| StorageError::Closed)?;

@@ -2,7 +2,8 @@
 //! what may not have reached the disk whole. Segments below the recovery
 //! point were sealed and synced: a valid index is trusted and only the part
 //! after its last entry is read. From the recovery point on, every batch is
-//! validated and the log is cut at the first torn or corrupt one.
+//! validated and the log is cut at the first torn or corrupt one. A
+//! compaction swap cut short by a crash is finished or undone first.
 
 use std::collections::VecDeque;
 use std::path::Path;
@@ -37,8 +38,11 @@ pub(crate) async fn recover(
             recovery_point: 0,
         },
     };
-    let mut bases: Vec<i64> = file::list_dir(dir)
-        .await?
+    let mut names = file::list_dir(dir).await?;
+    if crate::compact::finish_interrupted_swaps(dir, &names).await? {
+        names = file::list_dir(dir).await?;
+    }
+    let mut bases: Vec<i64> = names
         .iter()
         .filter_map(|n| segment::parse_log_file_name(n))
         .collect();
@@ -157,6 +161,12 @@ pub(crate) async fn recover(
                 seg.sealed = false;
             }
         }
+        if let Some(n) = next_base.filter(|n| trusted && !stop && *n > seg.next_offset) {
+            // The cleaner (which only rewrites segments below the recovery
+            // point) dropped this segment's last batches: the offsets up to
+            // the next segment are a gap, not a loss.
+            seg.next_offset = n;
+        }
         if !stop && next_base.is_some_and(|n| n != seg.next_offset) && !trusted {
             tracing::warn!(segment = %seg.path.display(), "next segment does not continue this one; dropping what follows");
             stop = true;
@@ -230,6 +240,7 @@ pub(crate) async fn recover(
         stats: LogStats::default(),
         producers,
         producer_expiration_ms: PRODUCER_ID_EXPIRATION_MS,
+        cleaned_end: i64::MIN,
         config,
     };
     let mut state = state;

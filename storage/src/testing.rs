@@ -1,6 +1,7 @@
-//! Builders of valid, uncompressed v2 batches for tests, crash drivers and
-//! benchmarks. Real producers' batches (compressed, with headers) come from
-//! Kafka clients in the end-to-end tests; these only need to be valid.
+//! Builders of valid v2 batches for tests, crash drivers and benchmarks:
+//! uncompressed value-only batches, and keyed batches (any codec, optionally
+//! idempotent) for compaction. Real producers' batches come from Kafka
+//! clients in the end-to-end tests; these only need to be valid.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -64,6 +65,76 @@ where
     b.put_i32(-1); // baseSequence
     b.put_i32(count);
     b.put_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}
+
+/// One record of [`keyed_batch`]: `None` key or value is Kafka's null.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+fn put_bytes(out: &mut BytesMut, b: &Option<Vec<u8>>) {
+    match b {
+        Some(b) => {
+            put_varint(out, b.len() as i64);
+            out.put_slice(b);
+        }
+        None => put_varint(out, -1),
+    }
+}
+
+/// A batch of keyed records compressed with `compression`, timestamps
+/// `base_timestamp + i`; `producer` = (id, epoch, base sequence) makes it
+/// idempotent. Base offset 0. Panics on an empty list (tests only).
+pub fn keyed_batch(
+    records: &[KeyedRecord],
+    base_timestamp: i64,
+    compression: crate::batch::Compression,
+    producer: Option<(i64, i16, i32)>,
+) -> Bytes {
+    assert!(!records.is_empty(), "a batch needs at least one record");
+    let mut section = BytesMut::new();
+    for (i, r) in records.iter().enumerate() {
+        let mut body = BytesMut::new();
+        body.put_i8(0);
+        put_varint(&mut body, i as i64);
+        put_varint(&mut body, i as i64);
+        put_bytes(&mut body, &r.key);
+        put_bytes(&mut body, &r.value);
+        put_varint(&mut body, 0);
+        put_varint(&mut section, body.len() as i64);
+        section.put_slice(&body);
+    }
+    let body = crate::records::compress(compression, &section).expect("codec compresses");
+    let codec: i16 = match compression {
+        crate::batch::Compression::None => 0,
+        crate::batch::Compression::Gzip => 1,
+        crate::batch::Compression::Snappy => 2,
+        crate::batch::Compression::Lz4 => 3,
+        crate::batch::Compression::Zstd => 4,
+        crate::batch::Compression::Unknown(c) => i16::from(c),
+    };
+    let count = records.len() as i32;
+    let (pid, epoch, seq) = producer.unwrap_or((-1, -1, -1));
+    let mut b = BytesMut::with_capacity(61 + body.len());
+    b.put_i64(0);
+    b.put_i32((49 + body.len()) as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(codec);
+    b.put_i32(count - 1);
+    b.put_i64(base_timestamp);
+    b.put_i64(base_timestamp + i64::from(count - 1));
+    b.put_i64(pid);
+    b.put_i16(epoch);
+    b.put_i32(seq);
+    b.put_i32(count);
+    b.put_slice(&body);
     let crc = crc32c::crc32c(&b[21..]);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b.freeze()
