@@ -90,6 +90,7 @@ fn topic(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(str_bytes(t.name.clone())));
     out.topic_id = t.topic_id;
+    out.is_internal = t.name == crate::group::coordinator::OFFSETS_TOPIC;
     out.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     out.partitions = (0..t.partitions)
         .map(|p| {

@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, topics, HandlerError, Reply};
+use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::mesh::{PartitionWrite, ProduceItem};
 use crate::metadata::validate_topic_name;
 use crate::route;
@@ -27,6 +28,7 @@ pub async fn handle(
     let version = frame.api_version();
     let by_id = version >= TOPIC_IDS_FROM;
     let acks = request.acks;
+    let internal_allowed = frame.header.client_id.as_deref() == Some("__admin_client");
     if !by_id {
         let names: Vec<String> = request
             .topic_data
@@ -55,7 +57,11 @@ pub async fn handle(
             let refusal = if !(-1..=1).contains(&acks) {
                 Some(Kafka::InvalidRequiredAcks)
             } else if let Some(topic) = found {
-                if p.index < 0 || p.index >= topic.partitions {
+                if topic.name == OFFSETS_TOPIC && !internal_allowed {
+                    // Only the coordinator writes group state, as in Kafka
+                    // (which lets its own admin client id through).
+                    Some(Kafka::InvalidTopicException)
+                } else if p.index < 0 || p.index >= topic.partitions {
                     Some(Kafka::UnknownTopicOrPartition)
                 } else {
                     None

@@ -5,6 +5,8 @@
 // Each test file uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod inproc;
+
 use std::time::{Duration, Instant};
 
 use futures_lite::future::block_on;
