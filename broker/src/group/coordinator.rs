@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
 use futures_lite::future;
 use kafka_protocol::records::{
@@ -242,81 +242,6 @@ impl Coordinator {
         }
     }
 
-    /// Reads a partition from its start and rebuilds its groups and offsets.
-    async fn load(&self, shard: &Rc<Shard>, partition: i32) {
-        let tp = (OFFSETS_TOPIC.to_string(), partition);
-        let Some(log) = shard.log(&tp) else {
-            return;
-        };
-        let mut offsets: HashMap<String, BTreeMap<(String, i32), OffsetValue>> = HashMap::new();
-        let mut groups: HashMap<String, Option<GroupValue>> = HashMap::new();
-        let mut at = log.log_start_offset();
-        let end = log.log_end_offset();
-        let mut records = 0u64;
-        while at < end {
-            let read = match log.read(at, 1 << 20).await {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(partition, offset = at, "loading group state failed: {e}");
-                    break;
-                }
-            };
-            if read.chunks.is_empty() {
-                break;
-            }
-            let next = at;
-            for chunk in &read.chunks {
-                let mut buf = chunk.clone();
-                while buf.has_remaining() {
-                    let set = match RecordBatchDecoder::decode(&mut buf) {
-                        Ok(s) => s,
-                        Err(e) => {
-                            tracing::error!(partition, "undecodable batch in {OFFSETS_TOPIC}: {e}");
-                            buf.advance(buf.remaining());
-                            break;
-                        }
-                    };
-                    for r in set.records {
-                        at = at.max(r.offset + 1);
-                        records += 1;
-                        apply_record(&r, &mut offsets, &mut groups);
-                    }
-                }
-            }
-            if at == next {
-                // A read that made no progress (only empty batches).
-                break;
-            }
-        }
-        let now = now_ms();
-        {
-            let mut table = self.groups.borrow_mut();
-            let mut ids: Vec<String> = offsets.keys().cloned().collect();
-            ids.extend(groups.keys().cloned());
-            ids.sort();
-            ids.dedup();
-            for id in ids {
-                let mut entry = GroupEntry::new(&id, partition, self.config);
-                let mut empty_since = None;
-                if let Some(Some(v)) = groups.remove(&id) {
-                    empty_since = (v.members.is_empty() && v.current_state_timestamp > 0)
-                        .then_some(v.current_state_timestamp);
-                    entry.group = Group::restore(id.clone(), self.config, v, now);
-                }
-                entry.offsets = offsets.remove(&id).unwrap_or_default();
-                entry.note_membership(now);
-                if let Some(t) = empty_since {
-                    entry.empty_since_ms = Some(t);
-                }
-                if !entry.is_vacant() {
-                    table.insert(id, entry);
-                }
-            }
-        }
-        self.partitions.borrow_mut().insert(partition, true);
-        tracing::info!(partition, records, "loaded group coordinator partition");
-    }
-
     /// The partition of `group_id` if this shard coordinates it and has
     /// loaded it, or the error Kafka answers.
     fn ready(&self, shard: &Shard, group_id: &str) -> Result<i32, i16> {
@@ -332,6 +257,19 @@ impl Coordinator {
             Some(true) => Ok(p),
             Some(false) => Err(COORDINATOR_LOAD_IN_PROGRESS),
             None => Err(NOT_COORDINATOR),
+        }
+    }
+
+    /// At shutdown: every join and sync still waiting is told to find the
+    /// coordinator again, so that connections can finish and close.
+    fn release_waiting(&self) {
+        let joins: Vec<_> = self.joins.borrow_mut().drain().collect();
+        for (_, tx) in joins {
+            let _ = tx.send(join_error(NOT_COORDINATOR, ""));
+        }
+        let syncs: Vec<_> = self.syncs.borrow_mut().drain().collect();
+        for (_, tx) in syncs {
+            let _ = tx.send(sync_error(NOT_COORDINATOR));
         }
     }
 
@@ -399,6 +337,11 @@ impl Coordinator {
             Ok(p) => p,
             Err(e) => return join_error(e, &request.member_id),
         };
+        if shard.is_shutting_down() {
+            // Nothing would answer a wait: the client finds the
+            // coordinator again once the broker is back.
+            return join_error(NOT_COORDINATOR, &request.member_id);
+        }
         let (tx, rx) = oneshot::channel();
         let r = self.next_request();
         request.request = r;
@@ -434,6 +377,9 @@ impl Coordinator {
         }
         if let Err(e) = self.ready(shard, &group_id) {
             return sync_error(e);
+        }
+        if shard.is_shutting_down() {
+            return sync_error(NOT_COORDINATOR);
         }
         let (tx, rx) = oneshot::channel();
         let r = self.next_request();
@@ -541,180 +487,6 @@ impl Coordinator {
         }
     }
 
-    async fn commit(&self, shard: &Rc<Shard>, c: OffsetCommit, now: i64) -> GroupAnswer {
-        let n = c.offsets.len();
-        let partition = match self.ready(shard, &c.group_id) {
-            Ok(p) => p,
-            Err(e) => return GroupAnswer::Codes(e, vec![e; n]),
-        };
-        if c.group_id.is_empty() {
-            return GroupAnswer::Codes(INVALID_GROUP_ID, vec![INVALID_GROUP_ID; n]);
-        }
-        let verdict = match self.groups.borrow().get(&c.group_id) {
-            Some(e) => {
-                e.group
-                    .validate_offset_commit(&c.member_id, c.instance.as_deref(), c.generation)
-            }
-            // A commit from outside group management creates the group.
-            None if c.generation < 0 && c.member_id.is_empty() => NONE,
-            None => ILLEGAL_GENERATION,
-        };
-        if verdict != NONE {
-            return GroupAnswer::Codes(verdict, vec![verdict; n]);
-        }
-        let meta = shard.metadata();
-        let mut codes = Vec::with_capacity(n);
-        let mut records = Vec::new();
-        let mut accepted = Vec::new();
-        for (topic, p, offset, leader_epoch, metadata) in c.offsets {
-            let metadata = metadata.unwrap_or_default();
-            let known = meta
-                .topic(&topic)
-                .is_some_and(|t| p >= 0 && p < t.partitions);
-            let code = if !known {
-                UNKNOWN_TOPIC_OR_PARTITION
-            } else if metadata.len() > OFFSET_METADATA_MAX_BYTES {
-                OFFSET_METADATA_TOO_LARGE
-            } else {
-                NONE
-            };
-            codes.push(code);
-            if code != NONE {
-                continue;
-            }
-            let value = OffsetValue {
-                offset,
-                leader_epoch,
-                metadata,
-                commit_timestamp: now,
-            };
-            let key = RecordKey::Offset {
-                group: c.group_id.clone(),
-                topic: topic.clone(),
-                partition: p,
-            };
-            records.push((key.encode(), Some(value.encode())));
-            accepted.push(((topic, p), value));
-        }
-        if records.is_empty() {
-            return GroupAnswer::Codes(NONE, codes);
-        }
-        if let Err(e) = self.write(shard, partition, records, now).await {
-            for code in codes.iter_mut().filter(|c| **c == NONE) {
-                *code = e;
-            }
-            return GroupAnswer::Codes(NONE, codes);
-        }
-        let mut groups = self.groups.borrow_mut();
-        let entry = groups
-            .entry(c.group_id.clone())
-            .or_insert_with(|| GroupEntry::new(&c.group_id, partition, self.config));
-        for (tp, value) in accepted {
-            entry.offsets.insert(tp, value);
-        }
-        entry.note_membership(now);
-        GroupAnswer::Codes(NONE, codes)
-    }
-
-    fn fetch_offsets(
-        &self,
-        shard: &Shard,
-        group_id: &str,
-        topics: Option<Vec<(String, Vec<i32>)>>,
-    ) -> GroupAnswer {
-        if let Err(e) = self.ready(shard, group_id) {
-            return GroupAnswer::Offsets(e, Vec::new());
-        }
-        let groups = self.groups.borrow();
-        let committed = groups.get(group_id).map(|e| &e.offsets);
-        let found = |topic: &str, partition: i32| {
-            let v = committed.and_then(|o| o.get(&(topic.to_string(), partition)));
-            FetchedOffset {
-                topic: topic.to_string(),
-                partition,
-                offset: v.map_or(-1, |v| v.offset),
-                leader_epoch: v.map_or(-1, |v| v.leader_epoch),
-                metadata: v.map(|v| v.metadata.clone()).unwrap_or_default(),
-                error_code: NONE,
-            }
-        };
-        let out = match topics {
-            Some(topics) => topics
-                .iter()
-                .flat_map(|(t, ps)| ps.iter().map(|p| found(t, *p)))
-                .collect(),
-            None => committed
-                .map(|o| o.keys().map(|(t, p)| found(t, *p)).collect())
-                .unwrap_or_default(),
-        };
-        GroupAnswer::Offsets(NONE, out)
-    }
-
-    async fn delete_offsets(
-        &self,
-        shard: &Rc<Shard>,
-        group_id: String,
-        partitions: Vec<(String, i32)>,
-    ) -> GroupAnswer {
-        let n = partitions.len();
-        let partition = match self.ready(shard, &group_id) {
-            Ok(p) => p,
-            Err(e) => return GroupAnswer::Codes(e, vec![e; n]),
-        };
-        let (codes, tombstones) = {
-            let groups = self.groups.borrow();
-            let Some(entry) = groups.get(&group_id) else {
-                return GroupAnswer::Codes(GROUP_ID_NOT_FOUND, vec![NONE; n]);
-            };
-            let g = &entry.group;
-            let subscribed: Option<Vec<String>> = if g.is_empty() {
-                Some(Vec::new())
-            } else if g.protocol_type.as_deref() == Some("consumer") {
-                let protocol = g.protocol_name.clone().unwrap_or_default();
-                let mut topics = Vec::new();
-                for m in g.members() {
-                    topics.extend(subscribed_topics(&m.metadata(&protocol)).unwrap_or_default());
-                }
-                Some(topics)
-            } else {
-                None
-            };
-            let Some(subscribed) = subscribed else {
-                return GroupAnswer::Codes(NON_EMPTY_GROUP, vec![NONE; n]);
-            };
-            let mut codes = Vec::with_capacity(n);
-            let mut tombstones = Vec::new();
-            for (topic, p) in &partitions {
-                if subscribed.contains(topic) {
-                    codes.push(GROUP_SUBSCRIBED_TO_TOPIC);
-                    continue;
-                }
-                codes.push(NONE);
-                if entry.offsets.contains_key(&(topic.clone(), *p)) {
-                    let key = RecordKey::Offset {
-                        group: group_id.clone(),
-                        topic: topic.clone(),
-                        partition: *p,
-                    };
-                    tombstones.push(((topic.clone(), *p), key.encode()));
-                }
-            }
-            (codes, tombstones)
-        };
-        if !tombstones.is_empty() {
-            let records = tombstones.iter().map(|(_, k)| (k.clone(), None)).collect();
-            if let Err(e) = self.write(shard, partition, records, now_ms()).await {
-                return GroupAnswer::Codes(e, vec![NONE; n]);
-            }
-            if let Some(entry) = self.groups.borrow_mut().get_mut(&group_id) {
-                for (tp, _) in &tombstones {
-                    entry.offsets.remove(tp);
-                }
-            }
-        }
-        GroupAnswer::Codes(NONE, codes)
-    }
-
     fn list(&self) -> Vec<ListedGroup> {
         let loaded = self.partitions.borrow();
         let mut out: Vec<ListedGroup> = self
@@ -779,36 +551,6 @@ impl Coordinator {
         }
     }
 
-    async fn delete(&self, shard: &Rc<Shard>, group_id: String, now: i64) -> i16 {
-        let partition = match self.ready(shard, &group_id) {
-            Ok(p) => p,
-            Err(e) => return e,
-        };
-        let records = {
-            let groups = self.groups.borrow();
-            let Some(entry) = groups.get(&group_id) else {
-                return GROUP_ID_NOT_FOUND;
-            };
-            if !entry.group.is_empty() || entry.group.state == GroupState::Dead {
-                return if entry.group.state == GroupState::Dead {
-                    GROUP_ID_NOT_FOUND
-                } else {
-                    NON_EMPTY_GROUP
-                };
-            }
-            tombstones_of(&group_id, entry)
-        };
-        if let Err(e) = self.write(shard, partition, records, now).await {
-            return e;
-        }
-        let removed = self.groups.borrow_mut().remove(&group_id);
-        if let Some(mut entry) = removed {
-            let actions = entry.group.kill();
-            self.deliver(shard, &group_id, actions, now).await;
-        }
-        NONE
-    }
-
     /// Session and rebalance timeouts of every group whose time has come.
     async fn tick(&self, shard: &Rc<Shard>, now: i64) {
         let due: Vec<String> = self
@@ -829,137 +571,6 @@ impl Coordinator {
             };
             self.deliver(shard, &group_id, actions, now).await;
         }
-    }
-
-    /// Drops the committed offsets of groups empty for longer than the
-    /// retention (of standalone commits: older than it), and the groups
-    /// left with nothing, writing tombstones first.
-    async fn expire_offsets(&self, shard: &Rc<Shard>, retention_ms: i64, now: i64) {
-        let mut work: Vec<(String, i32, Expired, bool)> = Vec::new();
-        for (id, e) in self.groups.borrow().iter() {
-            if !e.group.is_empty() || e.group.has_pending_members() {
-                continue;
-            }
-            let managed = e.group.protocol_type.is_some();
-            let expired: Vec<(String, i32)> = e
-                .offsets
-                .iter()
-                .filter(|(_, v)| {
-                    let base = match (managed, e.empty_since_ms) {
-                        (true, Some(t)) => t,
-                        _ => v.commit_timestamp,
-                    };
-                    base + retention_ms <= now
-                })
-                .map(|(tp, _)| tp.clone())
-                .collect();
-            let drop_group = expired.len() == e.offsets.len();
-            if !expired.is_empty() || (drop_group && e.group.generation_id > 0) {
-                work.push((id.clone(), e.partition, expired, drop_group));
-            }
-        }
-        for (group_id, partition, expired, drop_group) in work {
-            let mut records: Vec<KeyValue> = expired
-                .iter()
-                .map(|(t, p)| {
-                    let key = RecordKey::Offset {
-                        group: group_id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                    };
-                    (key.encode(), None)
-                })
-                .collect();
-            if drop_group {
-                let key = RecordKey::Group {
-                    group: group_id.clone(),
-                };
-                records.push((key.encode(), None));
-            }
-            if let Err(e) = self.write(shard, partition, records, now).await {
-                tracing::warn!(group = %group_id, code = e, "expiring offsets failed");
-                continue;
-            }
-            let mut groups = self.groups.borrow_mut();
-            if drop_group {
-                groups.remove(&group_id);
-            } else if let Some(entry) = groups.get_mut(&group_id) {
-                for tp in &expired {
-                    entry.offsets.remove(tp);
-                }
-            }
-            tracing::info!(group = %group_id, offsets = expired.len(), removed = drop_group, "expired committed offsets");
-        }
-    }
-}
-
-fn tombstones_of(group_id: &str, entry: &GroupEntry) -> Vec<KeyValue> {
-    let mut records: Vec<KeyValue> = entry
-        .offsets
-        .keys()
-        .map(|(t, p)| {
-            let key = RecordKey::Offset {
-                group: group_id.to_string(),
-                topic: t.clone(),
-                partition: *p,
-            };
-            (key.encode(), None)
-        })
-        .collect();
-    let key = RecordKey::Group {
-        group: group_id.to_string(),
-    };
-    records.push((key.encode(), None));
-    records
-}
-
-/// Applies one `__consumer_offsets` record to the state being loaded; the
-/// last record of a key wins, a tombstone deletes.
-fn apply_record(
-    r: &Record,
-    offsets: &mut HashMap<String, BTreeMap<(String, i32), OffsetValue>>,
-    groups: &mut HashMap<String, Option<GroupValue>>,
-) {
-    let Some(key) = r.key.as_ref() else {
-        return;
-    };
-    let key = match RecordKey::decode(key) {
-        Ok(k) => k,
-        Err(e) => {
-            tracing::warn!(offset = r.offset, "skipping a {OFFSETS_TOPIC} record: {e}");
-            return;
-        }
-    };
-    match key {
-        RecordKey::Offset {
-            group,
-            topic,
-            partition,
-        } => {
-            let value = r.value.as_ref().map(|v| OffsetValue::decode(v));
-            let table = offsets.entry(group).or_default();
-            match value {
-                None => {
-                    table.remove(&(topic, partition));
-                }
-                Some(Ok(v)) => {
-                    table.insert((topic, partition), v);
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(offset = r.offset, "skipping an offset record: {e}")
-                }
-            }
-        }
-        RecordKey::Group { group } => match r.value.as_ref().map(|v| GroupValue::decode(v)) {
-            None => {
-                groups.insert(group.clone(), None);
-                offsets.remove(&group);
-            }
-            Some(Ok(v)) => {
-                groups.insert(group, Some(v));
-            }
-            Some(Err(e)) => tracing::warn!(offset = r.offset, "skipping a group record: {e}"),
-        },
     }
 }
 
@@ -1001,33 +612,6 @@ fn encode_batch(records: Vec<KeyValue>, now: i64) -> Result<Bytes, String> {
     Ok(buf.freeze())
 }
 
-/// The topics of a consumer protocol subscription (any version: they all
-/// start with the version and the topic array), or `None` if malformed.
-pub fn subscribed_topics(metadata: &[u8]) -> Option<Vec<String>> {
-    let mut b = metadata;
-    if b.remaining() < 6 {
-        return None;
-    }
-    let _version = b.get_i16();
-    let count = b.get_i32();
-    if count < 0 || count as usize > b.remaining() / 2 {
-        return None;
-    }
-    let mut topics = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        if b.remaining() < 2 {
-            return None;
-        }
-        let len = usize::try_from(b.get_i16()).ok()?;
-        if b.remaining() < len {
-            return None;
-        }
-        topics.push(String::from_utf8(b[..len].to_vec()).ok()?);
-        b.advance(len);
-    }
-    Some(topics)
-}
-
 /// The coordinator's clock: group timers every `TICK`, offset expiry every
 /// `offsets_retention_check_interval_ms`, until shutdown.
 async fn run_timers(shard: Rc<Shard>) {
@@ -1047,6 +631,7 @@ async fn run_timers(shard: Rc<Shard>) {
         )
         .await;
         if !woke {
+            shard.coordinator.release_waiting();
             return;
         }
         let now = now_ms();
@@ -1061,8 +646,15 @@ async fn run_timers(shard: Rc<Shard>) {
     }
 }
 
+#[path = "coordinator_offsets.rs"]
+mod offsets;
+
+#[path = "coordinator_load.rs"]
+mod load;
+
 #[cfg(test)]
 mod tests {
+    use super::offsets::subscribed_topics;
     use super::*;
 
     #[test]
