@@ -350,3 +350,78 @@ fn pending_member_ids_expire_if_never_used() {
     let a = g.join(join_req(71, &id, &["range"]), 60_001);
     assert_eq!(joins(&a)[0].1.error_code, errors::UNKNOWN_MEMBER_ID);
 }
+
+#[test]
+fn a_rejoin_while_completing_starts_a_new_rebalance_and_voids_waiting_syncs() {
+    let mut g = group();
+    let first = stable_with_one(&mut g, 0);
+    let a = g.join(join_req(10, "", &["range"]), 4_000);
+    let second = joins(&a)[0].1.member_id.clone();
+    assert!(g.join(join_req(11, &second, &["range"]), 4_000).is_empty());
+    assert_eq!(
+        joins(&g.join(join_req(12, &first, &["range"]), 4_100)).len(),
+        2
+    );
+    assert_eq!(g.state, GroupState::CompletingRebalance);
+    // The follower waits for the leader's assignment...
+    assert!(g.sync(sync_req(13, &second, 2, &[]), 4_200).is_empty());
+    // ...but the same join again (a retry) only repeats the answer.
+    let a = g.join(join_req(14, &second, &["range"]), 4_250);
+    assert_eq!(joins(&a)[0].1.generation_id, 2);
+    assert_eq!(g.state, GroupState::CompletingRebalance);
+    // New metadata from a member starts another rebalance: the waiting
+    // sync learns it, and the old generation is refused from now on.
+    let a = g.join(join_req(15, &second, &["range", "roundrobin"]), 4_300);
+    let s = syncs(&a);
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0], (13, sync_error(errors::REBALANCE_IN_PROGRESS)));
+    assert_eq!(g.state, GroupState::PreparingRebalance);
+    assert_eq!(
+        g.sync(sync_req(16, &first, 2, &[(&first, "x")]), 4_400),
+        vec![Action::Sync(16, sync_error(errors::REBALANCE_IN_PROGRESS))]
+    );
+    assert_eq!(
+        g.validate_offset_commit(&first, None, 2),
+        errors::REBALANCE_IN_PROGRESS
+    );
+    // The leader rejoins: generation 3, both answered, the old one stale.
+    let a = g.join(join_req(17, &first, &["range"]), 4_500);
+    let js = joins(&a);
+    assert_eq!(js.len(), 2);
+    assert!(js.iter().all(|(_, j)| j.generation_id == 3));
+    assert_eq!(
+        g.heartbeat(&second, None, 2, 4_600),
+        errors::ILLEGAL_GENERATION
+    );
+    assert_eq!(
+        g.sync(sync_req(18, &second, 2, &[]), 4_600),
+        vec![Action::Sync(18, sync_error(errors::ILLEGAL_GENERATION))]
+    );
+}
+
+#[test]
+fn a_member_that_never_syncs_is_expired_and_the_group_rebalances_without_it() {
+    let mut g = group();
+    let first = stable_with_one(&mut g, 0);
+    let a = g.join(join_req(10, "", &["range"]), 4_000);
+    let second = joins(&a)[0].1.member_id.clone();
+    assert!(g.join(join_req(11, &second, &["range"]), 4_000).is_empty());
+    g.join(join_req(12, &first, &["range"]), 4_100);
+    assert_eq!(g.state, GroupState::CompletingRebalance);
+    // The leader syncs; the follower never does nor heartbeats.
+    g.sync(
+        sync_req(13, &first, 2, &[(&first, "p0"), (&second, "p1")]),
+        4_200,
+    );
+    assert_eq!(g.state, GroupState::Stable);
+    let late = 4_100 + i64::from(SESSION_MS) + 1;
+    assert_eq!(g.heartbeat(&first, None, 2, late - 2), errors::NONE);
+    let a = g.tick(late);
+    assert!(joins(&a).is_empty());
+    assert_eq!(g.state, GroupState::PreparingRebalance);
+    assert_eq!(g.members().count(), 1);
+    assert_eq!(
+        g.heartbeat(&second, None, 2, late),
+        errors::UNKNOWN_MEMBER_ID
+    );
+}
