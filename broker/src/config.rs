@@ -89,6 +89,9 @@ pub struct Config {
     pub segment_ms: u64,
     /// `log.retention.check.interval.ms`.
     pub retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often each shard's cleaner looks for
+    /// compacted topics' logs due for cleaning.
+    pub log_cleaner_backoff_ms: u64,
     /// `auto.create.topics.enable`.
     pub auto_create_topics: bool,
     /// `socket.request.max.bytes`.
@@ -150,6 +153,7 @@ impl Default for Config {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             retention_check_interval_ms: 300_000,
+            log_cleaner_backoff_ms: 15_000,
             auto_create_topics: true,
             max_request_bytes: net::MAX_FRAME_BYTES_DEFAULT,
             max_message_bytes: 1_048_588,
@@ -341,6 +345,13 @@ impl Config {
                     self.group_initial_rebalance_delay_ms, self.group_max_size
                 ),
                 allowed: "0 or more, with a group-max-size of at least 1".into(),
+            });
+        }
+        if self.log_cleaner_backoff_ms == 0 {
+            return Err(ConfigError {
+                key: "log-cleaner-backoff-ms",
+                value: "0".into(),
+                allowed: "at least 1".into(),
             });
         }
         if self.retention_check_interval_ms == 0 {

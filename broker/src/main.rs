@@ -83,6 +83,10 @@ struct ServeArgs {
     /// log.retention.check.interval.ms [default: 300000].
     #[arg(long)]
     retention_check_interval_ms: Option<u64>,
+    /// log.cleaner.backoff.ms: how often compacted topics are checked for
+    /// cleaning [default: 15000].
+    #[arg(long)]
+    log_cleaner_backoff_ms: Option<u64>,
     /// auto.create.topics.enable [default: true].
     #[arg(long)]
     auto_create_topics: Option<bool>,
@@ -162,6 +166,7 @@ impl ServeArgs {
             segment_bytes,
             segment_ms,
             retention_check_interval_ms,
+            log_cleaner_backoff_ms,
             auto_create_topics,
             max_request_bytes,
             max_message_bytes,
@@ -316,6 +321,8 @@ mod tests {
             "15",
             "--connections-max-idle-ms",
             "16",
+            "--log-cleaner-backoff-ms",
+            "17",
         ]);
         let expected = Config {
             listen: "127.0.0.1:1".into(),
@@ -340,6 +347,7 @@ mod tests {
             io_memory_bytes: 14_000_000,
             partitions_per_topic_max: 15,
             connections_max_idle_ms: 16,
+            log_cleaner_backoff_ms: 17,
             ..Config::default()
         };
         assert_eq!(c, expected);

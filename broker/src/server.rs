@@ -161,6 +161,7 @@ async fn shard_main(
     }
     spawn_shutdown_watch(&shard);
     spawn_retention(&shard);
+    crate::cleaner::spawn_cleaner(&shard);
     let active = Rc::new(Cell::new(0usize));
     loop {
         let accepted = future::or(async { Some(listener.accept().await) }, async {

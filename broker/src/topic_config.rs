@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use storage::LogConfig;
+use storage::{CleanupPolicy, LogConfig};
 
 use crate::config::Config;
 
@@ -14,6 +14,7 @@ pub mod config_type {
     pub const STRING: i8 = 2;
     pub const INT: i8 = 3;
     pub const LONG: i8 = 5;
+    pub const DOUBLE: i8 = 6;
     pub const LIST: i8 = 7;
 }
 
@@ -41,6 +42,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         kafka_default: "delete",
     },
     TopicKey {
+        name: "delete.retention.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.cleaner.delete.retention.ms",
+        kafka_default: "86400000",
+    },
+    TopicKey {
         name: "index.interval.bytes",
         config_type: config_type::INT,
         broker_key: "log.index.interval.bytes",
@@ -57,6 +64,18 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         config_type: config_type::STRING,
         broker_key: "log.message.timestamp.type",
         kafka_default: "CreateTime",
+    },
+    TopicKey {
+        name: "min.cleanable.dirty.ratio",
+        config_type: config_type::DOUBLE,
+        broker_key: "log.cleaner.min.cleanable.ratio",
+        kafka_default: "0.5",
+    },
+    TopicKey {
+        name: "min.compaction.lag.ms",
+        config_type: config_type::LONG,
+        broker_key: "log.cleaner.min.compaction.lag.ms",
+        kafka_default: "0",
     },
     TopicKey {
         name: "retention.bytes",
@@ -88,7 +107,10 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
 pub fn broker_default(config: &Config, key: &str) -> Option<String> {
     Some(match key {
         "cleanup.policy" => "delete".into(),
+        "delete.retention.ms" => "86400000".into(),
         "index.interval.bytes" => "4096".into(),
+        "min.cleanable.dirty.ratio" => "0.5".into(),
+        "min.compaction.lag.ms" => "0".into(),
         "max.message.bytes" => config.max_message_bytes.to_string(),
         "message.timestamp.type" => "CreateTime".into(),
         "retention.bytes" => config.retention_bytes.to_string(),
@@ -122,11 +144,28 @@ pub fn log_config(
     for (key, value) in overrides {
         match key.as_str() {
             "cleanup.policy" => {
-                if value.trim() != "delete" {
+                log.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
+                    format!(
+                        "Invalid value {value} for configuration cleanup.policy: String must be one of: compact, delete"
+                    )
+                })?;
+            }
+            "delete.retention.ms" => {
+                log.delete_retention_ms = parse_i64(key, value, 0, i64::MAX)? as u64;
+            }
+            "min.compaction.lag.ms" => {
+                log.min_compaction_lag_ms = parse_i64(key, value, 0, i64::MAX)? as u64;
+            }
+            "min.cleanable.dirty.ratio" => {
+                let v: f64 = value.trim().parse().map_err(|_| {
+                    format!("Invalid value {value} for configuration {key}: Not a number of type DOUBLE")
+                })?;
+                if !(0.0..=1.0).contains(&v) {
                     return Err(format!(
-                        "Invalid value {value} for configuration cleanup.policy: only [delete] is supported (log compaction is not implemented yet)"
+                        "Invalid value {value} for configuration {key}: Value must be between 0 and 1"
                     ));
                 }
+                log.min_cleanable_dirty_ratio = v;
             }
             "message.timestamp.type" => {
                 if value.trim() != "CreateTime" {
@@ -225,6 +264,11 @@ pub fn describe_broker(config: &Config) -> Vec<Described> {
             config_type::STRING,
         ),
         entry(
+            "log.cleaner.backoff.ms",
+            config.log_cleaner_backoff_ms.to_string(),
+            config_type::LONG,
+        ),
+        entry(
             "log.dirs",
             config.data_dir.display().to_string(),
             config_type::STRING,
@@ -298,12 +342,47 @@ mod tests {
         for (k, v) in [
             ("retention.ms", "soon"),
             ("segment.bytes", "3"),
-            ("cleanup.policy", "compact"),
+            ("cleanup.policy", "compress"),
+            ("cleanup.policy", "compact,shred"),
+            ("min.cleanable.dirty.ratio", "1.5"),
+            ("min.cleanable.dirty.ratio", "half"),
+            ("delete.retention.ms", "-2"),
             ("colour", "blue"),
         ] {
             let bad: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into();
             assert!(log_config(&base, &bad).is_err(), "{k}={v}");
         }
+    }
+
+    #[test]
+    fn compaction_configs_apply() {
+        let base = LogConfig::default();
+        for (value, policy) in [
+            ("delete", CleanupPolicy::Delete),
+            ("compact", CleanupPolicy::Compact),
+            ("compact,delete", CleanupPolicy::CompactDelete),
+            ("delete, compact", CleanupPolicy::CompactDelete),
+        ] {
+            let o: BTreeMap<String, String> = [
+                ("cleanup.policy".to_string(), value.to_string()),
+                ("delete.retention.ms".to_string(), "100".to_string()),
+                ("min.compaction.lag.ms".to_string(), "5".to_string()),
+                ("min.cleanable.dirty.ratio".to_string(), "0.01".to_string()),
+            ]
+            .into();
+            let log = log_config(&base, &o).expect("valid");
+            assert_eq!(log.cleanup_policy, policy);
+            assert_eq!(log.delete_retention_ms, 100);
+            assert_eq!(log.min_compaction_lag_ms, 5);
+            assert_eq!(log.min_cleanable_dirty_ratio, 0.01);
+        }
+        let bad: BTreeMap<String, String> =
+            [("cleanup.policy".to_string(), "shred".to_string())].into();
+        let err = log_config(&base, &bad).expect_err("refused");
+        assert!(
+            err.contains("String must be one of: compact, delete"),
+            "{err}"
+        );
     }
 
     #[test]
