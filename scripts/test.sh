@@ -14,4 +14,5 @@ cargo build --workspace --all-targets
 cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/compat.py
 .venv/bin/python tests/python/idempotence.py
+.venv/bin/python tests/python/groups.py
 echo "all tests passed"
