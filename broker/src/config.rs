@@ -308,11 +308,14 @@ impl Config {
                 });
             }
         }
-        if self.offsets_topic_partitions < 1 || self.offsets_topic_partitions > 1000 {
+        let offsets_max = self.partitions_per_topic_max.min(1000);
+        if self.offsets_topic_partitions < 1 || self.offsets_topic_partitions > offsets_max {
             return Err(ConfigError {
                 key: "offsets-topic-partitions",
                 value: self.offsets_topic_partitions.to_string(),
-                allowed: "between 1 and 1000".into(),
+                allowed: format!(
+                    "between 1 and {offsets_max} (at most 1000 and partitions-per-topic-max)"
+                ),
             });
         }
         if self.offsets_retention_ms < 1 || self.offsets_retention_check_interval_ms == 0 {

@@ -224,12 +224,122 @@ fn seeds(topic_id: uuid::Uuid) -> Vec<Bytes> {
             &InitProducerIdRequest::default(),
         ));
     }
+    out.extend(group_seeds());
     for v in [0i16, 1] {
         out.push(encode(
             ApiKey::DescribeCluster,
             v,
             &DescribeClusterRequest::default().with_endpoint_type(1),
         ));
+    }
+    out
+}
+
+/// Valid requests of the group APIs (the group "g" and topic "fuzz").
+fn group_seeds() -> Vec<Bytes> {
+    let s = |v: &'static str| StrBytes::from_static_str(v);
+    let g = || GroupId(s("g"));
+    let mut out = Vec::new();
+    for v in [0i16, 3] {
+        let req = FindCoordinatorRequest::default().with_key(s("g"));
+        out.push(encode(ApiKey::FindCoordinator, v, &req));
+    }
+    let req = FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g"), s("h")]);
+    out.push(encode(ApiKey::FindCoordinator, 4, &req));
+    for v in [0i16, 5, 9] {
+        let req = JoinGroupRequest::default()
+            .with_group_id(g())
+            .with_session_timeout_ms(10_000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(&[
+                0, 0, 0, 0, 0, 1, 0, 4, b'f', b'u', b'z', b'z',
+            ]))]);
+        let req = if v >= 1 {
+            req.with_rebalance_timeout_ms(100)
+        } else {
+            req
+        };
+        out.push(encode(ApiKey::JoinGroup, v, &req));
+    }
+    for v in [0i16, 5] {
+        let req = SyncGroupRequest::default()
+            .with_group_id(g())
+            .with_generation_id(1)
+            .with_member_id(s("m"))
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(s("m"))
+                    .with_assignment(Bytes::from_static(b"assignment")),
+            ]);
+        out.push(encode(ApiKey::SyncGroup, v, &req));
+        let req = HeartbeatRequest::default()
+            .with_group_id(g())
+            .with_generation_id(1)
+            .with_member_id(s("m"));
+        out.push(encode(ApiKey::Heartbeat, v.min(4), &req));
+        let req = LeaveGroupRequest::default().with_group_id(g());
+        let req = if v >= 3 {
+            req.with_members(vec![
+                leave_group_request::MemberIdentity::default().with_member_id(s("m"))
+            ])
+        } else {
+            req.with_member_id(s("m"))
+        };
+        out.push(encode(ApiKey::LeaveGroup, v, &req));
+        let req = ListGroupsRequest::default();
+        out.push(encode(ApiKey::ListGroups, v, &req));
+        let req = DescribeGroupsRequest::default().with_groups(vec![g()]);
+        out.push(encode(ApiKey::DescribeGroups, v, &req));
+    }
+    for v in [2i16, 8, 9] {
+        let req = OffsetCommitRequest::default()
+            .with_group_id(g())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(topic())
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1)
+                            .with_committed_metadata(Some(s("m"))),
+                    ]),
+            ]);
+        out.push(encode(ApiKey::OffsetCommit, v, &req));
+    }
+    for v in [1i16, 7] {
+        let req = OffsetFetchRequest::default()
+            .with_group_id(g())
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(topic())
+                    .with_partition_indexes(vec![0, 1]),
+            ]));
+        out.push(encode(ApiKey::OffsetFetch, v, &req));
+    }
+    let req = OffsetFetchRequest::default().with_groups(vec![
+        offset_fetch_request::OffsetFetchRequestGroup::default()
+            .with_group_id(g())
+            .with_topics(None),
+    ]);
+    out.push(encode(ApiKey::OffsetFetch, 8, &req));
+    let req = OffsetDeleteRequest::default()
+        .with_group_id(g())
+        .with_topics(vec![
+            offset_delete_request::OffsetDeleteRequestTopic::default()
+                .with_name(topic())
+                .with_partitions(vec![
+                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                        .with_partition_index(0),
+                ]),
+        ]);
+    out.push(encode(ApiKey::OffsetDelete, 0, &req));
+    for v in [0i16, 2] {
+        let req = DeleteGroupsRequest::default().with_groups_names(vec![g()]);
+        out.push(encode(ApiKey::DeleteGroups, v, &req));
     }
     out
 }
@@ -290,6 +400,8 @@ fn arbitrary_and_mutated_frames_never_panic_nor_allocate_beyond_the_limit() {
                 max_request_bytes: FRAME_LIMIT_BYTES,
                 fsync: Some("never".into()),
                 partitions_per_topic_max: 8,
+                offsets_topic_partitions: 2,
+                group_initial_rebalance_delay_ms: 0,
                 ..Config::default()
             };
             let shard = Rc::new(
