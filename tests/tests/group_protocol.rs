@@ -273,6 +273,10 @@ fn find_coordinator_creates_the_internal_topic_and_names_this_node() {
             .cloned()
             .expect("created");
         assert_eq!(topic.partitions, 50);
+        assert_eq!(
+            topic.configs.get("cleanup.policy").map(String::as_str),
+            Some("compact")
+        );
 
         // Metadata marks it internal; clients may not produce to it.
         let r: MetadataResponse = call(

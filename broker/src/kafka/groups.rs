@@ -26,7 +26,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), (i16, String)
         return Ok(());
     }
     let mut configs = BTreeMap::new();
-    // configs.insert("cleanup.policy".to_string(), "compact".to_string());
+    configs.insert("cleanup.policy".to_string(), "compact".to_string());
     configs.insert(
         "segment.bytes".to_string(),
         OFFSETS_SEGMENT_BYTES.to_string(),
