@@ -191,6 +191,22 @@ def stable_with(a, group, members, partitions):
     return d if owned == list(range(partitions)) else None
 
 
+def group_summary(a, group):
+    try:
+        d = describe(a, group)
+        return f"{d.state.name} members {[(m.client_id, sorted(tp.partition for tp in m.assignment.topic_partitions)) for m in d.members]}"
+    except Exception as e:  # noqa: BLE001
+        return f"DescribeGroups failed: {e}"
+
+
+def wait_stable(a, group, members, partitions, timeout=DEADLINE_S):
+    try:
+        return wait_for(f"{group}: Stable with {members} members owning each partition once",
+                        lambda: stable_with(a, group, members, partitions), timeout=timeout)
+    except Failure as e:
+        raise Failure(f"{e}; group is {group_summary(a, group)}") from None
+
+
 def kerr(exc):
     """The KafkaError name inside a confluent-kafka exception."""
     e = exc.args[0] if exc.args else exc
@@ -444,8 +460,7 @@ def section_confluent(work, broker):
             return h
         wait_for("the survivors to process and commit every record",
                  lambda: all_committed(history(), ends), timeout=60, interval=0.5)
-        d = wait_for("DescribeGroups: Stable, 2 members owning each partition once",
-                     lambda: stable_with(a, group, 2, parts))
+        d = wait_stable(a, group, 2, parts)
         owners = assignment_of(d)
         log(f"1: DescribeGroups {d.state.name} assignor={d.partition_assignor} {owners}")
         listing = listed_groups(a).get(group)
@@ -477,6 +492,7 @@ def section_kafkapython(work, broker):
     hist = History()
     stop = {}
     errors = []
+    status = {}
 
     def member(name):
         try:
@@ -485,7 +501,14 @@ def section_kafkapython(work, broker):
                               session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_records=100)
             end = time.monotonic() + 90
             while not stop.get(name) and time.monotonic() < end:
-                batch = c.poll(timeout_ms=200)
+                # A long poll timeout: kafka-python 3.0.12 loses a JoinGroup
+                # that completes after poll() gave up waiting for it (it never
+                # re-enables heartbeats nor applies the assignment, and the
+                # coordinator expires it after the session timeout).
+                batch = c.poll(timeout_ms=3000)
+                gen = getattr(c._coordinator, "_generation", None)
+                status[name] = (round(time.monotonic(), 1), sorted(tp.partition for tp in c.assignment()),
+                                gen and (gen.generation_id, gen.member_id))
                 t = time.monotonic()
                 nxt = {}
                 for tp, msgs in batch.items():
@@ -511,13 +534,18 @@ def section_kafkapython(work, broker):
     for t in ts:
         t.start()
     try:
-        wait_for("kafka-python: 3 members to share the partitions", lambda: stable_with(a, group, 3, parts))
+        wait_stable(a, group, 3, parts)
         wait_for("kafka-python: progress", lambda: len(hist.events) > 1_500)
         stop["kp3"] = True
         ts[2].join(DEADLINE_S)
         log("2: kafka-python kp3 closed")
-        wait_for("kafka-python: every record committed", lambda: all_committed(hist, ends), timeout=60)
-        wait_for("kafka-python: 2 members own the partitions", lambda: stable_with(a, group, 2, parts))
+        try:
+            wait_for("kafka-python: every record committed", lambda: all_committed(hist, ends), timeout=60)
+            wait_stable(a, group, 2, parts)
+        except Failure as e:
+            state = {n: (t.is_alive(), status.get(n)) for n, t in zip(names, ts)}
+            raise Failure(f"{e}; members (thread alive, last poll/assignment/generation): {state}; "
+                          f"errors {errors}") from None
     finally:
         for n in names:
             stop[n] = True
@@ -623,7 +651,7 @@ def section_kcat(work, broker):
                     if len(f) == 3:
                         got.setdefault((int(f[0]), int(f[1])), []).append(n)
             return got
-        d = wait_for("two kcat -G members to share the 6 partitions", lambda: stable_with(a, group, 2, parts))
+        d = wait_stable(a, group, 2, parts)
         shares = sorted(len(ps) for ps in assignment_of(d).values())
         check(shares == [3, 3], f"kcat members own {shares} partitions")
         # The second half arrives while both members share the topic.
@@ -814,7 +842,7 @@ def section_admin(work, broker):
     members = [Poller(broker.addr, group, topic, n) for n in ("g5-a", "g5-b")]
     notes = []
     try:
-        d = wait_for("2 members to own the partitions", lambda: stable_with(a, group, 2, parts))
+        d = wait_stable(a, group, 2, parts)
         check(sorted(m.client_id for m in d.members) == ["g5-a", "g5-b"],
               f"member client ids {[m.client_id for m in d.members]}")
         check(d.partition_assignor == "range", f"assignor {d.partition_assignor!r}")
@@ -908,7 +936,7 @@ def section_static(work, broker):
     try:
         wait_for("b to own every partition", lambda: len(b.owned) == parts)
         s = Poller(broker.addr, group, topic, "static-a", **{**conf, "group.instance.id": "a"})
-        d = wait_for("a and b to share the partitions", lambda: stable_with(a, group, 2, parts))
+        d = wait_stable(a, group, 2, parts)
         wait_for("a's assignment", lambda: s.owned and len(s.owned) + len(b.owned) == parts, timeout=10)
         before = sorted(s.owned)
         inst = sorted(m.group_instance_id for m in d.members)
@@ -954,7 +982,7 @@ def section_cooperative(work, broker):
         m2 = Poller(broker.addr, group, topic, "coop-2", hist, **conf)
         produce(broker.addr, topic, 6_000, total - 6_000)
         wait_for("the second member to own partitions", lambda: m2.owned and len(m1.owned) + len(m2.owned) == parts)
-        d = wait_for("Stable with 2 members", lambda: stable_with(a, group, 2, parts))
+        d = wait_stable(a, group, 2, parts)
         kept = sorted(m1.owned)
         revoked = [ps for t, ps in m1.revokes]
         check(len(m1.revokes) >= 1 and all(len(ps) < parts for ps in revoked),
