@@ -213,8 +213,12 @@ impl Group {
     }
 
     /// Whether an OffsetCommit from this member may be accepted: NONE or
-    /// the error Kafka answers. Generation -1 with no member id is a commit
-    /// from outside any group, allowed only while the group is empty.
+    /// the error Kafka answers. Generation -1 is a commit from outside group
+    /// management (the admin client, `assign` consumers): accepted only
+    /// while the group is empty. Members commit with their generation even
+    /// while the group prepares a rebalance (eager clients commit in their
+    /// revoke callback before rejoining); only the CompletingRebalance gap,
+    /// when assignments are being handed out, refuses them.
     pub fn validate_offset_commit(
         &self,
         member_id: &str,
@@ -224,20 +228,18 @@ impl Group {
         if self.state == GroupState::Dead {
             return COORDINATOR_NOT_AVAILABLE;
         }
-        if generation < 0 && member_id.is_empty() {
-            return if self.members.is_empty() {
-                NONE
-            } else {
-                ILLEGAL_GENERATION
-            };
+        if generation < 0 && self.state == GroupState::Empty {
+            return NONE;
         }
-        if let Err(e) = self.check_member(member_id, instance, generation) {
-            return e;
+        if generation >= 0 || !member_id.is_empty() || instance.is_some() {
+            if let Err(e) = self.check_member(member_id, instance, generation) {
+                return e;
+            }
+        } else {
+            return UNKNOWN_MEMBER_ID;
         }
         match self.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                REBALANCE_IN_PROGRESS
-            }
+            GroupState::CompletingRebalance => REBALANCE_IN_PROGRESS,
             _ => NONE,
         }
     }
