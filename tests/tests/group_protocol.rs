@@ -643,3 +643,54 @@ fn committed_offsets_and_groups_survive_a_restart() {
         assert_eq!(counts, [(0, 1), (0, 4)]);
     });
 }
+
+#[test]
+fn offsets_of_empty_groups_expire_after_the_retention_and_live_groups_keep_theirs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        offsets_retention_ms: 300,
+        offsets_retention_check_interval_ms: 50,
+        ..config(&dir)
+    };
+    run(config, |shard| async move {
+        assert_eq!(find(&shard, "g", 3).await.error_code, 0);
+        create(&shard, "t", 1).await;
+        let started = Instant::now();
+        assert_eq!(
+            commit(&shard, "standalone", "", -1, &[("t", 0, 5, "")]).await,
+            [0]
+        );
+        let (a, generation) = stable_member(&shard, "live", 60_000).await;
+        assert_eq!(
+            commit(&shard, "live", &a, generation, &[("t", 0, 7, "")]).await,
+            [0]
+        );
+        // Bounded wait for the standalone group's offsets to expire.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetch(&shard, "standalone", "t", &[0]).await.1[0].1 != -1 {
+            assert!(Instant::now() < deadline, "offsets never expired");
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "not before the retention"
+        );
+        // The group went with its offsets; a member keeps its group's.
+        assert_eq!(
+            list(&shard).await,
+            [("live".to_string(), "Stable".to_string())]
+        );
+        assert_eq!(fetch(&shard, "live", "t", &[0]).await.1[0].1, 7);
+        assert_eq!(leave(&shard, "live", &a).await, (0, vec![0]));
+        let emptied = Instant::now();
+        while fetch(&shard, "live", "t", &[0]).await.1[0].1 != -1 {
+            assert!(
+                Instant::now() < deadline,
+                "offsets of the emptied group never expired"
+            );
+            glommio::timer::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(emptied.elapsed() >= Duration::from_millis(250));
+        assert!(list(&shard).await.is_empty());
+    });
+}
