@@ -694,3 +694,28 @@ fn offsets_of_empty_groups_expire_after_the_retention_and_live_groups_keep_their
         assert!(list(&shard).await.is_empty());
     });
 }
+
+#[test]
+fn deleting_a_topic_forgets_the_offsets_committed_for_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(config(&dir), |shard| async move {
+        assert_eq!(find(&shard, "g", 3).await.error_code, 0);
+        create(&shard, "t", 1).await;
+        create(&shard, "u", 1).await;
+        let offsets = [("t", 0, 3, ""), ("u", 0, 4, "")];
+        assert_eq!(commit(&shard, "g", "", -1, &offsets).await, [0, 0]);
+        let req = DeleteTopicsRequest::default().with_topic_names(vec![name("u")]);
+        let r: DeleteTopicsResponse = call(&shard, ApiKey::DeleteTopics, 4, &req).await;
+        assert_eq!(r.responses[0].error_code, 0);
+        create(&shard, "u", 1).await;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while fetch(&shard, "g", "u", &[0]).await.1[0].1 != -1 {
+            assert!(
+                Instant::now() < deadline,
+                "offsets of the deleted topic remain"
+            );
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(fetch(&shard, "g", "t", &[0]).await.1[0].1, 3);
+    });
+}

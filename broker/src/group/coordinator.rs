@@ -240,6 +240,19 @@ impl Coordinator {
             let shard = shard.clone();
             glommio::spawn_local(async move { run_timers(shard).await }).detach();
         }
+        let meta = shard.metadata();
+        let stale = self
+            .groups
+            .borrow()
+            .values()
+            .any(|e| e.offsets.keys().any(|(t, _)| meta.topic(t).is_none()));
+        if stale {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                shard.coordinator.forget_deleted_topics(&shard).await;
+            })
+            .detach();
+        }
     }
 
     /// The partition of `group_id` if this shard coordinates it and has

@@ -89,6 +89,8 @@ impl Coordinator {
             }
         }
         self.partitions.borrow_mut().insert(partition, true);
+        // Topics deleted while the partition was not loaded.
+        self.forget_deleted_topics(shard).await;
         tracing::info!(partition, records, "loaded group coordinator partition");
     }
 }

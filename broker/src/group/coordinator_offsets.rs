@@ -9,6 +9,51 @@ use bytes::Buf;
 use super::*;
 
 impl Coordinator {
+    /// Drops the committed offsets of topics that no longer exist, with
+    /// tombstones, as Kafka does when topics are deleted: a topic created
+    /// again under the same name starts with no committed offsets.
+    pub(super) async fn forget_deleted_topics(&self, shard: &Rc<Shard>) {
+        let meta = shard.metadata();
+        let loaded = self.partitions.borrow().clone();
+        let work: Vec<(String, i32, Expired)> = self
+            .groups
+            .borrow()
+            .iter()
+            .filter(|(_, e)| loaded.get(&e.partition) == Some(&true))
+            .filter_map(|(id, e)| {
+                let gone: Expired = e
+                    .offsets
+                    .keys()
+                    .filter(|(t, _)| meta.topic(t).is_none())
+                    .cloned()
+                    .collect();
+                (!gone.is_empty()).then(|| (id.clone(), e.partition, gone))
+            })
+            .collect();
+        for (group_id, partition, gone) in work {
+            let records = gone
+                .iter()
+                .map(|(t, p)| {
+                    let key = RecordKey::Offset {
+                        group: group_id.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    };
+                    (key.encode(), None)
+                })
+                .collect();
+            if let Err(e) = self.write(shard, partition, records, now_ms()).await {
+                tracing::warn!(group = %group_id, code = e, "forgetting offsets of deleted topics failed");
+                continue;
+            }
+            if let Some(entry) = self.groups.borrow_mut().get_mut(&group_id) {
+                for tp in &gone {
+                    entry.offsets.remove(tp);
+                }
+            }
+        }
+    }
+
     pub(super) async fn commit(&self, shard: &Rc<Shard>, c: OffsetCommit, now: i64) -> GroupAnswer {
         let n = c.offsets.len();
         let partition = match self.ready(shard, &c.group_id) {
