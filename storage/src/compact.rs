@@ -209,7 +209,7 @@ impl PartitionLog {
         for (k, seg) in plan.iter().enumerate() {
             let file = SegmentFile::open(&seg.path, faults.clone()).await?;
             let mut full = false;
-            let end = segment::scan(&file, 0, seg.size, Some(seg.base), |h, _, bytes| {
+            let end = segment::scan(&file, 0, seg.size, Some(seg.base), true, |h, _, bytes| {
                 if h.is_control() {
                     return true;
                 }
@@ -316,7 +316,7 @@ impl PartitionLog {
         let mut position = 0u64;
         let mut expected = Some(seg.base);
         let result = loop {
-            let end = segment::scan(&src, position, seg.size, expected, |h, _, bytes| {
+            let end = segment::scan(&src, position, seg.size, expected, true, |h, _, bytes| {
                 let kept = filter.apply(h, bytes, &mut cleaned);
                 let batch: &[u8] = match &kept {
                     Kept::Whole => bytes,

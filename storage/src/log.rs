@@ -137,6 +137,10 @@ pub(crate) struct Inner {
     pub segments_lock: RwLock<()>,
 }
 
+/// Bytes of record-less batches a read gathers, looking for a record, even
+/// when its `max_bytes` is smaller.
+const READ_ON_BYTES_MIN: usize = 64 << 10;
+
 /// How often a read retries when a cleaner swap happened under it.
 const READ_SWAP_RETRIES_MAX: u32 = 100;
 
@@ -342,9 +346,11 @@ impl PartitionLog {
     /// `max_bytes` (at least one batch when any is readable).
     pub async fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadBatches> {
         let mut retries = 0;
-        // Set when the segment holding `offset` has nothing at or after it
-        // (the cleaner emptied its end): the read continues in the next one.
-        let mut from_segment: Option<i64> = None;
+        // Where the next read starts: moves past what was read when that
+        // brought no record at or after `offset` (see below).
+        let mut from = offset;
+        // Batches read so far that brought no such record, served first.
+        let mut before: Vec<Bytes> = Vec::new();
         loop {
             let (seg_index, position, limit, end, start, version) = {
                 let st = self.inner.state.borrow();
@@ -360,9 +366,9 @@ impl PartitionLog {
                 if offset == st.readable_end {
                     return Ok(out);
                 }
-                let from = from_segment.unwrap_or(offset);
                 if let Some(chunks) = st.cache.read(from, st.readable_end, max_bytes) {
-                    out.chunks = chunks;
+                    out.chunks = std::mem::take(&mut before);
+                    out.chunks.extend(chunks);
                     return Ok(out);
                 }
                 let i = st.segment_for(from);
@@ -378,7 +384,7 @@ impl PartitionLog {
                 )
             };
             let file = self.file_for(seg_index).await?;
-            let got = read_batches(&file, position, limit, offset, end, max_bytes).await;
+            let got = read_batches(&file, position, limit, from, end, max_bytes).await;
             let (now, next_base) = {
                 let st = self.inner.state.borrow();
                 let now = st.segments.get(seg_index).and_then(seg_version);
@@ -405,14 +411,25 @@ impl PartitionLog {
                 continue;
             }
             let chunks = got?;
-            if chunks.is_empty() {
-                if let Some(next) = next_base {
-                    from_segment = Some(next);
+            // The rest of a segment the cleaner filtered may hold no record
+            // at or after `offset` (emptied batches kept for producers,
+            // records before it): read on into the next segment, so that a
+            // fetch brings records. Clients take a response without one for
+            // a size limit (librdkafka doubles its fetch size each time,
+            // then fails with MSG_SIZE_TOO_LARGE).
+            if !brings_records(&chunks, offset) {
+                let after = last_next_offset(&chunks).or(next_base);
+                let before_bytes: usize = before.iter().map(Bytes::len).sum();
+                let room = before_bytes < max_bytes.max(READ_ON_BYTES_MIN);
+                if let Some(after) = after.filter(|a| *a > from && *a < end && room) {
+                    before.extend(chunks);
+                    from = after;
                     continue;
                 }
             }
+            before.extend(chunks);
             return Ok(ReadBatches {
-                chunks,
+                chunks: before,
                 log_end_offset: end,
                 log_start_offset: start,
             });
@@ -650,7 +667,7 @@ impl PartitionLog {
         let expected = if position == 0 { Some(base) } else { None };
         let mut hit = None;
         let matches = |t: i64| if exact { t == ts } else { t >= ts };
-        let scan_end = segment::scan(&file, position, end, expected, |h, _, bytes| {
+        let scan_end = segment::scan(&file, position, end, expected, true, |h, _, bytes| {
             if h.base_offset >= end_offset {
                 return false;
             }
@@ -771,6 +788,46 @@ impl PartitionLog {
         }
         Ok(())
     }
+}
+
+/// True when `chunks` surely hold a record at or after `offset`, judged
+/// from batch headers alone: a batch with records that starts at or after
+/// it, or a whole (unfiltered) batch that reaches it. Batches the cleaner
+/// emptied, or filtered ones straddling `offset`, may not.
+fn brings_records(chunks: &[Bytes], offset: i64) -> bool {
+    for chunk in chunks {
+        let mut at = 0;
+        while let Some(size) = chunk.get(at..).and_then(batch::peek_batch_size) {
+            let Some(h) = chunk
+                .get(at..at + size)
+                .and_then(|b| batch::parse_header(b).ok())
+            else {
+                return true;
+            };
+            let whole = h.records_count == h.last_offset_delta + 1;
+            if h.records_count > 0 && (h.base_offset >= offset || whole) {
+                return true;
+            }
+            at += size;
+        }
+    }
+    false
+}
+
+/// The offset after the last batch of `chunks`.
+fn last_next_offset(chunks: &[Bytes]) -> Option<i64> {
+    let mut last = None;
+    for chunk in chunks {
+        let mut at = 0;
+        while let Some(size) = chunk.get(at..).and_then(batch::peek_batch_size) {
+            let h = chunk
+                .get(at..at + size)
+                .and_then(|b| batch::parse_header(b).ok())?;
+            last = Some(h.next_offset());
+            at += size;
+        }
+    }
+    last
 }
 
 /// What identifies the file contents a segment's index describes: `None`

@@ -308,7 +308,7 @@ impl PartitionLog {
         // Find the first batch that reaches `offset`: everything from it goes.
         let file = self.file_for(i).await?;
         let mut cut = (limit, -1i64);
-        segment::scan(&file, from, limit, None, |h, pos, _| {
+        segment::scan(&file, from, limit, None, true, |h, pos, _| {
             if h.next_offset() > offset {
                 cut = (pos, h.base_offset);
                 return false;
@@ -435,7 +435,7 @@ async fn recompute_max_timestamp(log: &PartitionLog, i: usize) -> Result<()> {
         (u64::from(pos), expected, seg.written_size, best)
     };
     let file = log.file_for(i).await?;
-    segment::scan(&file, from_pos, limit, Some(expected), |h, _, _| {
+    segment::scan(&file, from_pos, limit, Some(expected), true, |h, _, _| {
         if h.max_timestamp > best.0 {
             best = (h.max_timestamp, h.base_offset);
         }

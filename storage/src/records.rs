@@ -16,6 +16,8 @@ const OFFSET_LENGTH: usize = 8;
 const OFFSET_CRC: usize = 17;
 const OFFSET_RECORDS_COUNT: usize = 57;
 const CRC_START: usize = 21;
+const OFFSET_ATTRIBUTES: usize = 21;
+const ATTR_COMPRESSION_MASK: i16 = 0x07;
 const BATCH_LOG_OVERHEAD: usize = 12;
 
 /// One record of a batch, located in the (decompressed) records section.
@@ -44,6 +46,13 @@ impl Records {
 
 /// Decodes the records of one validated batch (`b` is exactly the batch).
 pub(crate) fn decode(b: &Bytes, h: &BatchHeader) -> Result<Records, BatchError> {
+    if h.records_count == 0 {
+        // An emptied batch has no records section to decompress.
+        return Ok(Records {
+            section: Bytes::new(),
+            records: Vec::new(),
+        });
+    }
     let body = b.slice(BATCH_HEADER_BYTES..);
     let section = decompress(h.compression(), body)?;
     let records = parse(&section, h)?;
@@ -152,7 +161,10 @@ fn parse(section: &[u8], h: &BatchHeader) -> Result<Vec<RecordView>, BatchError>
 
 /// Builds the batch `original` (header `h`) holding only `keep` (records
 /// of `records`, in order): same base offset, lastOffsetDelta, timestamps,
-/// producer fields and codec; new length, count and CRC.
+/// producer fields and codec; new length, count and CRC. A batch left with
+/// no records says it is uncompressed, as Kafka writes empty batches:
+/// clients must not try to decompress an empty body (librdkafka 2.12
+/// spins forever inflating zero bytes of gzip).
 pub(crate) fn rebuild(
     original: &[u8],
     h: &BatchHeader,
@@ -171,6 +183,11 @@ pub(crate) fn rebuild(
     let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
     out.extend_from_slice(&original[..BATCH_HEADER_BYTES]);
     out.extend_from_slice(&body);
+    if keep.is_empty() {
+        let attributes = i16::from_be_bytes([out[OFFSET_ATTRIBUTES], out[OFFSET_ATTRIBUTES + 1]]);
+        let plain = attributes & !ATTR_COMPRESSION_MASK;
+        out[OFFSET_ATTRIBUTES..OFFSET_ATTRIBUTES + 2].copy_from_slice(&plain.to_be_bytes());
+    }
     let length = (out.len() - BATCH_LOG_OVERHEAD) as i32;
     out[OFFSET_LENGTH..OFFSET_LENGTH + 4].copy_from_slice(&length.to_be_bytes());
     let count = keep.len() as i32;
@@ -237,6 +254,22 @@ mod tests {
             let offsets: Vec<i64> = again.records.iter().map(|r| r.offset).collect();
             assert_eq!(offsets, vec![103, 104, 105]);
             assert_eq!(again.key(&again.records[0]), Some(&b"k0"[..]));
+        }
+    }
+
+    #[test]
+    fn an_emptied_batch_is_uncompressed_and_decodes_to_nothing() {
+        for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
+            let b = crate::batch::stamped(&sample(c), 7);
+            let h = validate(&b).expect("valid");
+            let recs = decode(&b, &h).expect("decode");
+            let out = Bytes::from(rebuild(&b, &h, &recs, &[]).expect("rebuild"));
+            let h2 = validate_stored(&out).expect("valid empty batch");
+            assert_eq!(out.len(), BATCH_HEADER_BYTES);
+            assert_eq!((h2.records_count, h2.last_offset()), (0, 12));
+            assert_eq!(h2.compression(), Compression::None);
+            assert_eq!(h2.producer_id, h.producer_id);
+            assert!(decode(&out, &h2).expect("decode empty").records.is_empty());
         }
     }
 

@@ -84,32 +84,40 @@ pub(crate) async fn recover(
         // Producer state is replayed from the latest snapshot on.
         let replay = base >= snapshot_base;
         if replay && resumed {
-            segment::scan(&file, 0, size, Some(base), |h, _, _| {
+            segment::scan(&file, 0, size, Some(base), !last, |h, _, _| {
                 producers.record(h);
                 true
             })
             .await?;
         }
-        let end = segment::scan(&file, from_pos, size, Some(from_offset), |h, pos, _| {
-            if replay && !resumed {
-                producers.record(h);
-            }
-            if resumed && pos == from_pos {
-                index.resume_after(h.size as u32);
-            } else {
-                index.on_append(
-                    (h.base_offset - base) as u32,
-                    pos as u32,
-                    h.size as u32,
-                    h.max_timestamp,
-                    interval,
-                );
-            }
-            if h.max_timestamp > max_ts {
-                (max_ts, max_ts_batch) = (h.max_timestamp, h.base_offset);
-            }
-            true
-        })
+        // Sealed segments may hold the cleaner's gaps; the active one never.
+        let end = segment::scan(
+            &file,
+            from_pos,
+            size,
+            Some(from_offset),
+            !last,
+            |h, pos, _| {
+                if replay && !resumed {
+                    producers.record(h);
+                }
+                if resumed && pos == from_pos {
+                    index.resume_after(h.size as u32);
+                } else {
+                    index.on_append(
+                        (h.base_offset - base) as u32,
+                        pos as u32,
+                        h.size as u32,
+                        h.max_timestamp,
+                        interval,
+                    );
+                }
+                if h.max_timestamp > max_ts {
+                    (max_ts, max_ts_batch) = (h.max_timestamp, h.base_offset);
+                }
+                true
+            },
+        )
         .await?;
         seg.index = index;
         seg.max_timestamp = max_ts;
@@ -144,7 +152,7 @@ pub(crate) async fn recover(
                     // cut: rebuild them from what remains.
                     let mut fresh = SegmentIndex::default();
                     let mut best = (-1, base);
-                    segment::scan(&file, 0, end.position, Some(base), |h, pos, _| {
+                    segment::scan(&file, 0, end.position, Some(base), true, |h, pos, _| {
                         let rel = (h.base_offset - base) as u32;
                         fresh.on_append(rel, pos as u32, h.size as u32, h.max_timestamp, interval);
                         if h.max_timestamp > best.0 {
@@ -161,10 +169,11 @@ pub(crate) async fn recover(
                 seg.sealed = false;
             }
         }
-        if let Some(n) = next_base.filter(|n| trusted && !stop && *n > seg.next_offset) {
-            // The cleaner (which only rewrites segments below the recovery
-            // point) dropped this segment's last batches: the offsets up to
-            // the next segment are a gap, not a loss.
+        if let Some(n) = next_base.filter(|n| !stop && *n > seg.next_offset) {
+            // The cleaner dropped this sealed segment's last batches: the
+            // offsets up to the next segment are a gap, not a loss (a crash
+            // cannot shorten a sealed segment: it is synced before any
+            // batch of the next one is written).
             seg.next_offset = n;
         }
         if !stop && next_base.is_some_and(|n| n != seg.next_offset) && !trusted {

@@ -139,14 +139,17 @@ pub(crate) struct ScanEnd {
 /// Walks the batches of `file` from `position` (a batch boundary holding
 /// `expected_offset`) to `end`, validating each one (CRC, offsets moving
 /// forward) and handing header, position and bytes to `visit`. `visit`
-/// returns false to stop early. A batch may start past the expected offset
-/// (never before it): the cleaner drops batches whose records all went, so
-/// offsets increase but need not be dense.
+/// returns false to stop early. With `gaps`, a batch may start past the
+/// expected offset (never before it): the cleaner drops batches whose
+/// records all went, so a sealed segment's offsets increase but need not be
+/// dense. Without, offsets must be dense, which also catches a flipped bit
+/// in a base offset (outside the CRC) in the active segment.
 pub(crate) async fn scan<F>(
     file: &SegmentFile,
     mut position: u64,
     end: u64,
     mut expected_offset: Option<i64>,
+    gaps: bool,
     mut visit: F,
 ) -> Result<ScanEnd>
 where
@@ -193,7 +196,7 @@ where
             Err(e) => return Ok(stop(position, expected_offset, e.to_string())),
         };
         if let Some(expected) = expected_offset {
-            if header.base_offset < expected {
+            if header.base_offset < expected || (!gaps && header.base_offset != expected) {
                 return Ok(stop(
                     position,
                     expected_offset,

@@ -5,7 +5,8 @@
 //! written. A consumer from the beginning then sees exactly the latest
 //! record of each key in offset order, consumers placed in the gaps read on
 //! from the next surviving record, and once delete.retention.ms is made
-//! short the deleted keys disappear.
+//! short the deleted keys disappear. Producers are idempotent, so batches
+//! the cleaner empties but keeps (a producer's last) reach the consumer.
 
 mod common;
 
@@ -47,7 +48,16 @@ fn produce_all(bootstrap: &str, recs: &[(Vec<u8>, Option<Vec<u8>>)]) -> Vec<i64>
     let mut offsets = Vec::with_capacity(recs.len());
     let codecs = ["none", "gzip", "snappy", "lz4", "zstd"];
     for (n, chunk) in recs.chunks(10_000).enumerate() {
-        let p = producer(bootstrap, codecs[n % codecs.len()]);
+        // Idempotent, so that the cleaner meets producer ids and keeps each
+        // producer's last batch even when it empties it.
+        let p: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("compression.type", codecs[n % codecs.len()])
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "20000")
+            .create()
+            .expect("producer");
         let futures: Vec<_> = chunk
             .iter()
             .map(|(k, v)| {
