@@ -157,8 +157,8 @@ impl PartitionLog {
 
     /// Runs one cleaning pass over the cleanable segments, whatever the
     /// dirty ratio (the broker asks [`PartitionLog::compaction_due`] first).
-    /// Appends and reads go on meanwhile; retention, DeleteRecords,
-    /// truncation and close wait for the pass.
+    /// Appends and reads go on meanwhile; retention, DeleteRecords and
+    /// truncation wait for the pass, close for the segment in progress.
     pub async fn compact(&self) -> Result<CompactionOutcome> {
         let _lock = self
             .inner
@@ -207,6 +207,9 @@ impl PartitionLog {
         let mut damaged: HashSet<i64> = HashSet::new();
         let mut covered = plan.len();
         for (k, seg) in plan.iter().enumerate() {
+            if self.inner.closing.get() {
+                return Ok(outcome);
+            }
             let file = SegmentFile::open(&seg.path, faults.clone()).await?;
             let mut full = false;
             let end = segment::scan(&file, 0, seg.size, Some(seg.base), true, |h, _, bytes| {
@@ -240,7 +243,12 @@ impl PartitionLog {
         }
 
         // Pass 2: rewrite and swap each segment in turn.
+        let mut done = 0;
         for seg in &plan[..covered] {
+            if self.inner.closing.get() {
+                break;
+            }
+            done += 1;
             outcome.bytes_before += seg.size;
             if damaged.contains(&seg.base) {
                 outcome.segments_damaged += 1;
@@ -275,8 +283,8 @@ impl PartitionLog {
         }
         {
             let mut st = self.inner.state.borrow_mut();
-            if covered > 0 {
-                let i = st.segment_for(plan[covered - 1].base);
+            if done > 0 {
+                let i = st.segment_for(plan[done - 1].base);
                 st.cleaned_end = st.segments[i].next_offset;
             }
         }

@@ -135,6 +135,9 @@ pub(crate) struct Inner {
     /// (cleaning, retention, DeleteRecords, truncation, close), so that a
     /// cleaning pass never races them. Appends and reads never take it.
     pub segments_lock: RwLock<()>,
+    /// Set by `close`: a cleaning pass stops after the segment it is on,
+    /// so that closing waits for one segment, not a whole pass.
+    pub closing: std::cell::Cell<bool>,
 }
 
 /// Bytes of record-less batches a read gathers, looking for a record, even
@@ -223,6 +226,7 @@ impl PartitionLog {
                 state: RefCell::new(state),
                 gate: RwLock::new(()),
                 segments_lock: RwLock::new(()),
+                closing: std::cell::Cell::new(false),
             }),
         })
     }
@@ -744,7 +748,8 @@ impl PartitionLog {
             .write()
             .await
             .map_err(|_| StorageError::Closed)?;
-        // A cleaning pass in progress finishes its segment swaps first.
+        // A cleaning pass in progress finishes the segment it is on first.
+        self.inner.closing.set(true);
         let _segments = self
             .inner
             .segments_lock

@@ -548,3 +548,31 @@ fn a_pass_stopped_at_any_step_of_its_swap_recovers() {
         step += 1;
     }
 }
+
+#[test]
+fn close_during_a_pass_waits_for_one_segment_and_the_log_reopens_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().to_path_buf();
+    run(move || async move {
+        let (log, model) = deterministic_log(&path, None).await;
+        let pass = {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.compact().await })
+        };
+        // Let the pass start, then close under it.
+        glommio::yield_if_needed().await;
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        log.close().await.expect("close");
+        let out = pass.await;
+        assert!(
+            out.is_ok() || matches!(out, Err(StorageError::Closed)),
+            "{out:?}"
+        );
+        let log = PartitionLog::open(&path, compact_config())
+            .await
+            .expect("reopen");
+        let seen = read_all(&log).await;
+        check(&seen, &model, 0, false);
+        log.close().await.expect("close");
+    });
+}
