@@ -8,7 +8,6 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::future;
 use glommio::{Latency, Shares};
 
 use crate::shard::Shard;
@@ -29,17 +28,7 @@ pub fn spawn_cleaner(shard: &Rc<Shard>) {
     let task = glommio::spawn_local_into(
         async move {
             loop {
-                let woke = future::or(
-                    async {
-                        glommio::timer::sleep(interval).await;
-                        true
-                    },
-                    async {
-                        shard.stopped().await;
-                        false
-                    },
-                )
-                .await;
+                let woke = shard.nap(interval).await;
                 if !woke {
                     return;
                 }

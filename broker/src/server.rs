@@ -278,17 +278,7 @@ fn spawn_retention(shard: &Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.retention_check_interval_ms);
     glommio::spawn_local(async move {
         loop {
-            let woke = future::or(
-                async {
-                    glommio::timer::sleep(interval).await;
-                    true
-                },
-                async {
-                    shard.stopped().await;
-                    false
-                },
-            )
-            .await;
+            let woke = shard.nap(interval).await;
             if !woke {
                 return;
             }

@@ -106,6 +106,22 @@ impl Shard {
         self.appended.notify();
     }
 
+    /// Sleeps for `period`; false if shutdown began meanwhile, for the
+    /// shard's periodic tasks.
+    pub async fn nap(&self, period: Duration) -> bool {
+        future::or(
+            async {
+                glommio::timer::sleep(period).await;
+                true
+            },
+            async {
+                self.stopped().await;
+                false
+            },
+        )
+        .await
+    }
+
     /// Resolves once shutdown has begun.
     pub async fn stopped(&self) {
         while !self.is_shutting_down() {

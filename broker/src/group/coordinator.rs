@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_channel::oneshot;
-use futures_lite::future;
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -632,17 +631,7 @@ async fn run_timers(shard: Rc<Shard>) {
     let retention = shard.config.offsets_retention_ms;
     let mut next_expiry = now_ms() + check_every;
     loop {
-        let woke = future::or(
-            async {
-                glommio::timer::sleep(TICK).await;
-                true
-            },
-            async {
-                shard.stopped().await;
-                false
-            },
-        )
-        .await;
+        let woke = shard.nap(TICK).await;
         if !woke {
             shard.coordinator.release_waiting();
             return;

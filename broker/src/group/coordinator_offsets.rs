@@ -31,17 +31,7 @@ impl Coordinator {
             })
             .collect();
         for (group_id, partition, gone) in work {
-            let records = gone
-                .iter()
-                .map(|(t, p)| {
-                    let key = RecordKey::Offset {
-                        group: group_id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                    };
-                    (key.encode(), None)
-                })
-                .collect();
+            let records = offset_tombstones(&group_id, &gone);
             if let Err(e) = self.write(shard, partition, records, now_ms()).await {
                 tracing::warn!(group = %group_id, code = e, "forgetting offsets of deleted topics failed");
                 continue;
@@ -286,17 +276,7 @@ impl Coordinator {
             }
         }
         for (group_id, partition, expired, drop_group) in work {
-            let mut records: Vec<KeyValue> = expired
-                .iter()
-                .map(|(t, p)| {
-                    let key = RecordKey::Offset {
-                        group: group_id.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                    };
-                    (key.encode(), None)
-                })
-                .collect();
+            let mut records = offset_tombstones(&group_id, &expired);
             if drop_group {
                 let key = RecordKey::Group {
                     group: group_id.clone(),
@@ -320,10 +300,13 @@ impl Coordinator {
     }
 }
 
-pub(super) fn tombstones_of(group_id: &str, entry: &GroupEntry) -> Vec<KeyValue> {
-    let mut records: Vec<KeyValue> = entry
-        .offsets
-        .keys()
+/// Tombstones for the committed offsets of `partitions` of a group.
+fn offset_tombstones<'a>(
+    group_id: &str,
+    partitions: impl IntoIterator<Item = &'a (String, i32)>,
+) -> Vec<KeyValue> {
+    partitions
+        .into_iter()
         .map(|(t, p)| {
             let key = RecordKey::Offset {
                 group: group_id.to_string(),
@@ -332,7 +315,11 @@ pub(super) fn tombstones_of(group_id: &str, entry: &GroupEntry) -> Vec<KeyValue>
             };
             (key.encode(), None)
         })
-        .collect();
+        .collect()
+}
+
+pub(super) fn tombstones_of(group_id: &str, entry: &GroupEntry) -> Vec<KeyValue> {
+    let mut records = offset_tombstones(group_id, entry.offsets.keys());
     let key = RecordKey::Group {
         group: group_id.to_string(),
     };
