@@ -195,8 +195,13 @@ pub(crate) async fn sync_now(inner: &Rc<Inner>) -> Result<()> {
             st.writer.file.as_ref().map(SegmentFile::share),
         )
     };
+    let started = std::time::Instant::now();
     let result = match file {
-        Some(f) => f.sync().await,
+        Some(f) => {
+            let r = f.sync().await;
+            crate::stats::record_fsync(started.elapsed());
+            r
+        }
         None => Ok(()),
     };
     let mut st = inner.state.borrow_mut();

@@ -19,6 +19,7 @@ pub mod producer;
 mod records;
 mod recovery;
 mod segment;
+pub mod stats;
 pub mod testing;
 
 pub use cache::CacheBudget;

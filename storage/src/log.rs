@@ -510,6 +510,18 @@ impl PartitionLog {
         self.inner.state.borrow().readable_end
     }
 
+    /// The offset the next append gets: past everything appended, readable
+    /// or still on its way to disk.
+    pub fn next_offset(&self) -> i64 {
+        self.inner.state.borrow().next_offset
+    }
+
+    /// True once an fdatasync failed: appends are refused until the log is
+    /// reopened.
+    pub fn is_offline(&self) -> bool {
+        self.inner.state.borrow().failed.is_some()
+    }
+
     /// Offsets below this are covered by an fdatasync.
     pub fn synced_end_offset(&self) -> i64 {
         self.inner.state.borrow().synced_end
