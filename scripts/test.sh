@@ -15,4 +15,5 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/compat.py
 .venv/bin/python tests/python/idempotence.py
 .venv/bin/python tests/python/groups.py
+.venv/bin/python tests/python/metrics.py
 echo "all tests passed"

@@ -64,6 +64,9 @@ impl std::error::Error for ConfigError {}
 pub struct Config {
     /// Address every shard binds (SO_REUSEPORT).
     pub listen: String,
+    /// Address of the HTTP endpoint serving `/metrics` and `/health`;
+    /// empty switches it off.
+    pub metrics_listen: String,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
@@ -138,6 +141,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: "127.0.0.1:9092".into(),
+            metrics_listen: "127.0.0.1:9644".into(),
             advertise: None,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
@@ -186,6 +190,26 @@ impl Config {
             value: self.listen.clone(),
             allowed: "an IP address and port, e.g. 127.0.0.1:9092 or 0.0.0.0:9092".into(),
         })
+    }
+
+    /// The metrics endpoint's address; `None` when switched off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = self.metrics_listen.parse().map_err(|_| ConfigError {
+            key: "metrics_listen",
+            value: self.metrics_listen.clone(),
+            allowed: "an IP address and port, e.g. 127.0.0.1:9644, or \"\" to switch it off".into(),
+        })?;
+        if Ok(addr) == self.listen_addr() {
+            return Err(ConfigError {
+                key: "metrics_listen",
+                value: self.metrics_listen.clone(),
+                allowed: "an address other than listen's".into(),
+            });
+        }
+        Ok(Some(addr))
     }
 
     /// Host and port clients are told to connect to.
@@ -257,6 +281,7 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.metrics_addr()?;
         self.advertised()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError {

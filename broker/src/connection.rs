@@ -43,12 +43,16 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 break;
             }
         };
+        // The length prefix counts: it is on the wire too.
+        let bytes_in = frame.len() + 4;
+        let started = std::time::Instant::now();
         let request = match net::decode_request(frame) {
             Ok(mut r) => {
                 r.peer = peer;
                 r
             }
             Err(e) => {
+                shard.metrics.bytes_received(bytes_in);
                 tracing::warn!(?peer, "closing connection: {e}");
                 break;
             }
@@ -67,19 +71,23 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         let outcome = std::panic::AssertUnwindSafe(kafka::dispatch(&shard, request))
             .catch_unwind()
             .await;
-        match outcome {
+        let (written, bytes_out) = match outcome {
             Ok(Ok(Reply::Frame(chunks))) => {
-                if let Err(e) = net::write_chunks(&mut stream, &chunks).await {
-                    tracing::debug!(?peer, "writing the response failed: {e}");
-                    break;
-                }
+                let bytes_out = chunks.iter().map(|c| c.len()).sum();
+                (net::write_chunks(&mut stream, &chunks).await, bytes_out)
             }
-            Ok(Ok(Reply::Nothing)) => {}
+            Ok(Ok(Reply::Nothing)) => (Ok(()), 0),
             Ok(Ok(Reply::Close(reason))) => {
+                shard
+                    .metrics
+                    .request_done(api_key as i16, bytes_in, 0, started.elapsed());
                 tracing::info!(?peer, "closing connection: {reason}");
                 break;
             }
             Ok(Err(e)) => {
+                shard
+                    .metrics
+                    .request_done(api_key as i16, bytes_in, 0, started.elapsed());
                 tracing::warn!(?peer, "closing connection: {e}");
                 break;
             }
@@ -92,6 +100,13 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 );
                 break;
             }
+        };
+        shard
+            .metrics
+            .request_done(api_key as i16, bytes_in, bytes_out, started.elapsed());
+        if let Err(e) = written {
+            tracing::debug!(?peer, "writing the response failed: {e}");
+            break;
         }
     }
 }

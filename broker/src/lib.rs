@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod listen;
 pub mod mesh;
 pub mod metadata;
+pub mod metrics;
 pub mod preflight;
 pub mod route;
 pub mod server;

@@ -24,6 +24,22 @@ static ALLOCATOR: broker::alloc::ReservingAllocator = broker::alloc::ReservingAl
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log filter: a level (error, warn, info, debug, trace) or tracing
+    /// directives such as `info,broker::group=debug`; overrides the
+    /// SLUICE_LOG and RUST_LOG environment variables [default: info].
+    #[arg(long, global = true, value_name = "FILTER")]
+    log_level: Option<String>,
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -40,6 +56,10 @@ struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:9092].
     #[arg(long, value_name = "HOST:PORT")]
     listen: Option<String>,
+    /// Address of the HTTP endpoint serving /metrics (Prometheus) and
+    /// /health; "" switches it off [default: 127.0.0.1:9644].
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Address clients are told to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -155,6 +175,7 @@ impl ServeArgs {
         }
         set!(
             listen,
+            metrics_listen,
             data_dir,
             node_id,
             fsync_interval_ms,
@@ -225,8 +246,11 @@ fn tune_allocator() {}
 
 fn main() -> ExitCode {
     tune_allocator();
-    init_logging();
     let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.log_level.as_deref(), cli.log_format) {
+        eprintln!("sluice: {e:#}");
+        return ExitCode::FAILURE;
+    }
     let result = match cli.command {
         Command::Serve(args) => serve(args),
     };
@@ -251,17 +275,39 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logging() {
+/// The log filter: `--log-level`, else SLUICE_LOG, else RUST_LOG, else
+/// info.
+fn log_filter(flag: Option<&str>) -> String {
+    let chosen = flag
+        .map(str::to_string)
+        .or_else(|| std::env::var("SLUICE_LOG").ok())
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info".into());
     // glommio reports a failed iopoll probe as an error on devices without
-    // polled queues (every VM disk); it is harmless, so it is hidden.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,glommio::reactor=off"));
+    // polled queues (every VM disk); it is harmless, so it is hidden unless
+    // the filter names glommio itself.
+    if chosen.contains("glommio") {
+        chosen
+    } else {
+        format!("{chosen},glommio::reactor=off")
+    }
+}
+
+fn init_logging(flag: Option<&str>, format: LogFormat) -> anyhow::Result<()> {
+    let text = log_filter(flag);
+    let filter = tracing_subscriber::EnvFilter::try_new(&text).with_context(|| {
+        format!("invalid log filter {text:?} (--log-level, SLUICE_LOG or RUST_LOG)")
+    })?;
     use std::io::IsTerminal;
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -41,6 +41,8 @@ pub enum ShardRequest {
     ApplyMetadata(Arc<ClusterMetadata>),
     /// A consumer-group request, for the shard coordinating the group.
     Group(GroupCall),
+    /// This shard's metrics, for a scrape.
+    Metrics,
 }
 
 pub enum ShardResponse {
@@ -56,6 +58,7 @@ pub enum ShardResponse {
     Admin(Vec<AdminOutcome>),
     Applied,
     Group(GroupAnswer),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
 }
 
 pub struct ProduceItem {

@@ -31,6 +31,8 @@ pub enum StartError {
     Metadata(crate::metadata::MetadataError, String),
     #[error("binding {addr} failed: {reason}. Fix: stop whatever listens there or choose another --listen")]
     Bind { addr: String, reason: String },
+    #[error("binding the metrics endpoint {addr} failed: {reason}. Fix: stop whatever listens there, choose another --metrics-listen, or switch it off with --metrics-listen ''")]
+    MetricsBind { addr: String, reason: String },
     #[error("shard {shard} failed: {reason}")]
     Shard { shard: usize, reason: String },
 }
@@ -86,7 +88,7 @@ fn lock_data_dir(dir: &Path) -> Result<DataDirLock, StartError> {
 /// How long start-up waits for the port to be released. A broker that was
 /// killed leaves its listening sockets to io_uring's asynchronous teardown
 /// for a moment after the process is gone.
-const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+pub(crate) const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Shards bind with SO_REUSEPORT, which would silently share the port with
 /// another broker of the same user (or with the dying sockets of a killed

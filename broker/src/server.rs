@@ -70,6 +70,10 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         topics = metadata.topics.len(),
         "starting"
     );
+    // Bound here, before any shard starts, so a taken port fails start-up
+    // with a message rather than leaving a broker without its endpoint;
+    // shard 0 takes it over.
+    let metrics_listener = Arc::new(std::sync::Mutex::new(bind_metrics(&config)?));
     let config = Arc::new(config);
     let metadata = Arc::new(metadata);
     let barriers = Arc::new(Barriers::default());
@@ -79,7 +83,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         .name("sluice-shard")
         .io_memory(io_memory)
         .on_all_shards(move || async move {
-            shard_main(config, metadata, mesh, shutdown, barriers).await
+            shard_main(config, metadata, mesh, shutdown, barriers, metrics_listener).await
         })
         .map_err(|e| StartError::IoUring {
             reason: e.to_string(),
@@ -112,6 +116,7 @@ async fn shard_main(
     mesh: MeshBuilder<Envelope, Full>,
     shutdown: Arc<AtomicBool>,
     barriers: Arc<Barriers>,
+    metrics_listener: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
 ) -> Result<(), StartError> {
     let _stop_all_if_this_panics = PanicStopsAll(shutdown.clone());
     let nr_shards = mesh.nr_peers();
@@ -158,7 +163,16 @@ async fn shard_main(
     };
     if id == 0 {
         tracing::info!(%addr, "listening");
+        let taken = metrics_listener.lock().ok().and_then(|mut l| l.take());
+        if let Some(listener) = taken {
+            if let Ok(local) = listener.local_addr() {
+                tracing::info!(addr = %local, "metrics endpoint listening");
+            }
+            crate::metrics::http::spawn_server(&shard, listener);
+        }
     }
+    shard.metrics.set_serving(true);
+    crate::metrics::spawn_reactor_probe(&shard);
     spawn_shutdown_watch(&shard);
     spawn_retention(&shard);
     crate::cleaner::spawn_cleaner(&shard);
@@ -179,6 +193,7 @@ async fn shard_main(
             }
         };
         if active.get() >= config.connections_per_shard_max {
+            shard.metrics.connection_refused();
             tracing::warn!(
                 shard = id,
                 "connection limit reached; refusing a connection"
@@ -187,15 +202,18 @@ async fn shard_main(
             continue;
         }
         active.set(active.get() + 1);
+        shard.metrics.connection_opened();
         let shard = shard.clone();
         let active = active.clone();
         glommio::spawn_local(async move {
-            connection::serve(shard, stream).await;
+            connection::serve(shard.clone(), stream).await;
+            shard.metrics.connection_closed();
             active.set(active.get() - 1);
         })
         .detach();
     }
     drop(listener);
+    shard.metrics.set_serving(false);
     // Connections finish the request they are handling, then close.
     let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
     while active.get() > 0 && Instant::now() < deadline {
@@ -286,4 +304,28 @@ fn spawn_retention(shard: &Rc<Shard>) {
         }
     })
     .detach();
+}
+
+/// Binds the metrics endpoint's address (a plain bind, no SO_REUSEPORT, so
+/// a second broker cannot share it); `None` when it is switched off.
+fn bind_metrics(config: &Config) -> Result<Option<std::net::TcpListener>, StartError> {
+    let Some(addr) = config.metrics_addr()? else {
+        return Ok(None);
+    };
+    let deadline = Instant::now() + crate::preflight::PORT_RELEASE_WAIT;
+    loop {
+        match std::net::TcpListener::bind(addr) {
+            Ok(l) => return Ok(Some(l)),
+            // A killed broker's socket lingers a moment in io_uring teardown.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => {
+                return Err(StartError::MetricsBind {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
 }

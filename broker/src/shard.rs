@@ -55,6 +55,8 @@ pub struct Shard {
     /// The consumer groups whose `__consumer_offsets` partitions this
     /// shard owns.
     pub coordinator: Coordinator,
+    /// This shard's counters; only its own thread touches them.
+    pub metrics: crate::metrics::ShardMetrics,
 }
 
 impl Shard {
@@ -84,6 +86,7 @@ impl Shard {
             admin_gate: glommio::sync::Semaphore::new(1),
             shutdown,
             coordinator: Coordinator::new(group_config),
+            metrics: crate::metrics::ShardMetrics::default(),
         })
     }
 
@@ -203,6 +206,9 @@ impl Shard {
             }
             ShardRequest::Group(call) => {
                 ShardResponse::Group(self.coordinator.handle(self, call).await)
+            }
+            ShardRequest::Metrics => {
+                ShardResponse::Metrics(Box::new(crate::metrics::snapshot(self)))
             }
         }
     }

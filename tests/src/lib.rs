@@ -111,6 +111,14 @@ impl Broker {
             .arg(self.addr.to_string())
             .arg("--data-dir")
             .arg(&self.data_dir)
+            // Tests run brokers side by side: each takes a free port for
+            // its metrics endpoint unless the test names one.
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--metrics-listen"))
+                    .then_some(["--metrics-listen", "127.0.0.1:0"])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .stdout(Stdio::null())
             .stderr(log)

@@ -205,6 +205,19 @@ impl Coordinator {
         }
     }
 
+    /// Every committed offset of the groups this shard coordinates, as
+    /// (group, topic, partition, offset), for metrics.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        let groups = self.groups.borrow();
+        let mut out = Vec::new();
+        for (group, entry) in groups.iter() {
+            for ((topic, partition), value) in &entry.offsets {
+                out.push((group.clone(), topic.clone(), *partition, value.offset));
+            }
+        }
+        out
+    }
+
     /// Starts loading the `__consumer_offsets` partitions this shard owns
     /// and has not loaded yet; forgets those it no longer has.
     pub fn adopt_partitions(&self, shard: &Rc<Shard>) {

@@ -1,0 +1,375 @@
+//! The metrics endpoint: a minimal HTTP/1.x server on shard 0's executor,
+//! in a low-share task queue, answering `GET /metrics` (Prometheus text)
+//! and `GET /health` (200 "ok" or 503 with the reasons), one request per
+//! connection. Requests are bounded in size, time and concurrency; the
+//! parser is a pure function so every malformed input is unit-tested.
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::{Latency, Shares};
+
+use crate::shard::Shard;
+
+/// A request head (request line and headers) longer than this is refused:
+/// scrapers send a few hundred bytes.
+pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
+
+/// Time a client has to send its request head and take the response.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Time shards have to answer a scrape before health reports them.
+const GATHER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Connections served at once; more are closed at accept.
+const CONNECTIONS_MAX: usize = 16;
+
+/// CPU shares of the endpoint's task queue: request handling (1000 shares)
+/// keeps the core when both want it.
+const HTTP_SHARES: usize = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Metrics,
+    Health,
+}
+
+/// What a request head asks for, or the status that refuses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed {
+    /// `head` is true for HEAD: headers only.
+    Ok {
+        route: Route,
+        head: bool,
+    },
+    BadRequest(&'static str),
+    NotFound,
+    MethodNotAllowed,
+}
+
+/// Parses a complete request head (up to and excluding the blank line).
+pub fn parse_head(head: &[u8]) -> Parsed {
+    let Ok(text) = std::str::from_utf8(head) else {
+        return Parsed::BadRequest("request is not UTF-8");
+    };
+    let mut lines = text.split("\r\n");
+    let request_line = lines.next().unwrap_or_default();
+    let mut parts = request_line.split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Parsed::BadRequest("malformed request line");
+    };
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return Parsed::BadRequest("unsupported HTTP version");
+    }
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Parsed::BadRequest("malformed method");
+    }
+    if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
+        return Parsed::BadRequest("malformed request target");
+    }
+    for line in lines {
+        match line.split_once(':') {
+            Some((name, _))
+                if !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b':') => {}
+            _ => return Parsed::BadRequest("malformed header line"),
+        }
+    }
+    let head = match method {
+        "GET" => false,
+        "HEAD" => true,
+        _ => return Parsed::MethodNotAllowed,
+    };
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    match path {
+        "/metrics" => Parsed::Ok {
+            route: Route::Metrics,
+            head,
+        },
+        "/health" => Parsed::Ok {
+            route: Route::Health,
+            head,
+        },
+        _ => Parsed::NotFound,
+    }
+}
+
+/// Where a request head ends in `buf`: the index past its blank line.
+pub fn head_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
+}
+
+/// A whole HTTP/1.1 response that closes the connection.
+pub fn response(status: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        503 => "Service Unavailable",
+        _ => "Error",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status == 405 {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(body);
+    }
+    out.into_bytes()
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Reads one request head from `stream`, bounded by `REQUEST_HEAD_BYTES_MAX`.
+/// `Ok(None)`: the client closed before sending a whole head.
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Result<Vec<u8>, ()>>> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    loop {
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(None);
+        }
+        // Only the new bytes and the three before them can complete "\r\n\r\n".
+        let from = buf.len().saturating_sub(3);
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = head_end(&buf[from..]) {
+            let end = from + end;
+            if end > REQUEST_HEAD_BYTES_MAX {
+                return Ok(Some(Err(())));
+            }
+            buf.truncate(end - 4);
+            return Ok(Some(Ok(buf)));
+        }
+        if buf.len() > REQUEST_HEAD_BYTES_MAX {
+            return Ok(Some(Err(())));
+        }
+    }
+}
+
+async fn answer(shard: &Rc<Shard>, parsed: Parsed) -> Vec<u8> {
+    match parsed {
+        Parsed::BadRequest(why) => response(400, TEXT, &format!("bad request: {why}\n"), false),
+        Parsed::NotFound => response(404, TEXT, "not found: try /metrics or /health\n", false),
+        Parsed::MethodNotAllowed => response(405, TEXT, "only GET and HEAD\n", false),
+        Parsed::Ok { route, head } => {
+            let gathered = super::gather(shard, GATHER_TIMEOUT).await;
+            match (route, gathered) {
+                (Route::Metrics, Ok(snapshots)) => response(
+                    200,
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                    &super::render(snapshots),
+                    head,
+                ),
+                (Route::Metrics, Err(i)) => response(
+                    503,
+                    TEXT,
+                    &format!("shard {i} did not answer within {GATHER_TIMEOUT:?}\n"),
+                    head,
+                ),
+                (Route::Health, Ok(snapshots)) => match super::health(&snapshots) {
+                    Ok(()) => response(200, TEXT, "ok\n", head),
+                    Err(why) => response(503, TEXT, &format!("{why}\n"), head),
+                },
+                (Route::Health, Err(i)) => response(
+                    503,
+                    TEXT,
+                    &format!("shard {i} did not answer within {GATHER_TIMEOUT:?}\n"),
+                    head,
+                ),
+            }
+        }
+    }
+}
+
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+    let exchange = async {
+        let reply = match read_head(&mut stream).await {
+            Ok(None) | Err(_) => return,
+            Ok(Some(Err(()))) => {
+                response(400, TEXT, "bad request: request head too large\n", false)
+            }
+            Ok(Some(Ok(head))) => answer(&shard, parse_head(&head)).await,
+        };
+        if stream.write_all(&reply).await.is_ok() {
+            let _ = stream.flush().await;
+        }
+    };
+    let timed_out = future::or(
+        async {
+            exchange.await;
+            false
+        },
+        async {
+            glommio::timer::sleep(REQUEST_TIMEOUT).await;
+            true
+        },
+    )
+    .await;
+    if timed_out {
+        tracing::debug!("metrics endpoint: request timed out");
+    }
+    let _ = stream.close().await;
+}
+
+/// Serves the endpoint on `listener` (bound before the shards started)
+/// until the shard shuts down.
+pub fn spawn_server(shard: &Rc<Shard>, listener: std::net::TcpListener) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    if let Err(e) = listener.set_nonblocking(true) {
+        tracing::warn!("metrics endpoint: {e}");
+    }
+    // SAFETY: the descriptor comes from a listening std TcpListener whose
+    // ownership `into_raw_fd` gives up, so glommio's listener is its only
+    // owner.
+    let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
+    let queue = glommio::executor().create_task_queue(
+        Shares::Static(HTTP_SHARES),
+        Latency::NotImportant,
+        "metrics-http",
+    );
+    let shard = shard.clone();
+    let task = glommio::spawn_local_into(
+        async move {
+            let active = Rc::new(Cell::new(0usize));
+            loop {
+                let accepted = future::or(async { Some(listener.accept().await) }, async {
+                    shard.stopped().await;
+                    None
+                })
+                .await;
+                let stream = match accepted {
+                    None => return,
+                    Some(Ok(s)) => s,
+                    Some(Err(e)) => {
+                        tracing::warn!("metrics endpoint: accept failed: {e}");
+                        glommio::timer::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                if active.get() >= CONNECTIONS_MAX {
+                    drop(stream);
+                    continue;
+                }
+                active.set(active.get() + 1);
+                let shard = shard.clone();
+                let active = active.clone();
+                glommio::spawn_local(async move {
+                    serve_connection(shard, stream).await;
+                    active.set(active.get() - 1);
+                })
+                .detach();
+            }
+        },
+        queue,
+    );
+    match task {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(e) => tracing::error!("the metrics endpoint did not start: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ok(route: Route) -> Parsed {
+        Parsed::Ok { route, head: false }
+    }
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            parse_head(b"GET /metrics HTTP/1.1\r\nHost: x"),
+            ok(Route::Metrics)
+        );
+        assert_eq!(parse_head(b"GET /health HTTP/1.0"), ok(Route::Health));
+        assert_eq!(
+            parse_head(b"GET /metrics?x=1 HTTP/1.1\r\nAccept: */*\r\nUser-Agent: Prometheus/2"),
+            ok(Route::Metrics)
+        );
+        assert_eq!(
+            parse_head(b"HEAD /health HTTP/1.1"),
+            Parsed::Ok {
+                route: Route::Health,
+                head: true
+            }
+        );
+        assert_eq!(parse_head(b"GET / HTTP/1.1"), Parsed::NotFound);
+        assert_eq!(parse_head(b"GET /metricsx HTTP/1.1"), Parsed::NotFound);
+        assert_eq!(
+            parse_head(b"POST /metrics HTTP/1.1"),
+            Parsed::MethodNotAllowed
+        );
+    }
+
+    #[test]
+    fn malformed_heads_are_bad_requests() {
+        for head in [
+            &b""[..],
+            b"GET",
+            b"GET /metrics",
+            b"GET  /metrics HTTP/1.1",
+            b"GET /metrics HTTP/1.1 extra",
+            b"GET /metrics HTTP/2.0",
+            b"GET metrics HTTP/1.1",
+            b"get /metrics HTTP/1.1",
+            b"GET /met\x01rics HTTP/1.1",
+            b"GET /metrics HTTP/1.1\r\nno colon",
+            b"GET /metrics HTTP/1.1\r\n: empty name",
+            b"GET /metrics HTTP/1.1\r\nbad name: x y",
+            b"\xff\xfe /metrics HTTP/1.1",
+            b"\r\n\r\n",
+        ] {
+            assert!(
+                matches!(parse_head(head), Parsed::BadRequest(_)),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+        }
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        // A cheap deterministic fuzz: every prefix and byte flip of a valid head.
+        let valid = b"GET /metrics HTTP/1.1\r\nHost: localhost:9644\r\nAccept: text/plain";
+        for n in 0..=valid.len() {
+            let _ = parse_head(&valid[..n]);
+            for flip in [0u8, b' ', b':', b'\r', b'\n', 0x80, 0xff] {
+                let mut v = valid.to_vec();
+                if n < v.len() {
+                    v[n] = flip;
+                }
+                let _ = parse_head(&v);
+            }
+        }
+    }
+
+    #[test]
+    fn head_end_finds_the_blank_line() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
+    }
+
+    #[test]
+    fn responses_carry_length_and_close() {
+        let r = String::from_utf8(response(404, TEXT, "nope\n", false)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 404 Not Found\r\n"));
+        assert!(r.contains("Content-Length: 5\r\n"));
+        assert!(r.contains("Connection: close\r\n"));
+        assert!(r.ends_with("\r\n\r\nnope\n"));
+        let h = String::from_utf8(response(200, TEXT, "ok\n", true)).expect("utf-8");
+        assert!(h.contains("Content-Length: 3\r\n") && h.ends_with("\r\n\r\n"));
+    }
+}

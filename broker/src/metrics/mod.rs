@@ -1,0 +1,279 @@
+//! Broker metrics. Each shard owns a `ShardMetrics` of plain cells that
+//! only its own thread touches (no atomics, no cross-core cache traffic,
+//! no allocation per request); a scrape asks every shard over the mesh for
+//! a `ShardSnapshot` and `render` adds them up into Prometheus text.
+//! `http` serves `/metrics` and `/health` from shard 0.
+
+pub mod http;
+mod render;
+
+use std::cell::Cell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use storage::stats::{HistogramSnapshot, LatencyHistogram};
+
+use crate::shard::Shard;
+
+pub use render::{health, render};
+
+/// Kafka API keys are below this (the highest in use is under 100); keys
+/// above it are counted as `other`.
+pub const API_KEYS_MAX: usize = 128;
+
+/// How often each shard checks how late its reactor runs a timer.
+const REACTOR_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+
+/// A timer this late means the shard held its core without polling: a
+/// stall. glommio's budget per task-queue run is 100 ms (its preemption
+/// timer), so a healthy loaded shard stays well below.
+pub const STALL_THRESHOLD: Duration = Duration::from_millis(150);
+
+/// Counters of one shard, written only by its own thread.
+pub struct ShardMetrics {
+    /// Latency of each API's requests, indexed by API key; the histogram's
+    /// count is the request count. The last slot collects unknown keys.
+    requests: Box<[LatencyHistogram]>,
+    bytes_in: Cell<u64>,
+    bytes_out: Cell<u64>,
+    connections_active: Cell<u64>,
+    connections_accepted: Cell<u64>,
+    connections_refused: Cell<u64>,
+    /// Executor busy time summed over the scrapes so far (glommio's
+    /// executor stats reset on every read).
+    busy_ns: Cell<u64>,
+    reactor_lag: LatencyHistogram,
+    stalls: Cell<u64>,
+    /// True from the moment the shard listens until shutdown begins.
+    serving: Cell<bool>,
+}
+
+impl Default for ShardMetrics {
+    fn default() -> Self {
+        ShardMetrics {
+            requests: (0..=API_KEYS_MAX)
+                .map(|_| LatencyHistogram::default())
+                .collect(),
+            bytes_in: Cell::new(0),
+            bytes_out: Cell::new(0),
+            connections_active: Cell::new(0),
+            connections_accepted: Cell::new(0),
+            connections_refused: Cell::new(0),
+            busy_ns: Cell::new(0),
+            reactor_lag: LatencyHistogram::default(),
+            stalls: Cell::new(0),
+            serving: Cell::new(false),
+        }
+    }
+}
+
+fn add(c: &Cell<u64>, n: u64) {
+    c.set(c.get().wrapping_add(n));
+}
+
+impl ShardMetrics {
+    /// One request answered: its frame sizes on the wire (length prefix
+    /// included) and the time from decoding to the response written.
+    pub fn request_done(&self, api_key: i16, bytes_in: usize, bytes_out: usize, elapsed: Duration) {
+        let slot = usize::try_from(api_key)
+            .ok()
+            .filter(|&k| k < API_KEYS_MAX)
+            .unwrap_or(API_KEYS_MAX);
+        self.requests[slot].observe(elapsed);
+        add(&self.bytes_in, bytes_in as u64);
+        add(&self.bytes_out, bytes_out as u64);
+    }
+
+    /// Bytes of a request that got no answer counted by `request_done`
+    /// (a frame that failed to decode).
+    pub fn bytes_received(&self, bytes: usize) {
+        add(&self.bytes_in, bytes as u64);
+    }
+
+    pub fn connection_opened(&self) {
+        add(&self.connections_accepted, 1);
+        add(&self.connections_active, 1);
+    }
+
+    pub fn connection_closed(&self) {
+        self.connections_active
+            .set(self.connections_active.get().saturating_sub(1));
+    }
+
+    pub fn connection_refused(&self) {
+        add(&self.connections_refused, 1);
+    }
+
+    pub fn connections_active(&self) -> u64 {
+        self.connections_active.get()
+    }
+
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.set(serving);
+    }
+}
+
+/// One partition log as a scrape sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSnapshot {
+    pub topic: String,
+    pub partition: i32,
+    pub log_start_offset: i64,
+    /// The offset the next append gets.
+    pub log_end_offset: i64,
+    /// What Fetch reports and serves up to (the readable end).
+    pub high_watermark: i64,
+    pub size_bytes: u64,
+    pub offline: bool,
+}
+
+/// A group's committed offset for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub group: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Everything one shard contributes to a scrape; sent over the mesh.
+#[derive(Debug, Clone, Default)]
+pub struct ShardSnapshot {
+    pub shard: usize,
+    pub serving: bool,
+    /// (API key, latency histogram) for every API that saw a request; key
+    /// -1 for keys beyond `API_KEYS_MAX`.
+    pub requests: Vec<(i16, HistogramSnapshot)>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub connections_active: u64,
+    pub connections_accepted: u64,
+    pub connections_refused: u64,
+    pub busy_ns: u64,
+    pub reactor_lag: HistogramSnapshot,
+    pub stalls: u64,
+    pub fsync: HistogramSnapshot,
+    pub partitions: Vec<PartitionSnapshot>,
+    pub committed: Vec<CommittedOffset>,
+}
+
+/// Reads this shard's counters, logs and groups; runs on the shard itself.
+pub fn snapshot(shard: &Shard) -> ShardSnapshot {
+    let m = &shard.metrics;
+    add(
+        &m.busy_ns,
+        glommio::executor()
+            .executor_stats()
+            .total_runtime()
+            .as_nanos()
+            .min(u64::MAX as u128) as u64,
+    );
+    let requests = m
+        .requests
+        .iter()
+        .enumerate()
+        .filter_map(|(key, h)| {
+            let s = h.snapshot();
+            let key = if key < API_KEYS_MAX { key as i16 } else { -1 };
+            (s.count() > 0).then_some((key, s))
+        })
+        .collect();
+    let partitions = shard
+        .owned_logs()
+        .into_iter()
+        .map(|((topic, partition), log)| PartitionSnapshot {
+            topic,
+            partition,
+            log_start_offset: log.log_start_offset(),
+            log_end_offset: log.next_offset(),
+            high_watermark: log.log_end_offset(),
+            size_bytes: log.size_bytes(),
+            offline: log.is_offline(),
+        })
+        .collect();
+    let committed = shard
+        .coordinator
+        .committed_offsets()
+        .into_iter()
+        .map(|(group, topic, partition, offset)| CommittedOffset {
+            group,
+            topic,
+            partition,
+            offset,
+        })
+        .collect();
+    ShardSnapshot {
+        shard: shard.id,
+        serving: m.serving.get() && !shard.is_shutting_down(),
+        requests,
+        bytes_in: m.bytes_in.get(),
+        bytes_out: m.bytes_out.get(),
+        connections_active: m.connections_active.get(),
+        connections_accepted: m.connections_accepted.get(),
+        connections_refused: m.connections_refused.get(),
+        busy_ns: m.busy_ns.get(),
+        reactor_lag: m.reactor_lag.snapshot(),
+        stalls: m.stalls.get(),
+        fsync: storage::stats::fsync_latency(),
+        partitions,
+        committed,
+    }
+}
+
+/// Gathers every shard's snapshot, from shard `shard`; `Err(i)` names a
+/// shard that did not answer within `timeout`.
+pub async fn gather(shard: &Rc<Shard>, timeout: Duration) -> Result<Vec<ShardSnapshot>, usize> {
+    // Asked concurrently, so a scrape costs one mesh round trip.
+    let tasks: Vec<_> = (0..shard.nr_shards)
+        .map(|to| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                futures_lite::future::or(
+                    async {
+                        match shard.call(to, crate::mesh::ShardRequest::Metrics).await {
+                            Some(crate::mesh::ShardResponse::Metrics(s)) => Some(*s),
+                            _ => None,
+                        }
+                    },
+                    async {
+                        glommio::timer::sleep(timeout).await;
+                        None
+                    },
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for (i, task) in tasks.into_iter().enumerate() {
+        out.push(task.await.ok_or(i)?);
+    }
+    Ok(out)
+}
+
+/// Measures, every `REACTOR_PROBE_INTERVAL`, how late the shard's reactor
+/// fires a timer: the time this shard's tasks kept the core without
+/// polling. glommio's own stall detector arms and disarms a timerfd and
+/// allocates on every task-queue run, too dear for the request path.
+pub fn spawn_reactor_probe(shard: &Rc<Shard>) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let started = Instant::now();
+            if !shard.nap(REACTOR_PROBE_INTERVAL).await {
+                return;
+            }
+            let late = started.elapsed().saturating_sub(REACTOR_PROBE_INTERVAL);
+            shard.metrics.reactor_lag.observe(late);
+            if late >= STALL_THRESHOLD {
+                add(&shard.metrics.stalls, 1);
+                tracing::warn!(
+                    shard = shard.id,
+                    late_ms = late.as_millis() as u64,
+                    "reactor stall: a timer fired late"
+                );
+            }
+        }
+    })
+    .detach();
+}
