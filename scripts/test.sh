@@ -16,4 +16,5 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/idempotence.py
 .venv/bin/python tests/python/groups.py
 .venv/bin/python tests/python/metrics.py
+.venv/bin/python tests/python/admin.py
 echo "all tests passed"

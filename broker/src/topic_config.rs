@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use storage::{CleanupPolicy, LogConfig};
+use storage::{CleanupPolicy, FsyncPolicy, LogConfig};
 
 use crate::config::Config;
 
@@ -78,6 +78,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         kafka_default: "0",
     },
     TopicKey {
+        name: "min.insync.replicas",
+        config_type: config_type::INT,
+        broker_key: "min.insync.replicas",
+        kafka_default: "1",
+    },
+    TopicKey {
         name: "retention.bytes",
         config_type: config_type::LONG,
         broker_key: "log.retention.bytes",
@@ -101,6 +107,18 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         broker_key: "log.roll.ms",
         kafka_default: "604800000",
     },
+    TopicKey {
+        name: "sluice.fsync",
+        config_type: config_type::STRING,
+        broker_key: "sluice.fsync",
+        kafka_default: "interval",
+    },
+    TopicKey {
+        name: "sluice.fsync.interval.ms",
+        config_type: config_type::LONG,
+        broker_key: "sluice.fsync.interval.ms",
+        kafka_default: "100",
+    },
 ];
 
 /// The value a topic gets for `key` when it sets nothing itself.
@@ -117,6 +135,12 @@ pub fn broker_default(config: &Config, key: &str) -> Option<String> {
         "retention.ms" => config.retention_ms.to_string(),
         "segment.bytes" => config.segment_bytes.to_string(),
         "segment.ms" => config.segment_ms.to_string(),
+        "min.insync.replicas" => "1".into(),
+        "sluice.fsync" => config
+            .fsync_policy()
+            .map(|p| p.name().to_string())
+            .unwrap_or_default(),
+        "sluice.fsync.interval.ms" => config.fsync_interval_ms.to_string(),
         _ => return None,
     })
 }
@@ -141,8 +165,26 @@ pub fn log_config(
     overrides: &BTreeMap<String, String>,
 ) -> Result<LogConfig, String> {
     let mut log = base.clone();
+    let mut fsync: Option<&str> = None;
+    let mut fsync_interval_ms: Option<u64> = None;
     for (key, value) in overrides {
         match key.as_str() {
+            "min.insync.replicas" => {
+                // Enforced by Produce with acks=all; not a log setting.
+                parse_i64(key, value, 1, i32::MAX.into())?;
+            }
+            "sluice.fsync" => {
+                let v = value.trim();
+                if !matches!(v, "always" | "interval" | "never") {
+                    return Err(format!(
+                        "Invalid value {value} for configuration sluice.fsync: String must be one of: always, interval, never"
+                    ));
+                }
+                fsync = Some(v);
+            }
+            "sluice.fsync.interval.ms" => {
+                fsync_interval_ms = Some(parse_i64(key, value, 1, i64::MAX)? as u64);
+            }
             "cleanup.policy" => {
                 log.cleanup_policy = CleanupPolicy::parse(value).ok_or_else(|| {
                     format!(
@@ -196,6 +238,22 @@ pub fn log_config(
             }
             other => return Err(format!("Unknown topic config name: {other}")),
         }
+    }
+    if fsync.is_some() || fsync_interval_ms.is_some() {
+        let (base_ms, base_bytes) = match base.fsync {
+            FsyncPolicy::Interval {
+                interval_ms,
+                interval_bytes,
+            } => (interval_ms, interval_bytes),
+            _ => {
+                let defaults = Config::default();
+                (defaults.fsync_interval_ms, defaults.fsync_interval_bytes)
+            }
+        };
+        let name = fsync.unwrap_or(base.fsync.name());
+        let interval_ms = fsync_interval_ms.unwrap_or(base_ms);
+        log.fsync = FsyncPolicy::parse(name, interval_ms, base_bytes)
+            .ok_or_else(|| format!("Invalid value {name} for configuration sluice.fsync"))?;
     }
     log.validate().map_err(|e| e.to_string())?;
     Ok(log)
@@ -325,6 +383,36 @@ pub fn describe_broker(config: &Config) -> Vec<Described> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fsync_policy_and_min_insync_replicas_are_topic_configs() {
+        let base = LogConfig::default();
+        let o: BTreeMap<String, String> = [
+            ("sluice.fsync".to_string(), "interval".to_string()),
+            ("sluice.fsync.interval.ms".to_string(), "7".to_string()),
+            ("min.insync.replicas".to_string(), "2".to_string()),
+        ]
+        .into();
+        let log = log_config(&base, &o).expect("valid");
+        assert!(matches!(
+            log.fsync,
+            FsyncPolicy::Interval { interval_ms: 7, .. }
+        ));
+        let o: BTreeMap<String, String> =
+            [("sluice.fsync".to_string(), "always".to_string())].into();
+        assert_eq!(
+            log_config(&base, &o).expect("valid").fsync,
+            FsyncPolicy::Always
+        );
+        for (k, v) in [
+            ("sluice.fsync", "sometimes"),
+            ("sluice.fsync.interval.ms", "0"),
+            ("min.insync.replicas", "0"),
+        ] {
+            let bad: BTreeMap<String, String> = [(k.to_string(), v.to_string())].into();
+            assert!(log_config(&base, &bad).is_err(), "{k}={v}");
+        }
+    }
 
     #[test]
     fn overrides_apply_and_nonsense_is_refused() {

@@ -42,8 +42,13 @@ def free_port():
 
 
 class Broker:
-    def __init__(self, data_dir, advertise_port=None):
+    def __init__(self, data_dir, advertise_port=None, extra_args=()):
         self.data_dir = data_dir
+        self.extra_args = list(extra_args)
+        if "--metrics-listen" not in self.extra_args:
+            # Brokers of different tests must not fight over the default
+            # metrics port: an ephemeral one each.
+            self.extra_args += ["--metrics-listen", "127.0.0.1:0"]
         self.port = free_port()
         self.addr = f"127.0.0.1:{self.port}"
         # Clients are told to come back here (a proxy may sit in between).
@@ -63,7 +68,7 @@ class Broker:
 
     def start(self):
         args = [self.binary(), "serve", "--listen", self.addr, "--advertise", self.advertised,
-                "--data-dir", str(self.data_dir)]
+                "--data-dir", str(self.data_dir)] + self.extra_args
         self.log_file = open(Path(self.data_dir).parent / "sluice.log", "ab")
         self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
         start = time.time()

@@ -30,7 +30,6 @@ Run by scripts/test.sh; `SLUICE_BIN` overrides the binary to test.
 
 import asyncio
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -90,26 +89,9 @@ class GroupBroker(Broker):
     """compat.Broker with the group flags this test needs."""
 
     def __init__(self, work):
-        super().__init__(work / "data")
-        self.extra = ["--group-initial-rebalance-delay-ms", "0",
-                      "--group-min-session-timeout-ms", str(MIN_SESSION_MS)]
-
-    def start(self):
-        args = [self.binary(), "serve", "--listen", self.addr, "--advertise", self.advertised,
-                "--data-dir", str(self.data_dir)] + self.extra
-        self.log_file = open(Path(self.data_dir).parent / "sluice.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
-        import socket
-        start = time.time()
-        while time.time() - start < DEADLINE_S:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sluice exited with {self.proc.returncode} at start")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("sluice did not start listening")
+        super().__init__(work / "data", extra_args=[
+            "--group-initial-rebalance-delay-ms", "0",
+            "--group-min-session-timeout-ms", str(MIN_SESSION_MS)])
 
     def sigkill(self):
         self.proc.send_signal(signal.SIGKILL)

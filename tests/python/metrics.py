@@ -13,7 +13,6 @@ Run by scripts/test.sh; `SLUICE_BIN` overrides the binary to test.
 
 import math
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compat import DEADLINE_S, Broker, free_port  # noqa: E402
+from compat import Broker, free_port  # noqa: E402
 
 TOPIC = "metrics-t"
 PARTITIONS = 2
@@ -43,24 +42,7 @@ class MetricsBroker(Broker):
     """compat's Broker, started with extra flags."""
 
     def __init__(self, data_dir, extra):
-        super().__init__(data_dir)
-        self.extra = extra
-
-    def start(self):
-        args = [self.binary(), "serve", "--listen", self.addr, "--advertise", self.advertised,
-                "--data-dir", str(self.data_dir)] + self.extra
-        self.log_file = open(Path(self.data_dir).parent / "sluice.log", "ab")
-        self.proc = subprocess.Popen(args, stdout=self.log_file, stderr=subprocess.STDOUT)
-        deadline = time.time() + DEADLINE_S
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"sluice exited with {self.proc.returncode} at start")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("sluice did not start listening")
+        super().__init__(data_dir, extra_args=extra)
 
 
 def http(port, path, raw=None):

@@ -25,6 +25,7 @@ pub mod describe_configs;
 pub mod describe_groups;
 pub mod describe_log_dirs;
 pub mod describe_producers;
+pub mod elect_leaders;
 pub mod fetch;
 pub mod find_coordinator;
 mod groups;
@@ -239,6 +240,13 @@ pub fn apis() -> &'static [Api] {
                 0
             ),
             api!(ApiKey::ListGroups, list_groups, m::ListGroupsRequest, 0, 5),
+            api!(
+                ApiKey::ElectLeaders,
+                elect_leaders,
+                m::ElectLeadersRequest,
+                0,
+                2
+            ),
             api!(
                 ApiKey::DescribeGroups,
                 describe_groups,

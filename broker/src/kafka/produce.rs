@@ -17,6 +17,17 @@ use crate::metadata::validate_topic_name;
 use crate::route;
 use crate::shard::Shard;
 
+/// Replicas in sync on a single node: this one.
+const IN_SYNC_REPLICAS: i64 = 1;
+
+fn min_insync_replicas(topic: &crate::metadata::TopicMeta) -> i64 {
+    topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1)
+}
+
 /// First version naming topics by id instead of name.
 const TOPIC_IDS_FROM: i16 = 13;
 
@@ -63,6 +74,10 @@ pub async fn handle(
                     Some(Kafka::InvalidTopicException)
                 } else if p.index < 0 || p.index >= topic.partitions {
                     Some(Kafka::UnknownTopicOrPartition)
+                } else if acks == -1 && min_insync_replicas(topic) > IN_SYNC_REPLICAS {
+                    // One node is one in-sync replica: acks=all cannot be
+                    // honoured for a topic that asks for more.
+                    Some(Kafka::NotEnoughReplicas)
                 } else {
                     None
                 }
@@ -83,9 +98,15 @@ pub async fn handle(
                 }
                 (refusal, _, _) => {
                     let error = refusal.unwrap_or(Kafka::InvalidRecord);
+                    let message = (error == Kafka::NotEnoughReplicas).then(|| {
+                        format!(
+                            "the in-sync replicas ({IN_SYNC_REPLICAS}) are fewer than min.insync.replicas of {}",
+                            t.name.0.as_str()
+                        )
+                    });
                     slots.push(Err(PartitionWrite {
                         error_code: error.code(),
-                        error_message: None,
+                        error_message: message,
                         base_offset: -1,
                         log_start_offset: -1,
                     }));
