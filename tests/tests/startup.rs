@@ -119,3 +119,25 @@ fn config_file_keys_apply_and_flags_win() {
         .expect("metadata");
     assert_eq!(meta.topics()[0].partitions().len(), 3);
 }
+
+#[test]
+fn a_taken_metrics_port_fails_start_up_with_the_fix() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let metrics = taken.local_addr().expect("addr").to_string();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = free.local_addr().expect("addr").to_string();
+    drop(free);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("d");
+    let (code, stderr) = serve(&[
+        "--listen",
+        &listen,
+        "--data-dir",
+        dir.to_str().expect("utf-8"),
+        "--metrics-listen",
+        &metrics,
+    ]);
+    assert_ne!(code, 0);
+    assert!(stderr.contains("binding the metrics endpoint"), "{stderr}");
+    assert!(stderr.contains("--metrics-listen"), "{stderr}");
+}
