@@ -2,6 +2,8 @@
 //! TOML file (flags win), after checks that turn a machine that cannot run
 //! it into a message naming the cause and the fix.
 
+mod cli;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -9,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use broker::config::{Config, Profile};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// See `broker::alloc`: a malformed request must not abort the process.
 #[global_allocator]
@@ -45,7 +47,22 @@ enum LogFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run a broker.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Create, list, describe, delete and configure topics.
+    Topic(cli::topic::TopicArgs),
+    /// Produce lines from stdin or a file as records.
+    Produce(cli::produce::ProduceArgs),
+    /// Print records, by position or as a member of a consumer group.
+    Consume(cli::consume::ConsumeArgs),
+    /// List, describe, delete consumer groups and reset their offsets.
+    Group(cli::group::GroupArgs),
+    /// Brokers, controller and cluster id; a health check.
+    Cluster(cli::cluster::ClusterArgs),
+    /// Print a shell completion script.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args, Default)]
@@ -252,7 +269,16 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
+        Command::Topic(args) => cli::topic::run(args),
+        Command::Produce(args) => cli::produce::run(args),
+        Command::Consume(args) => cli::consume::run(args),
+        Command::Group(args) => cli::group::run(args),
+        Command::Cluster(args) => cli::cluster::run(args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -316,7 +342,9 @@ mod tests {
 
     fn config(args: &[&str]) -> Config {
         let cli = Cli::try_parse_from(["sluice", "serve"].iter().chain(args)).expect("parses");
-        let Command::Serve(serve) = cli.command;
+        let Command::Serve(serve) = cli.command else {
+            panic!("not serve");
+        };
         serve.into_config().expect("config")
     }
 
