@@ -214,6 +214,13 @@ class History:
         with self.lock:
             events = sorted(self.events, key=lambda e: e[0])
         committed = {}
+        # A member resumes a partition from what was committed when it was
+        # assigned it: its own later commit of records it fetched before the
+        # reset (Kafka accepts those too) does not forbid their redelivery.
+        # Where assignments are recorded ("A" events), a delivery is checked
+        # against the commits completed before the member's latest
+        # assignment of the partition; elsewhere against every earlier one.
+        resume_bound = {}
         delivered = {p: set() for p in ends}
         seqs = set()
         violations = []
@@ -222,9 +229,11 @@ class History:
             if kind == "C":
                 if o > committed.get(p, (-1, None))[0]:
                     committed[p] = (o, member, t)
+            elif kind == "A":
+                resume_bound[(member, p)] = committed.get(p)
             elif kind == "D":
                 deliveries += 1
-                c = committed.get(p)
+                c = resume_bound[(member, p)] if (member, p) in resume_bound else committed.get(p)
                 if c and o < c[0]:
                     violations.append(f"p{p} offset {o} delivered to {member} at {t:.3f} after "
                                       f"{c[1]} committed {c[0]} at {c[2]:.3f}")
@@ -243,6 +252,40 @@ class History:
         check(last == ends, f"{label}: last commits {last} != end offsets {ends}")
         return f"{deliveries} deliveries ({deliveries - sum(ends.values())} redelivered), " \
                f"{sum(1 for e in events if e[2] == 'C')} partition commits"
+
+
+def record_assignments(hist, name, assigned):
+    t = time.monotonic()
+    for tp in assigned:
+        hist.add(t, name, "A", tp.partition, None, None)
+
+
+def AssignmentsTo(hist, name):
+    """A kafka-python rebalance listener recording assignments in a History."""
+    from kafka import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            record_assignments(hist, name, assigned)
+
+    return Listener()
+
+
+def AioAssignmentsTo(hist, name):
+    """The same for aiokafka, whose listener has its own base class."""
+    from aiokafka.abc import ConsumerRebalanceListener
+
+    class Listener(ConsumerRebalanceListener):
+        def on_partitions_revoked(self, revoked):
+            pass
+
+        def on_partitions_assigned(self, assigned):
+            record_assignments(hist, name, assigned)
+
+    return Listener()
 
 
 def all_committed(hist, ends):
@@ -478,9 +521,10 @@ def section_kafkapython(work, broker):
 
     def member(name):
         try:
-            c = KafkaConsumer(topic, bootstrap_servers=broker.addr, group_id=group, client_id=name,
+            c = KafkaConsumer(bootstrap_servers=broker.addr, group_id=group, client_id=name,
                               enable_auto_commit=False, auto_offset_reset="earliest",
                               session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_records=100)
+            c.subscribe([topic], listener=AssignmentsTo(hist, name))
             end = time.monotonic() + 90
             while not stop.get(name) and time.monotonic() < end:
                 # A long poll timeout: kafka-python 3.0.12 loses a JoinGroup
@@ -549,9 +593,10 @@ def section_aiokafka(work, broker):
     stop = {}
 
     async def member(name):
-        c = AIOKafkaConsumer(topic, bootstrap_servers=broker.addr, group_id=group, client_id=name,
+        c = AIOKafkaConsumer(bootstrap_servers=broker.addr, group_id=group, client_id=name,
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=6000, heartbeat_interval_ms=500, max_poll_records=100)
+        c.subscribe([topic], listener=AioAssignmentsTo(hist, name))
         await c.start()
         try:
             end = time.monotonic() + 90
