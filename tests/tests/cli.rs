@@ -397,6 +397,21 @@ fn every_subcommand_against_a_real_broker() {
         "v5\n"
     );
 
+    // A group that does not exist yet can be given offsets.
+    json(
+        b,
+        &[
+            "group",
+            "seek",
+            "fresh",
+            "--topic",
+            "lines",
+            "--to-offset",
+            "2",
+        ],
+    );
+    assert_eq!(group_offsets(b, "fresh", "lines", 0).0, 2);
+
     // Seeking an active group is refused.
     let mut member = Command::new(sluice_binary())
         .args(["consume", "lines", "--group", "readers"])

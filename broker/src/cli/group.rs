@@ -113,14 +113,21 @@ fn describe_group(
     consumer: &BaseConsumer<Quiet>,
     group: &str,
 ) -> anyhow::Result<Group> {
+    find_group(c, consumer, group)?.ok_or_else(|| anyhow!("group {group:?} not found"))
+}
+
+/// The group, or None if the coordinator does not know it.
+fn find_group(
+    c: &Common,
+    consumer: &BaseConsumer<Quiet>,
+    group: &str,
+) -> anyhow::Result<Option<Group>> {
     let list = consumer
         .fetch_group_list(Some(group), c.timeout())
         .with_context(|| format!("describing group {group:?}"))?;
-    let g = list
-        .groups()
-        .iter()
-        .find(|g| g.name() == group)
-        .ok_or_else(|| anyhow!("group {group:?} not found"))?;
+    let Some(g) = list.groups().iter().find(|g| g.name() == group) else {
+        return Ok(None);
+    };
     let members = g
         .members()
         .iter()
@@ -135,13 +142,13 @@ fn describe_group(
             },
         })
         .collect();
-    Ok(Group {
+    Ok(Some(Group {
         name: g.name().into(),
         state: g.state().into(),
         protocol_type: g.protocol_type().into(),
         protocol: g.protocol().into(),
         members,
-    })
+    }))
 }
 
 /// Decodes a consumer protocol assignment (version, [topic, [partition]],
@@ -393,9 +400,12 @@ fn seek(
     dry_run: bool,
 ) -> anyhow::Result<()> {
     let consumer = c.consumer(Some(group))?;
-    let g = describe_group(c, &consumer, group)?;
-    if !g.members.is_empty() {
-        return Err(refuse_active(group, &g.state, g.members.len()));
+    // A group the coordinator does not know yet may be given offsets, as
+    // Kafka's tool allows: the commit creates it.
+    if let Some(g) = find_group(c, &consumer, group)? {
+        if !g.members.is_empty() {
+            return Err(refuse_active(group, &g.state, g.members.len()));
+        }
     }
     let md = metadata(consumer.client(), c)?;
     let current = committed(c, &consumer, &all_partitions(&md, topics)?)?;
