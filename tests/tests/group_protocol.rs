@@ -719,3 +719,23 @@ fn deleting_a_topic_forgets_the_offsets_committed_for_it() {
         assert_eq!(fetch(&shard, "g", "t", &[0]).await.1[0].1, 3);
     });
 }
+
+#[test]
+fn the_first_join_completes_when_the_initial_rebalance_delay_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = Config {
+        group_initial_rebalance_delay_ms: 500,
+        ..config(&dir)
+    };
+    run(config, |shard| async move {
+        assert_eq!(find(&shard, "g", 3).await.error_code, 0);
+        let id = join_new(&shard, "g", 10_000).await;
+        let started = Instant::now();
+        // The rebalance timeout is 10 s: the join must not wait for it.
+        let r = join(shard.clone(), "g", &id, 10_000, &["t"]).await;
+        let waited = started.elapsed();
+        assert_eq!((r.error_code, r.generation_id), (0, 1));
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+    });
+}

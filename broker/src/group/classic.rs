@@ -201,6 +201,10 @@ impl Group {
     pub fn next_deadline(&self) -> Option<i64> {
         let mut next: Option<i64> = self.rebalance_deadline_ms;
         let mut take = |t: i64| next = Some(next.map_or(t, |n| n.min(t)));
+        // The first rebalance of a new group completes when its delay ends.
+        if let Some(t) = self.initial_delay_until_ms {
+            take(t);
+        }
         for m in self.members.values() {
             take(self.expiry(m));
         }

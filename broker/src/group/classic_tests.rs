@@ -83,6 +83,8 @@ fn stable_with_one(g: &mut Group, now: i64) -> String {
     let a = g.join(join_req(2, &id, &["range"]), now);
     assert!(a.is_empty(), "the first rebalance waits for more members");
     assert_eq!(g.state, GroupState::PreparingRebalance);
+    // The driver wakes when the delay ends, not at the rebalance timeout.
+    assert_eq!(g.next_deadline(), Some(now + 3_000));
     let a = g.tick(now + 3_000);
     let [(2, joined)] = &joins(&a)[..] else {
         panic!("{a:?}")
