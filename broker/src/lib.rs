@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod alloc;
+pub mod batch;
 pub mod cleaner;
 pub mod config;
 pub mod connection;

@@ -12,11 +12,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_channel::oneshot;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 
 use super::classic::{join_error, sync_error, Group, GroupState};
 use super::errors::*;
@@ -602,39 +600,16 @@ impl Coordinator {
 /// One uncompressed record batch of keyed records (offsets from 0: the
 /// log assigns the real ones).
 fn encode_batch(records: Vec<KeyValue>, now: i64) -> Result<Bytes, String> {
-    let records: Vec<Record> = records
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch wherever offset - sequence
-            // changes; this keeps every record in one batch whose base
-            // sequence is -1 (no producer).
-            sequence: i as i32 - 1,
-            timestamp: now,
-            key: Some(key),
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    crate::batch::encode(
+        records
+            .into_iter()
+            .map(|(key, value)| crate::batch::NewRecord {
+                key: Some(key),
+                value,
+                timestamp_ms: now,
+            })
+            .collect(),
     )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
 }
 
 /// The coordinator's clock: group timers every `TICK`, offset expiry every
