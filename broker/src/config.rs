@@ -67,6 +67,15 @@ pub struct Config {
     /// Address of the HTTP endpoint serving `/metrics` and `/health`;
     /// empty switches it off.
     pub metrics_listen: String,
+    /// Address of the Influx line-protocol HTTP listener (`/api/v2/write`,
+    /// `/write`), bound by every shard; empty (the default) switches it off.
+    pub influx_http_listen: String,
+    /// Address of the plain-TCP line-protocol listener; empty switches it off.
+    pub influx_tcp_listen: String,
+    /// Topic that ingested points go to (auto-created when allowed).
+    pub influx_topic: String,
+    /// Largest HTTP write body accepted, after gzip decoding (413 beyond).
+    pub influx_body_bytes_max: usize,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
@@ -142,6 +151,10 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:9092".into(),
             metrics_listen: "127.0.0.1:9644".into(),
+            influx_http_listen: String::new(),
+            influx_tcp_listen: String::new(),
+            influx_topic: "metrics".into(),
+            influx_body_bytes_max: 16 << 20,
             advertise: None,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
@@ -210,6 +223,56 @@ impl Config {
             });
         }
         Ok(Some(addr))
+    }
+
+    /// The Influx listeners' addresses (HTTP, TCP); `None` when switched off.
+    pub fn influx_addrs(&self) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
+        let parse = |key: &'static str, value: &str| -> Result<Option<SocketAddr>, ConfigError> {
+            if value.is_empty() {
+                return Ok(None);
+            }
+            let addr: SocketAddr = value.parse().map_err(|_| ConfigError {
+                key,
+                value: value.into(),
+                allowed: "an IP address and port, e.g. 127.0.0.1:8086, or \"\" to switch it off"
+                    .into(),
+            })?;
+            let taken = Ok(addr) == self.listen_addr() || Ok(Some(addr)) == self.metrics_addr();
+            if taken {
+                return Err(ConfigError {
+                    key,
+                    value: value.into(),
+                    allowed: "an address other than listen's and metrics_listen's".into(),
+                });
+            }
+            Ok(Some(addr))
+        };
+        let http = parse("influx_http_listen", &self.influx_http_listen)?;
+        let tcp = parse("influx_tcp_listen", &self.influx_tcp_listen)?;
+        if http.is_some() && http == tcp {
+            return Err(ConfigError {
+                key: "influx_tcp_listen",
+                value: self.influx_tcp_listen.clone(),
+                allowed: "an address other than influx_http_listen's".into(),
+            });
+        }
+        if (http.is_some() || tcp.is_some())
+            && crate::metadata::validate_topic_name(&self.influx_topic).is_err()
+        {
+            return Err(ConfigError {
+                key: "influx_topic",
+                value: self.influx_topic.clone(),
+                allowed: "a valid topic name".into(),
+            });
+        }
+        if self.influx_body_bytes_max < 1024 || self.influx_body_bytes_max > 1 << 30 {
+            return Err(ConfigError {
+                key: "influx_body_bytes_max",
+                value: self.influx_body_bytes_max.to_string(),
+                allowed: "1024 to 1073741824 bytes".into(),
+            });
+        }
+        Ok((http, tcp))
     }
 
     /// Host and port clients are told to connect to.
@@ -282,6 +345,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.metrics_addr()?;
+        self.influx_addrs()?;
         self.advertised()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError {

@@ -10,6 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod group;
+pub mod influx;
 pub mod kafka;
 pub mod listen;
 pub mod mesh;

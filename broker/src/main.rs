@@ -77,6 +77,20 @@ struct ServeArgs {
     /// /health; "" switches it off [default: 127.0.0.1:9644].
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+    /// Address of the Influx line-protocol HTTP listener (/api/v2/write,
+    /// /write) on every shard; "" switches it off [default: ""].
+    #[arg(long, value_name = "HOST:PORT")]
+    influx_http_listen: Option<String>,
+    /// Address of the plain-TCP line-protocol listener; "" switches it off
+    /// [default: ""].
+    #[arg(long, value_name = "HOST:PORT")]
+    influx_tcp_listen: Option<String>,
+    /// Topic that ingested points go to [default: metrics].
+    #[arg(long)]
+    influx_topic: Option<String>,
+    /// Largest Influx HTTP write body, after gzip decoding [default: 16777216].
+    #[arg(long)]
+    influx_body_bytes_max: Option<usize>,
     /// Address clients are told to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -193,6 +207,10 @@ impl ServeArgs {
         set!(
             listen,
             metrics_listen,
+            influx_http_listen,
+            influx_tcp_listen,
+            influx_topic,
+            influx_body_bytes_max,
             data_dir,
             node_id,
             fsync_interval_ms,

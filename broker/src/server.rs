@@ -161,6 +161,12 @@ async fn shard_main(
             return Err(e);
         }
     };
+    if let Err(e) = crate::influx::start(&shard) {
+        shutdown.store(true, Ordering::SeqCst);
+        shard.begin_shutdown();
+        shard.close_logs().await;
+        return Err(e);
+    }
     if id == 0 {
         tracing::info!(%addr, "listening");
         let taken = metrics_listener.lock().ok().and_then(|mut l| l.take());

@@ -42,7 +42,7 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod produce;
 pub mod sync_group;
-mod topics;
+pub(crate) mod topics;
 
 /// What a handler asks the connection to do.
 pub enum Reply {

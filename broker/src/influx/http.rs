@@ -1,0 +1,512 @@
+//! The Influx write API over HTTP/1.1: `POST /api/v2/write` (InfluxDB 2:
+//! bucket, org, precision; the token is accepted and ignored) and
+//! `POST /write` (InfluxDB 1: db, precision), plus `/ping` and `/health`.
+//! Keep-alive, Content-Length bodies only (bounded, gzip allowed), 204 once
+//! stored, InfluxDB's JSON error shape otherwise. The request-head parser
+//! is a pure function, unit-tested against malformed input.
+
+use std::cell::Cell;
+use std::io::Read;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use super::line::{self, Precision};
+use super::IngestError;
+use crate::metrics::http::{head_end, REQUEST_HEAD_BYTES_MAX};
+use crate::shard::Shard;
+
+/// Time a client has to send a whole request (head and body) once it
+/// started one, and to take the answer; also the keep-alive idle bound.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Connections served at once per shard; more are closed at accept.
+const CONNECTIONS_MAX: usize = 256;
+
+/// Bytes of an oversized body read and dropped so its 413 reaches the client.
+const DISCARD_BYTES_MAX: usize = 64 << 20;
+
+/// Seconds a client is told to wait after a 503.
+const RETRY_AFTER_S: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A write with its precision.
+    Write(Precision),
+    Ping,
+}
+
+/// A request head, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Head {
+    pub route: Route,
+    pub content_length: usize,
+    pub gzip: bool,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+    pub head_only: bool,
+}
+
+/// A refusal: status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: u16,
+    pub message: String,
+}
+
+fn refuse(status: u16, message: impl Into<String>) -> Refusal {
+    Refusal {
+        status,
+        message: message.into(),
+    }
+}
+
+fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// Parses a complete request head (up to and excluding the blank line).
+pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
+    let text = std::str::from_utf8(head).map_err(|_| refuse(400, "request is not UTF-8"))?;
+    let mut lines = text.split("\r\n");
+    let mut parts = lines.next().unwrap_or_default().split(' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(refuse(400, "malformed request line"));
+    };
+    let mut keep_alive = match version {
+        "HTTP/1.1" => true,
+        "HTTP/1.0" => false,
+        _ => return Err(refuse(400, "unsupported HTTP version")),
+    };
+    if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(refuse(400, "malformed request target"));
+    }
+    let mut content_length: Option<usize> = None;
+    let mut gzip = false;
+    let mut expect_continue = false;
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(refuse(400, "malformed header line"));
+        };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(refuse(400, "malformed header line"));
+        }
+        let value = value.trim();
+        match name.to_ascii_lowercase().as_str() {
+            "content-length" => {
+                let n: usize = value
+                    .parse()
+                    .map_err(|_| refuse(400, "malformed Content-Length"))?;
+                if content_length.is_some_and(|c| c != n) {
+                    return Err(refuse(400, "conflicting Content-Length headers"));
+                }
+                content_length = Some(n);
+            }
+            "transfer-encoding" => {
+                return Err(refuse(
+                    411,
+                    "chunked bodies are not accepted: send Content-Length",
+                ))
+            }
+            "content-encoding" => match value.to_ascii_lowercase().as_str() {
+                "gzip" => gzip = true,
+                "identity" | "" => {}
+                other => return Err(refuse(415, format!("unsupported Content-Encoding {other}"))),
+            },
+            "connection" => {
+                let v = value.to_ascii_lowercase();
+                if v.contains("close") {
+                    keep_alive = false;
+                } else if v.contains("keep-alive") {
+                    keep_alive = true;
+                }
+            }
+            "expect" => expect_continue = value.eq_ignore_ascii_case("100-continue"),
+            _ => {}
+        }
+    }
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let route = match (method, path) {
+        ("POST", "/api/v2/write") | ("POST", "/write") => {
+            let precision = query_param(query, "precision").unwrap_or("");
+            let precision = Precision::parse(precision).ok_or_else(|| {
+                refuse(
+                    400,
+                    format!("precision {precision:?} is not one of ns, us, ms, s"),
+                )
+            })?;
+            let (name, what) = if path == "/write" {
+                ("db", "database")
+            } else {
+                ("bucket", "bucket")
+            };
+            if query_param(query, name).is_none_or(str::is_empty) {
+                return Err(refuse(400, format!("{what} not specified ({name}=...)")));
+            }
+            Route::Write(precision)
+        }
+        ("GET" | "HEAD", "/ping" | "/health") => Route::Ping,
+        (_, "/api/v2/write" | "/write") => return Err(refuse(405, "only POST")),
+        (_, "/ping" | "/health") => return Err(refuse(405, "only GET and HEAD")),
+        _ => return Err(refuse(404, format!("no route {path}"))),
+    };
+    let content_length = match (content_length, &route) {
+        (Some(n), _) => n,
+        (None, Route::Ping) => 0,
+        (None, Route::Write(_)) => return Err(refuse(411, "Content-Length required")),
+    };
+    Ok(Head {
+        route,
+        content_length,
+        gzip,
+        keep_alive,
+        expect_continue,
+        head_only: method == "HEAD",
+    })
+}
+
+/// A whole response; `code` is InfluxDB's error code word for errors.
+pub fn response(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
+    let (reason, code) = match status {
+        204 => ("No Content", ""),
+        400 => ("Bad Request", "invalid"),
+        404 => ("Not Found", "not found"),
+        405 => ("Method Not Allowed", "method not allowed"),
+        411 => ("Length Required", "invalid"),
+        413 => ("Payload Too Large", "request too large"),
+        415 => ("Unsupported Media Type", "invalid"),
+        503 => ("Service Unavailable", "unavailable"),
+        _ => ("Internal Server Error", "internal error"),
+    };
+    let body = if status == 204 {
+        String::new()
+    } else {
+        serde_json::json!({ "code": code, "message": message }).to_string()
+    };
+    let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
+    if status == 204 {
+        out.push_str("X-Influxdb-Version: sluice\r\n");
+    } else {
+        out.push_str("Content-Type: application/json; charset=utf-8\r\n");
+        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    if status == 503 {
+        out.push_str(&format!("Retry-After: {RETRY_AFTER_S}\r\n"));
+    }
+    if !keep_alive {
+        out.push_str("Connection: close\r\n");
+    }
+    out.push_str("\r\n");
+    out.push_str(&body);
+    out.into_bytes()
+}
+
+/// Decodes a gzip body, refusing one that inflates past `max` bytes.
+fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(body)
+        .take(max as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| refuse(400, format!("gzip body: {e}")))?;
+    if out.len() > max {
+        return Err(refuse(
+            413,
+            format!("body over {max} bytes once decompressed"),
+        ));
+    }
+    Ok(out)
+}
+
+/// What one request does once its head and body are in: (status, message).
+async fn write(shard: &Rc<Shard>, precision: Precision, body: Vec<u8>, gzip: bool) -> Refusal {
+    let max = shard.config.influx_body_bytes_max;
+    let body = if gzip {
+        match gunzip(&body, max) {
+            Ok(b) => b,
+            Err(r) => return r,
+        }
+    } else {
+        body
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return refuse(400, "body is not UTF-8");
+    };
+    // Every line is checked before anything is stored.
+    let points = match line::parse_all(text, precision, super::now_ns()) {
+        Ok(p) => p,
+        Err(e) => return refuse(400, e.to_string()),
+    };
+    match super::write(shard, points).await {
+        Ok(()) => refuse(204, ""),
+        Err(e @ IngestError::NoTopic(_)) => refuse(404, e.to_string()),
+        Err(e @ IngestError::Unavailable(_)) => {
+            tracing::warn!("influx write: {e}");
+            refuse(503, e.to_string())
+        }
+    }
+}
+
+/// Reads until `buf` holds a whole head; `Ok(None)` on a clean close.
+async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
+    let mut chunk = vec![0u8; 16 << 10];
+    let mut searched = 0usize;
+    loop {
+        if let Some(end) = head_end(&buf[searched.saturating_sub(3)..]) {
+            return Ok(Some(searched.saturating_sub(3) + end));
+        }
+        if buf.len() > REQUEST_HEAD_BYTES_MAX {
+            return Err(std::io::Error::other("request head too large"));
+        }
+        searched = buf.len();
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            return if buf.is_empty() {
+                Ok(None)
+            } else {
+                Err(std::io::ErrorKind::UnexpectedEof.into())
+            };
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Serves requests on one connection until it closes or fails; `false`
+/// when the connection must close.
+async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    let end = match read_head(stream, buf).await {
+        Ok(Some(end)) => end,
+        Ok(None) => return false,
+        Err(e) => {
+            if e.kind() == std::io::ErrorKind::Other {
+                let _ = stream
+                    .write_all(&response(400, "request head too large", false))
+                    .await;
+            }
+            return false;
+        }
+    };
+    let parsed = parse_head(&buf[..end - 4]);
+    buf.drain(..end);
+    let head = match parsed {
+        Ok(h) => h,
+        Err(r) => {
+            // The body's length may be unknown: the connection cannot go on.
+            let _ = stream
+                .write_all(&response(r.status, &r.message, false))
+                .await;
+            return false;
+        }
+    };
+    let max = shard.config.influx_body_bytes_max;
+    if head.content_length > max {
+        let message = format!("body of {} bytes is over {max}", head.content_length);
+        if !head.expect_continue {
+            // The client sends its body before it reads the answer: closing
+            // on unread bytes would reset the connection and lose the 413,
+            // so a bounded amount is read and thrown away first.
+            let mut left = head.content_length.min(DISCARD_BYTES_MAX);
+            left = left.saturating_sub(buf.len());
+            buf.clear();
+            let mut chunk = vec![0u8; 64 << 10];
+            while left > 0 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        }
+        let _ = stream.write_all(&response(413, &message, false)).await;
+        return false;
+    }
+    if head.expect_continue
+        && buf.len() < head.content_length
+        && stream
+            .write_all(b"HTTP/1.1 100 Continue\r\n\r\n")
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    let mut chunk = vec![0u8; 64 << 10];
+    while buf.len() < head.content_length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let rest = buf.split_off(head.content_length);
+    let body = std::mem::replace(buf, rest);
+    let answer = match head.route {
+        Route::Ping => refuse(204, ""),
+        Route::Write(precision) => write(shard, precision, body, head.gzip).await,
+    };
+    let keep_alive = head.keep_alive && answer.status != 413;
+    let mut bytes = response(answer.status, &answer.message, keep_alive);
+    if head.head_only {
+        if let Some(end) = head_end(&bytes) {
+            bytes.truncate(end);
+        }
+    }
+    stream.write_all(&bytes).await.is_ok() && keep_alive
+}
+
+async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+    let mut buf = Vec::new();
+    loop {
+        let next = future::or(
+            async { Some(exchange(&shard, &mut stream, &mut buf).await) },
+            async {
+                glommio::timer::sleep(REQUEST_TIMEOUT).await;
+                None
+            },
+        )
+        .await;
+        if next != Some(true) || shard.is_shutting_down() {
+            break;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// Accepts connections on `listener` until the shard shuts down.
+pub fn spawn_server(shard: &Rc<Shard>, listener: TcpListener) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let active = Rc::new(Cell::new(0usize));
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                shard.stopped().await;
+                None
+            })
+            .await;
+            let stream = match accepted {
+                None => return,
+                Some(Ok(s)) => s,
+                Some(Err(e)) => {
+                    tracing::warn!("influx http: accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if active.get() >= CONNECTIONS_MAX {
+                continue;
+            }
+            active.set(active.get() + 1);
+            let shard = shard.clone();
+            let active = active.clone();
+            glommio::spawn_local(async move {
+                serve_connection(shard, stream).await;
+                active.set(active.get() - 1);
+            })
+            .detach();
+        }
+    })
+    .detach();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_head(target: &str, extra: &str) -> String {
+        format!("POST {target} HTTP/1.1\r\nHost: x\r\nContent-Length: 5{extra}")
+    }
+
+    #[test]
+    fn writes_are_routed_with_precision() {
+        let h = parse_head(
+            write_head(
+                "/api/v2/write?org=o&bucket=b&precision=ms",
+                "\r\nAuthorization: Token t\r\nContent-Encoding: gzip",
+            )
+            .as_bytes(),
+        )
+        .expect("ok");
+        assert_eq!(h.route, Route::Write(Precision::Ms));
+        assert!(h.gzip && h.keep_alive && !h.expect_continue);
+        assert_eq!(h.content_length, 5);
+        let h =
+            parse_head(write_head("/write?db=x", "\r\nConnection: close").as_bytes()).expect("ok");
+        assert_eq!(h.route, Route::Write(Precision::Ns));
+        assert!(!h.keep_alive);
+        let h = parse_head(b"GET /ping HTTP/1.0").expect("ok");
+        assert_eq!(h.route, Route::Ping);
+        assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn refusals() {
+        for (head, status) in [
+            (write_head("/api/v2/write", ""), 400),
+            (write_head("/write?db=", ""), 400),
+            (write_head("/write?db=a&precision=h", ""), 400),
+            ("POST /write?db=a HTTP/1.1".to_string(), 411),
+            (
+                write_head("/write?db=a", "\r\nTransfer-Encoding: chunked"),
+                411,
+            ),
+            (write_head("/write?db=a", "\r\nContent-Encoding: br"), 415),
+            (write_head("/write?db=a", "\r\nContent-Length: 6"), 400),
+            ("GET /api/v2/write?bucket=a HTTP/1.1".to_string(), 405),
+            ("GET /metrics HTTP/1.1".to_string(), 404),
+            ("POST /write HTTP/2.0".to_string(), 400),
+            (write_head("/write?db=a", "\r\nno colon"), 400),
+        ] {
+            let r = parse_head(head.as_bytes()).expect_err(&head);
+            assert_eq!(r.status, status, "{head:?}: {}", r.message);
+        }
+    }
+
+    #[test]
+    fn arbitrary_heads_never_panic() {
+        let valid = write_head(
+            "/api/v2/write?bucket=b&precision=s",
+            "\r\nExpect: 100-continue",
+        );
+        let valid = valid.as_bytes();
+        for n in 0..=valid.len() {
+            let _ = parse_head(&valid[..n]);
+            for flip in [0u8, b' ', b':', b'\r', b'\n', b'?', b'&', b'=', 0x80, 0xff] {
+                let mut v = valid.to_vec();
+                if n < v.len() {
+                    v[n] = flip;
+                }
+                let _ = parse_head(&v);
+            }
+        }
+    }
+
+    #[test]
+    fn responses_use_influx_error_shape() {
+        let r = String::from_utf8(response(400, "line 3: bad", true)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"));
+        assert!(
+            r.ends_with(r#"{"code":"invalid","message":"line 3: bad"}"#),
+            "{r}"
+        );
+        assert!(!r.contains("Connection: close"));
+        let r = String::from_utf8(response(503, "full", false)).expect("utf-8");
+        assert!(r.contains("Retry-After: 1\r\n") && r.contains("Connection: close\r\n"));
+        let r = String::from_utf8(response(204, "", true)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 204 No Content\r\n") && r.ends_with("\r\n\r\n"));
+    }
+
+    #[test]
+    fn gzip_bodies_are_bounded() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&vec![b'a'; 10_000]).expect("write");
+        let gz = enc.finish().expect("finish");
+        assert_eq!(gunzip(&gz, 10_000).expect("fits").len(), 10_000);
+        assert_eq!(gunzip(&gz, 9_999).expect_err("too big").status, 413);
+        assert_eq!(gunzip(b"not gzip", 100).expect_err("bad").status, 400);
+    }
+}
