@@ -16,6 +16,7 @@ pub mod listen;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
+pub mod notify;
 pub mod preflight;
 pub mod route;
 pub mod server;

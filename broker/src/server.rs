@@ -29,6 +29,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 struct Barriers {
     logs_opened: AtomicUsize,
     drained: AtomicUsize,
+    readiness: crate::notify::Readiness,
 }
 
 /// Runs the broker until SIGTERM/SIGINT (or `shutdown` set), then stops
@@ -178,6 +179,7 @@ async fn shard_main(
         }
     }
     shard.metrics.set_serving(true);
+    barriers.readiness.shard_listening(nr_shards);
     crate::metrics::spawn_reactor_probe(&shard);
     spawn_shutdown_watch(&shard);
     spawn_retention(&shard);
@@ -218,6 +220,7 @@ async fn shard_main(
         })
         .detach();
     }
+    barriers.readiness.shard_stopping();
     drop(listener);
     shard.metrics.set_serving(false);
     // Connections finish the request they are handling, then close.
