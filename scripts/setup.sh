@@ -12,6 +12,8 @@ need=()
 for tool in cmake kcat; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
+# systemd-analyze verifies the Debian package's unit (tests/python/packaging.py).
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
