@@ -195,10 +195,19 @@ def main():
             "--influx-tcp-listen", f"127.0.0.1:{tcp_port}",
             "--influx-topic", TOPIC, "--influx-body-bytes-max", str(BODY_MAX)])
         broker.start()
+        idle = None
         try:
             run(broker, http_port, tcp_port)
+            # An idle keep-alive connection must not hold up shutdown.
+            idle = socket.create_connection(("127.0.0.1", http_port))
+            idle.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert idle.recv(4096).startswith(b"HTTP/1.1 204"), "ping"
+            start = time.time()
         finally:
             broker.stop()
+            if idle:
+                idle.close()
+                log(f"stopped in {time.time() - start:.2f} s with an idle connection open")
     log("ok")
 
 

@@ -360,7 +360,30 @@ async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) 
 
 async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
     let mut buf = Vec::new();
+    let mut first = vec![0u8; 4 << 10];
     loop {
+        if buf.is_empty() {
+            // Idle between requests: shutdown or the idle bound closes the
+            // connection; a request already begun is served to the end.
+            let read = future::or(
+                async { Some(stream.read(&mut first).await) },
+                future::or(
+                    async {
+                        shard.stopped().await;
+                        None
+                    },
+                    async {
+                        glommio::timer::sleep(REQUEST_TIMEOUT).await;
+                        None
+                    },
+                ),
+            )
+            .await;
+            match read {
+                Some(Ok(n)) if n > 0 => buf.extend_from_slice(&first[..n]),
+                _ => break,
+            }
+        }
         let next = future::or(
             async { Some(exchange(&shard, &mut stream, &mut buf).await) },
             async {
@@ -369,7 +392,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             },
         )
         .await;
-        if next != Some(true) || shard.is_shutting_down() {
+        if next != Some(true) {
             break;
         }
     }
