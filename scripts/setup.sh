@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
-# cmake (rdkafka builds its bundled librdkafka with it), kcat, and a Python
-# venv with the Kafka clients the compatibility script drives.
+# cmake (rdkafka builds its bundled librdkafka with it), kcat, systemd-analyze
+# and strace (the package test), and a Python venv with the Kafka clients the
+# compatibility script drives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +13,10 @@ need=()
 for tool in cmake kcat; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
-# systemd-analyze verifies the Debian package's unit (tests/python/packaging.py).
+# systemd-analyze verifies the Debian package's unit, strace checks its
+# syscall filter against a real run (tests/python/packaging.py).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
