@@ -7,6 +7,7 @@ TCP, then consumes the topic with confluent-kafka and checks that every
 point arrived exactly once as JSON, keyed by its canonical series, one
 series in one partition and in write order. A malformed body gets 400 naming
 the line and stores nothing (end offsets unchanged); an oversized one 413.
+/metrics counts the points stored and the lines refused.
 
 Run by scripts/test.sh; `SLUICE_BIN` overrides the binary to test.
 """
@@ -160,7 +161,7 @@ def check_records(records):
     log(f"{len(records)} records, {len(partition_of)} series over partitions {used}")
 
 
-def run(broker, http_port, tcp_port):
+def run(broker, http_port, tcp_port, mport):
     write_v2(http_port)
     write_v1(http_port)
     write_tcp(tcp_port)
@@ -184,20 +185,27 @@ def run(broker, http_port, tcp_port):
     assert end_offsets(c) == before, (end_offsets(c), before)
     c.close()
     check_records(consume_all(broker, total))
+    with urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=10) as r:
+        scraped = {line.split()[0]: float(line.split()[1]) for line in r.read().decode().splitlines()
+                   if line.startswith("sluice_influx_")}
+    # One bad TCP line, one 400 body; the bad precision is refused before parsing.
+    assert scraped == {"sluice_influx_points_total": total,
+                       "sluice_influx_lines_malformed_total": 2}, scraped
 
 
 def main():
     with tempfile.TemporaryDirectory(prefix="sluice-influx-") as tmp:
-        http_port, tcp_port = free_port(), free_port()
+        http_port, tcp_port, mport = free_port(), free_port(), free_port()
         broker = Broker(Path(tmp) / "data", extra_args=[
             "--cores", "2", "--default-partitions", str(PARTITIONS),
+            "--metrics-listen", f"127.0.0.1:{mport}",
             "--influx-http-listen", f"127.0.0.1:{http_port}",
             "--influx-tcp-listen", f"127.0.0.1:{tcp_port}",
             "--influx-topic", TOPIC, "--influx-body-bytes-max", str(BODY_MAX)])
         broker.start()
         idle = None
         try:
-            run(broker, http_port, tcp_port)
+            run(broker, http_port, tcp_port, mport)
             # An idle keep-alive connection must not hold up shutdown.
             idle = socket.create_connection(("127.0.0.1", http_port))
             idle.sendall(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")

@@ -242,7 +242,10 @@ async fn write(shard: &Rc<Shard>, precision: Precision, body: Vec<u8>, gzip: boo
     // Every line is checked before anything is stored.
     let points = match line::parse_all(text, precision, super::now_ns()) {
         Ok(p) => p,
-        Err(e) => return refuse(400, e.to_string()),
+        Err(e) => {
+            shard.metrics.influx_lines_refused(1);
+            return refuse(400, e.to_string());
+        }
     };
     match super::write(shard, points).await {
         Ok(()) => refuse(204, ""),

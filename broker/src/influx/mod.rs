@@ -138,6 +138,7 @@ pub async fn write(shard: &Rc<Shard>, points: Vec<Point>) -> Result<(), IngestEr
     let Some(partitions) = partitions else {
         return Err(IngestError::NoTopic(topic));
     };
+    let points_n = points.len();
     let mut by_partition: BTreeMap<i32, Vec<Point>> = BTreeMap::new();
     for p in points {
         by_partition
@@ -157,6 +158,7 @@ pub async fn write(shard: &Rc<Shard>, points: Vec<Point>) -> Result<(), IngestEr
             records,
         });
     }
+    let points_n = points_n as u64;
     let written = route::produce(shard, items).await;
     let failed: Vec<String> = written
         .iter()
@@ -174,6 +176,7 @@ pub async fn write(shard: &Rc<Shard>, points: Vec<Point>) -> Result<(), IngestEr
         })
         .collect();
     if failed.is_empty() {
+        shard.metrics.influx_points_stored(points_n);
         Ok(())
     } else {
         Err(IngestError::Unavailable(format!(

@@ -44,6 +44,7 @@ struct Counts {
 async fn store(shard: &Rc<Shard>, text: &[u8], first_line: u64, counts: &mut Counts) {
     let text = String::from_utf8_lossy(text);
     let (points, errors) = line::parse_lossy(&text, Precision::Ns, super::now_ns());
+    shard.metrics.influx_lines_refused(errors.len() as u64);
     for e in errors {
         counts.malformed += 1;
         if counts.malformed <= LOGGED_ERRORS_MAX {
@@ -115,6 +116,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         }
         if buf.len() > LINE_BYTES_MAX {
             counts.malformed += 1;
+            shard.metrics.influx_lines_refused(1);
             tracing::warn!("influx tcp: line {line_no} is over {LINE_BYTES_MAX} bytes: dropped");
             buf.clear();
             skipping = true;

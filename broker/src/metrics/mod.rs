@@ -39,6 +39,9 @@ pub struct ShardMetrics {
     connections_active: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
+    /// Influx line-protocol points stored, and lines refused as malformed.
+    influx_points: Cell<u64>,
+    influx_lines_malformed: Cell<u64>,
     /// Executor busy time summed over the scrapes so far (glommio's
     /// executor stats reset on every read).
     busy_ns: Cell<u64>,
@@ -59,6 +62,8 @@ impl Default for ShardMetrics {
             connections_active: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            influx_points: Cell::new(0),
+            influx_lines_malformed: Cell::new(0),
             busy_ns: Cell::new(0),
             reactor_lag: LatencyHistogram::default(),
             stalls: Cell::new(0),
@@ -102,6 +107,14 @@ impl ShardMetrics {
 
     pub fn connection_refused(&self) {
         add(&self.connections_refused, 1);
+    }
+
+    pub fn influx_points_stored(&self, n: u64) {
+        add(&self.influx_points, n);
+    }
+
+    pub fn influx_lines_refused(&self, n: u64) {
+        add(&self.influx_lines_malformed, n);
     }
 
     pub fn connections_active(&self) -> u64 {
@@ -149,6 +162,8 @@ pub struct ShardSnapshot {
     pub connections_active: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub influx_points: u64,
+    pub influx_lines_malformed: u64,
     pub busy_ns: u64,
     pub reactor_lag: HistogramSnapshot,
     pub stalls: u64,
@@ -211,6 +226,8 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         connections_active: m.connections_active.get(),
         connections_accepted: m.connections_accepted.get(),
         connections_refused: m.connections_refused.get(),
+        influx_points: m.influx_points.get(),
+        influx_lines_malformed: m.influx_lines_malformed.get(),
         busy_ns: m.busy_ns.get(),
         reactor_lag: m.reactor_lag.snapshot(),
         stalls: m.stalls.get(),

@@ -156,6 +156,18 @@ impl prometheus_client::collector::Collector for Merged {
             "Client connections refused at the per-shard limit.",
             &[(vec![], self.sum(|s| s.connections_refused))],
         )?;
+        counter(
+            e,
+            "sluice_influx_points",
+            "Influx line-protocol points stored.",
+            &[(vec![], self.sum(|s| s.influx_points))],
+        )?;
+        counter(
+            e,
+            "sluice_influx_lines_malformed",
+            "Influx line-protocol lines refused as malformed (HTTP and TCP).",
+            &[(vec![], self.sum(|s| s.influx_lines_malformed))],
+        )?;
         histogram(
             e,
             "sluice_fsync_duration_seconds",
