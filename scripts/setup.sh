@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
-# cmake (rdkafka builds its bundled librdkafka with it), kcat, systemd-analyze
-# and strace (the package test), and a Python venv with the Kafka clients the
-# compatibility script drives.
+# kcat, systemd-analyze and strace (the package test), and a Python venv with
+# the Kafka clients the compatibility script drives. (librdkafka, bundled by
+# the rdkafka crate, builds with the gcc and make a fresh machine has.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,11 +10,11 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 need=()
-for tool in cmake kcat; do
+for tool in kcat; do
   command -v "$tool" >/dev/null 2>&1 || need+=("$tool")
 done
 # systemd-analyze verifies the Debian package's unit, strace checks its
-# syscall filter against a real run (tests/python/packaging.py).
+# syscall filter against a real run (tests/python/debian_package.py).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 if [ ${#need[@]} -gt 0 ]; then

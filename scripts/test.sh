@@ -17,6 +17,6 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/groups.py
 .venv/bin/python tests/python/metrics.py
 .venv/bin/python tests/python/admin.py
-.venv/bin/python tests/python/packaging.py
+.venv/bin/python tests/python/debian_package.py
 .venv/bin/python tests/python/influx.py
 echo "all tests passed"

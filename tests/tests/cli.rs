@@ -193,6 +193,11 @@ fn every_subcommand_against_a_real_broker() {
         serde_json::from_str::<Value>(&out).expect("json")["records"],
         2
     );
+    // Producing to a topic that does not exist creates it (auto-create is
+    // on), as kcat and Kafka's console producer do.
+    ok_in(b, &["produce", "born"], "first\n");
+    let list = ok(b, &["topic", "list", "--format", "json"]);
+    assert!(list.contains("\"born\""), "{list}");
     std::thread::sleep(Duration::from_millis(20));
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("records.txt");

@@ -86,7 +86,10 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)
         .set("linger.ms", "5")
-        .set("message.timeout.ms", c.timeout_ms.max(1).to_string());
+        .set("message.timeout.ms", c.timeout_ms.max(1).to_string())
+        // Producing to a new topic creates it where the broker allows, as
+        // kcat and Kafka's console producer do.
+        .set("allow.auto.create.topics", "true");
     let producer: BaseProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
         .context("creating the producer")?;
