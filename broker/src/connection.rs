@@ -109,4 +109,9 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             break;
         }
     }
+    // Dropping the stream only drops this descriptor: a receive still in
+    // flight in io_uring holds the socket open until its cancellation is
+    // processed. shutdown(2) acts on the socket, so the client sees the
+    // close now. It fails harmlessly when the client has already gone.
+    let _ = stream.shutdown(std::net::Shutdown::Both).await;
 }
