@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
-# kcat, systemd-analyze and strace (the package test), and a Python venv with
-# the Kafka clients the compatibility script drives. (librdkafka, bundled by
-# the rdkafka crate, builds with the gcc and make a fresh machine has.)
+# kcat, systemd-analyze and strace (the package test), collectd-core and
+# rsyslog with rsyslog-kafka (the shippers test), and a Python venv with the
+# Kafka clients the compatibility script drives. (librdkafka, bundled by the
+# rdkafka crate, builds with the gcc and make a fresh machine has.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,14 @@ done
 # syscall filter against a real run (tests/python/debian_package.py).
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v strace >/dev/null 2>&1 || need+=(strace)
+# Real shippers writing into the broker (tests/python/shippers.py): collectd's
+# write_kafka and rsyslog's omkafka. collectd-core rather than collectd, which
+# would bring a system collectd service along; write_kafka.so links librdkafka
+# but collectd-core only suggests it.
+[ -e /usr/lib/collectd/write_kafka.so ] || need+=(collectd-core)
+dpkg -s librdkafka1 >/dev/null 2>&1 || need+=(librdkafka1)
+[ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
+dpkg -s rsyslog-kafka >/dev/null 2>&1 || need+=(rsyslog-kafka)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq
