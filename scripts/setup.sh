@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a fresh Debian machine, idempotently:
 # kcat, systemd-analyze and strace (the package test), collectd-core and
-# rsyslog with rsyslog-kafka (the shippers test), and a Python venv with the
+# rsyslog with rsyslog-kafka (the shippers test), Prometheus (the
+# remote-write test), and a Python venv with the
 # Kafka clients the compatibility script drives. (librdkafka, bundled by the
 # rdkafka crate, builds with the gcc and make a fresh machine has.)
 set -euo pipefail
@@ -26,6 +27,9 @@ command -v strace >/dev/null 2>&1 || need+=(strace)
 dpkg -s librdkafka1 >/dev/null 2>&1 || need+=(librdkafka1)
 [ -x /usr/sbin/rsyslogd ] || need+=(rsyslog)
 dpkg -s rsyslog-kafka >/dev/null 2>&1 || need+=(rsyslog-kafka)
+# Prometheus scrapes the broker and remote-writes into it
+# (tests/python/prometheus.py); the test runs its own instance.
+[ -x /usr/bin/prometheus ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq

@@ -22,5 +22,6 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/admin.py
 .venv/bin/python tests/python/debian_package.py
 .venv/bin/python tests/python/influx.py
+.venv/bin/python tests/python/prometheus.py
 .venv/bin/python tests/python/shippers.py
 echo "all tests passed"

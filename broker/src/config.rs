@@ -67,15 +67,24 @@ pub struct Config {
     /// Address of the HTTP endpoint serving `/metrics` and `/health`;
     /// empty switches it off.
     pub metrics_listen: String,
-    /// Address of the Influx line-protocol HTTP listener (`/api/v2/write`,
-    /// `/write`), bound by every shard; empty (the default) switches it off.
-    pub influx_http_listen: String,
+    /// Address of the HTTP ingest listener (Influx `/api/v2/write` and
+    /// `/write`, Prometheus remote-write `/api/v1/write`), bound by every
+    /// shard; empty (the default) switches it off.
+    pub ingest_http_listen: String,
     /// Address of the plain-TCP line-protocol listener; empty switches it off.
     pub influx_tcp_listen: String,
-    /// Topic that ingested points go to (auto-created when allowed).
+    /// Topic that Influx points go to (auto-created when allowed).
     pub influx_topic: String,
-    /// Largest HTTP write body accepted, after gzip decoding (413 beyond).
-    pub influx_body_bytes_max: usize,
+    /// Topic that Prometheus remote-write series go to.
+    pub prometheus_topic: String,
+    /// Largest HTTP write body accepted, after decompression (413 beyond).
+    pub ingest_body_bytes_max: usize,
+    /// What ingested records hold: `json` (one JSON object per record) or
+    /// `raw` (the line as sent; a remote-write series as protobuf).
+    pub ingest_format: String,
+    /// Bytes of ingest writes one shard may have on their way to one
+    /// partition; a write beyond it is refused with 429 and Retry-After.
+    pub ingest_queue_bytes_max: usize,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
@@ -151,10 +160,13 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:9092".into(),
             metrics_listen: "127.0.0.1:9644".into(),
-            influx_http_listen: String::new(),
+            ingest_http_listen: String::new(),
             influx_tcp_listen: String::new(),
             influx_topic: "metrics".into(),
-            influx_body_bytes_max: 16 << 20,
+            prometheus_topic: "prometheus".into(),
+            ingest_body_bytes_max: 16 << 20,
+            ingest_format: "json".into(),
+            ingest_queue_bytes_max: 16 << 20,
             advertise: None,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
@@ -225,8 +237,9 @@ impl Config {
         Ok(Some(addr))
     }
 
-    /// The Influx listeners' addresses (HTTP, TCP); `None` when switched off.
-    pub fn influx_addrs(&self) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
+    /// The ingest listeners' addresses (HTTP, Influx TCP); `None` when
+    /// switched off.
+    pub fn ingest_addrs(&self) -> Result<(Option<SocketAddr>, Option<SocketAddr>), ConfigError> {
         let parse = |key: &'static str, value: &str| -> Result<Option<SocketAddr>, ConfigError> {
             if value.is_empty() {
                 return Ok(None);
@@ -247,32 +260,58 @@ impl Config {
             }
             Ok(Some(addr))
         };
-        let http = parse("influx_http_listen", &self.influx_http_listen)?;
+        let http = parse("ingest_http_listen", &self.ingest_http_listen)?;
         let tcp = parse("influx_tcp_listen", &self.influx_tcp_listen)?;
         if http.is_some() && http == tcp {
             return Err(ConfigError {
                 key: "influx_tcp_listen",
                 value: self.influx_tcp_listen.clone(),
-                allowed: "an address other than influx_http_listen's".into(),
+                allowed: "an address other than ingest_http_listen's".into(),
             });
         }
-        if (http.is_some() || tcp.is_some())
-            && crate::metadata::validate_topic_name(&self.influx_topic).is_err()
-        {
-            return Err(ConfigError {
-                key: "influx_topic",
-                value: self.influx_topic.clone(),
-                allowed: "a valid topic name".into(),
-            });
+        if http.is_some() || tcp.is_some() {
+            for (key, topic) in [
+                ("influx_topic", &self.influx_topic),
+                ("prometheus_topic", &self.prometheus_topic),
+            ] {
+                if crate::metadata::validate_topic_name(topic).is_err() {
+                    return Err(ConfigError {
+                        key,
+                        value: topic.clone(),
+                        allowed: "a valid topic name".into(),
+                    });
+                }
+            }
         }
-        if self.influx_body_bytes_max < 1024 || self.influx_body_bytes_max > 1 << 30 {
+        if self.ingest_body_bytes_max < 1024 || self.ingest_body_bytes_max > 1 << 30 {
             return Err(ConfigError {
-                key: "influx_body_bytes_max",
-                value: self.influx_body_bytes_max.to_string(),
+                key: "ingest_body_bytes_max",
+                value: self.ingest_body_bytes_max.to_string(),
                 allowed: "1024 to 1073741824 bytes".into(),
             });
         }
+        if self.ingest_queue_bytes_max < 1024 {
+            return Err(ConfigError {
+                key: "ingest_queue_bytes_max",
+                value: self.ingest_queue_bytes_max.to_string(),
+                allowed: "at least 1024 bytes".into(),
+            });
+        }
+        self.ingest_format()?;
         Ok((http, tcp))
+    }
+
+    /// What ingested records hold.
+    pub fn ingest_format(&self) -> Result<crate::ingest::Format, ConfigError> {
+        match self.ingest_format.as_str() {
+            "json" => Ok(crate::ingest::Format::Json),
+            "raw" => Ok(crate::ingest::Format::Raw),
+            other => Err(ConfigError {
+                key: "ingest_format",
+                value: other.into(),
+                allowed: "json or raw".into(),
+            }),
+        }
     }
 
     /// Host and port clients are told to connect to.
@@ -345,7 +384,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
         self.metrics_addr()?;
-        self.influx_addrs()?;
+        self.ingest_addrs()?;
         self.advertised()?;
         if self.data_dir.as_os_str().is_empty() {
             return Err(ConfigError {

@@ -10,7 +10,7 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod group;
-pub mod influx;
+pub mod ingest;
 pub mod kafka;
 pub mod listen;
 pub mod mesh;

@@ -77,20 +77,32 @@ struct ServeArgs {
     /// /health; "" switches it off [default: 127.0.0.1:9644].
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
-    /// Address of the Influx line-protocol HTTP listener (/api/v2/write,
-    /// /write) on every shard; "" switches it off [default: ""].
+    /// Address of the HTTP ingest listener on every shard: Influx
+    /// (/api/v2/write, /write) and Prometheus remote-write (/api/v1/write);
+    /// "" switches it off [default: ""].
     #[arg(long, value_name = "HOST:PORT")]
-    influx_http_listen: Option<String>,
+    ingest_http_listen: Option<String>,
     /// Address of the plain-TCP line-protocol listener; "" switches it off
     /// [default: ""].
     #[arg(long, value_name = "HOST:PORT")]
     influx_tcp_listen: Option<String>,
-    /// Topic that ingested points go to [default: metrics].
+    /// Topic that Influx points go to [default: metrics].
     #[arg(long)]
     influx_topic: Option<String>,
-    /// Largest Influx HTTP write body, after gzip decoding [default: 16777216].
+    /// Topic that Prometheus remote-write series go to [default: prometheus].
     #[arg(long)]
-    influx_body_bytes_max: Option<usize>,
+    prometheus_topic: Option<String>,
+    /// Largest HTTP ingest body, after decompression [default: 16777216].
+    #[arg(long)]
+    ingest_body_bytes_max: Option<usize>,
+    /// What ingested records hold: json, or raw (the line as sent, a
+    /// remote-write series as protobuf) [default: json].
+    #[arg(long, value_name = "json|raw")]
+    ingest_format: Option<String>,
+    /// Bytes of ingest writes one shard may have on their way to one
+    /// partition; beyond it writes get 429 [default: 16777216].
+    #[arg(long)]
+    ingest_queue_bytes_max: Option<usize>,
     /// Address clients are told to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
@@ -207,10 +219,13 @@ impl ServeArgs {
         set!(
             listen,
             metrics_listen,
-            influx_http_listen,
+            ingest_http_listen,
             influx_tcp_listen,
             influx_topic,
-            influx_body_bytes_max,
+            prometheus_topic,
+            ingest_body_bytes_max,
+            ingest_format,
+            ingest_queue_bytes_max,
             data_dir,
             node_id,
             fsync_interval_ms,

@@ -162,7 +162,7 @@ async fn shard_main(
             return Err(e);
         }
     };
-    if let Err(e) = crate::influx::start(&shard) {
+    if let Err(e) = crate::ingest::start(&shard) {
         shutdown.store(true, Ordering::SeqCst);
         shard.begin_shutdown();
         shard.close_logs().await;

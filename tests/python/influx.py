@@ -199,9 +199,9 @@ def main():
         broker = Broker(Path(tmp) / "data", extra_args=[
             "--cores", "2", "--default-partitions", str(PARTITIONS),
             "--metrics-listen", f"127.0.0.1:{mport}",
-            "--influx-http-listen", f"127.0.0.1:{http_port}",
+            "--ingest-http-listen", f"127.0.0.1:{http_port}",
             "--influx-tcp-listen", f"127.0.0.1:{tcp_port}",
-            "--influx-topic", TOPIC, "--influx-body-bytes-max", str(BODY_MAX)])
+            "--influx-topic", TOPIC, "--ingest-body-bytes-max", str(BODY_MAX)])
         broker.start()
         idle = None
         try:

@@ -42,6 +42,12 @@ pub struct ShardMetrics {
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
+    /// Prometheus remote-write samples stored, and writes refused as
+    /// malformed.
+    prometheus_samples: Cell<u64>,
+    prometheus_writes_malformed: Cell<u64>,
+    /// Ingest writes refused with 429 because a partition's queue was full.
+    ingest_writes_busy: Cell<u64>,
     /// Executor busy time summed over the scrapes so far (glommio's
     /// executor stats reset on every read).
     busy_ns: Cell<u64>,
@@ -64,6 +70,9 @@ impl Default for ShardMetrics {
             connections_refused: Cell::new(0),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
+            prometheus_samples: Cell::new(0),
+            prometheus_writes_malformed: Cell::new(0),
+            ingest_writes_busy: Cell::new(0),
             busy_ns: Cell::new(0),
             reactor_lag: LatencyHistogram::default(),
             stalls: Cell::new(0),
@@ -117,6 +126,18 @@ impl ShardMetrics {
         add(&self.influx_lines_malformed, n);
     }
 
+    pub fn prometheus_samples_stored(&self, n: u64) {
+        add(&self.prometheus_samples, n);
+    }
+
+    pub fn prometheus_write_refused(&self) {
+        add(&self.prometheus_writes_malformed, 1);
+    }
+
+    pub fn ingest_writes_refused_busy(&self, n: u64) {
+        add(&self.ingest_writes_busy, n);
+    }
+
     pub fn connections_active(&self) -> u64 {
         self.connections_active.get()
     }
@@ -164,6 +185,9 @@ pub struct ShardSnapshot {
     pub connections_refused: u64,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
+    pub prometheus_samples: u64,
+    pub prometheus_writes_malformed: u64,
+    pub ingest_writes_busy: u64,
     pub busy_ns: u64,
     pub reactor_lag: HistogramSnapshot,
     pub stalls: u64,
@@ -228,6 +252,9 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         connections_refused: m.connections_refused.get(),
         influx_points: m.influx_points.get(),
         influx_lines_malformed: m.influx_lines_malformed.get(),
+        prometheus_samples: m.prometheus_samples.get(),
+        prometheus_writes_malformed: m.prometheus_writes_malformed.get(),
+        ingest_writes_busy: m.ingest_writes_busy.get(),
         busy_ns: m.busy_ns.get(),
         reactor_lag: m.reactor_lag.snapshot(),
         stalls: m.stalls.get(),

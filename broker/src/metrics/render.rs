@@ -168,6 +168,24 @@ impl prometheus_client::collector::Collector for Merged {
             "Influx line-protocol lines refused as malformed (HTTP and TCP).",
             &[(vec![], self.sum(|s| s.influx_lines_malformed))],
         )?;
+        counter(
+            e,
+            "sluice_prometheus_samples",
+            "Prometheus remote-write samples stored.",
+            &[(vec![], self.sum(|s| s.prometheus_samples))],
+        )?;
+        counter(
+            e,
+            "sluice_prometheus_writes_malformed",
+            "Prometheus remote-write requests refused as malformed.",
+            &[(vec![], self.sum(|s| s.prometheus_writes_malformed))],
+        )?;
+        counter(
+            e,
+            "sluice_ingest_writes_busy",
+            "Ingest writes refused with 429 because a partition's queue was full.",
+            &[(vec![], self.sum(|s| s.ingest_writes_busy))],
+        )?;
         histogram(
             e,
             "sluice_fsync_duration_seconds",

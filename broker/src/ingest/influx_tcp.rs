@@ -11,8 +11,8 @@ use std::time::Duration;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::line::{self, Precision};
-use crate::shard::Shard;
+use super::influx_line::{self, Precision};
+use super::Ingest;
 
 /// A line longer than this is dropped (counted as malformed) whole.
 const LINE_BYTES_MAX: usize = 1 << 20;
@@ -41,9 +41,11 @@ struct Counts {
 
 /// Parses the complete lines in `text` and stores their points, retrying a
 /// failed append a few times (the sender is not read meanwhile).
-async fn store(shard: &Rc<Shard>, text: &[u8], first_line: u64, counts: &mut Counts) {
+async fn store(ingest: &Ingest, text: &[u8], first_line: u64, counts: &mut Counts) {
+    let shard = &ingest.shard;
     let text = String::from_utf8_lossy(text);
-    let (points, errors) = line::parse_lossy(&text, Precision::Ns, super::now_ns());
+    let (points, errors) =
+        influx_line::parse_lossy(&text, Precision::Ns, super::now_ns(), ingest.format);
     shard.metrics.influx_lines_refused(errors.len() as u64);
     for e in errors {
         counts.malformed += 1;
@@ -57,8 +59,12 @@ async fn store(shard: &Rc<Shard>, text: &[u8], first_line: u64, counts: &mut Cou
     }
     let n = points.len() as u64;
     for attempt in 1..=TRIES_MAX {
-        match super::write(shard, points.clone()).await {
+        match ingest
+            .write(&shard.config.influx_topic, points.clone())
+            .await
+        {
             Ok(()) => {
+                shard.metrics.influx_points_stored(n);
                 counts.points += n;
                 return;
             }
@@ -71,7 +77,8 @@ async fn store(shard: &Rc<Shard>, text: &[u8], first_line: u64, counts: &mut Cou
     }
 }
 
-async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
+    let shard = &ingest.shard;
     let peer = stream.peer_addr().ok();
     let mut buf: Vec<u8> = Vec::new();
     let mut chunk = vec![0u8; READ_BYTES];
@@ -90,7 +97,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         };
         if n == 0 {
             if !buf.is_empty() && !skipping {
-                store(&shard, &buf, line_no, &mut counts).await;
+                store(&ingest, &buf, line_no, &mut counts).await;
             }
             break;
         }
@@ -110,7 +117,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
         // the one case this cuts wrongly (the halves are then malformed).
         if let Some(last) = buf.iter().rposition(|&b| b == b'\n') {
             let rest = buf.split_off(last + 1);
-            store(&shard, &buf, line_no, &mut counts).await;
+            store(&ingest, &buf, line_no, &mut counts).await;
             line_no += buf.iter().filter(|&&b| b == b'\n').count() as u64;
             buf = rest;
         }
@@ -135,13 +142,13 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
 }
 
 /// Accepts connections on `listener` until the shard shuts down.
-pub fn spawn_server(shard: &Rc<Shard>, listener: TcpListener) {
-    let shard = shard.clone();
+pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
+    let ingest = ingest.clone();
     glommio::spawn_local(async move {
         let active = Rc::new(Cell::new(0usize));
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
-                shard.stopped().await;
+                ingest.shard.stopped().await;
                 None
             })
             .await;
@@ -158,10 +165,10 @@ pub fn spawn_server(shard: &Rc<Shard>, listener: TcpListener) {
                 continue;
             }
             active.set(active.get() + 1);
-            let shard = shard.clone();
+            let ingest = ingest.clone();
             let active = active.clone();
             glommio::spawn_local(async move {
-                serve_connection(shard, stream).await;
+                serve_connection(ingest, stream).await;
                 active.set(active.get() - 1);
             })
             .detach();

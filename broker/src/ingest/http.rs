@@ -1,9 +1,12 @@
-//! The Influx write API over HTTP/1.1: `POST /api/v2/write` (InfluxDB 2:
-//! bucket, org, precision; the token is accepted and ignored) and
-//! `POST /write` (InfluxDB 1: db, precision), plus `/ping` and `/health`.
-//! Keep-alive, Content-Length bodies only (bounded, gzip allowed), 204 once
-//! stored, InfluxDB's JSON error shape otherwise. The request-head parser
-//! is a pure function, unit-tested against malformed input.
+//! The HTTP ingest listener (HTTP/1.1): Influx's write API, `POST
+//! /api/v2/write` (InfluxDB 2: bucket, org, precision; the token is
+//! accepted and ignored) and `POST /write` (InfluxDB 1: db, precision);
+//! Prometheus remote-write, `POST /api/v1/write` (1.0 and 2.0, snappy);
+//! and `/ping`, `/health`. Keep-alive, Content-Length bodies only (bounded
+//! after decompression), 204 once stored as the topic's durability policy
+//! requires, 429 with Retry-After when a partition's queue is full, a JSON
+//! error (InfluxDB's shape) otherwise. The request-head parser is a pure
+//! function, unit-tested against malformed input.
 
 use std::cell::Cell;
 use std::io::Read;
@@ -13,10 +16,10 @@ use std::time::Duration;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use super::line::{self, Precision};
-use super::IngestError;
+use super::influx_line::{self, Precision};
+use super::remote_write::{self, Version};
+use super::{Ingest, IngestError, RETRY_AFTER_S};
 use crate::metrics::http::{head_end, REQUEST_HEAD_BYTES_MAX};
-use crate::shard::Shard;
 
 /// Time a client has to send a whole request (head and body) once it
 /// started one, and to take the answer; also the keep-alive idle bound.
@@ -28,14 +31,22 @@ const CONNECTIONS_MAX: usize = 256;
 /// Bytes of an oversized body read and dropped so its 413 reaches the client.
 const DISCARD_BYTES_MAX: usize = 64 << 20;
 
-/// Seconds a client is told to wait after a 503.
-const RETRY_AFTER_S: u32 = 1;
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// A write with its precision.
-    Write(Precision),
+    /// An Influx write with its precision.
+    Influx(Precision),
+    /// A Prometheus remote-write in the version its Content-Type names.
+    RemoteWrite(Version),
     Ping,
+}
+
+/// A body's Content-Encoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Identity,
+    Gzip,
+    /// A snappy block (remote-write's only encoding).
+    Snappy,
 }
 
 /// A request head, read.
@@ -43,23 +54,25 @@ pub enum Route {
 pub struct Head {
     pub route: Route,
     pub content_length: usize,
-    pub gzip: bool,
+    pub encoding: Encoding,
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub head_only: bool,
 }
 
-/// A refusal: status and message.
+/// An answer: status, message (for errors) and extra headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub status: u16,
     pub message: String,
+    pub headers: Vec<(&'static str, String)>,
 }
 
 fn refuse(status: u16, message: impl Into<String>) -> Refusal {
     Refusal {
         status,
         message: message.into(),
+        headers: Vec::new(),
     }
 }
 
@@ -90,7 +103,8 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
         return Err(refuse(400, "malformed request target"));
     }
     let mut content_length: Option<usize> = None;
-    let mut gzip = false;
+    let mut encoding = Encoding::Identity;
+    let mut content_type = String::new();
     let mut expect_continue = false;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
@@ -116,9 +130,11 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
                     "chunked bodies are not accepted: send Content-Length",
                 ))
             }
+            "content-type" => content_type = value.to_string(),
             "content-encoding" => match value.to_ascii_lowercase().as_str() {
-                "gzip" => gzip = true,
-                "identity" | "" => {}
+                "gzip" => encoding = Encoding::Gzip,
+                "snappy" => encoding = Encoding::Snappy,
+                "identity" | "" => encoding = Encoding::Identity,
                 other => return Err(refuse(415, format!("unsupported Content-Encoding {other}"))),
             },
             "connection" => {
@@ -151,22 +167,36 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
             if query_param(query, name).is_none_or(str::is_empty) {
                 return Err(refuse(400, format!("{what} not specified ({name}=...)")));
             }
-            Route::Write(precision)
+            if encoding == Encoding::Snappy {
+                return Err(refuse(415, "Influx writes are plain or gzip, not snappy"));
+            }
+            Route::Influx(precision)
+        }
+        ("POST", "/api/v1/write") => {
+            if encoding != Encoding::Snappy {
+                return Err(refuse(
+                    415,
+                    "remote-write bodies are snappy blocks: Content-Encoding: snappy",
+                ));
+            }
+            Route::RemoteWrite(
+                Version::from_content_type(&content_type).map_err(|e| refuse(415, e))?,
+            )
         }
         ("GET" | "HEAD", "/ping" | "/health") => Route::Ping,
-        (_, "/api/v2/write" | "/write") => return Err(refuse(405, "only POST")),
+        (_, "/api/v2/write" | "/write" | "/api/v1/write") => return Err(refuse(405, "only POST")),
         (_, "/ping" | "/health") => return Err(refuse(405, "only GET and HEAD")),
         _ => return Err(refuse(404, format!("no route {path}"))),
     };
     let content_length = match (content_length, &route) {
         (Some(n), _) => n,
         (None, Route::Ping) => 0,
-        (None, Route::Write(_)) => return Err(refuse(411, "Content-Length required")),
+        (None, _) => return Err(refuse(411, "Content-Length required")),
     };
     Ok(Head {
         route,
         content_length,
-        gzip,
+        encoding,
         keep_alive,
         expect_continue,
         head_only: method == "HEAD",
@@ -174,7 +204,8 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
 }
 
 /// A whole response; `code` is InfluxDB's error code word for errors.
-pub fn response(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
+pub fn response(answer: &Refusal, keep_alive: bool) -> Vec<u8> {
+    let (status, message) = (answer.status, answer.message.as_str());
     let (reason, code) = match status {
         204 => ("No Content", ""),
         400 => ("Bad Request", "invalid"),
@@ -183,6 +214,7 @@ pub fn response(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
         411 => ("Length Required", "invalid"),
         413 => ("Payload Too Large", "request too large"),
         415 => ("Unsupported Media Type", "invalid"),
+        429 => ("Too Many Requests", "too many requests"),
         503 => ("Service Unavailable", "unavailable"),
         _ => ("Internal Server Error", "internal error"),
     };
@@ -198,8 +230,11 @@ pub fn response(status: u16, message: &str, keep_alive: bool) -> Vec<u8> {
         out.push_str("Content-Type: application/json; charset=utf-8\r\n");
         out.push_str(&format!("Content-Length: {}\r\n", body.len()));
     }
-    if status == 503 {
+    if status == 429 || status == 503 {
         out.push_str(&format!("Retry-After: {RETRY_AFTER_S}\r\n"));
+    }
+    for (name, value) in &answer.headers {
+        out.push_str(&format!("{name}: {value}\r\n"));
     }
     if !keep_alive {
         out.push_str("Connection: close\r\n");
@@ -225,9 +260,23 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
     Ok(out)
 }
 
-/// What one request does once its head and body are in: (status, message).
-async fn write(shard: &Rc<Shard>, precision: Precision, body: Vec<u8>, gzip: bool) -> Refusal {
-    let max = shard.config.influx_body_bytes_max;
+/// The answer to a write that reached the log (or did not).
+fn stored(result: Result<(), IngestError>, what: &str) -> Refusal {
+    match result {
+        Ok(()) => refuse(204, ""),
+        Err(e @ IngestError::NoTopic(_)) => refuse(404, e.to_string()),
+        Err(e @ IngestError::Busy(_)) => refuse(429, e.to_string()),
+        Err(e @ IngestError::Unavailable(_)) => {
+            tracing::warn!("{what} write: {e}");
+            refuse(503, e.to_string())
+        }
+    }
+}
+
+/// An Influx write, once its head and body are in.
+async fn influx_write(ingest: &Ingest, precision: Precision, body: Vec<u8>, gzip: bool) -> Refusal {
+    let shard = &ingest.shard;
+    let max = shard.config.ingest_body_bytes_max;
     let body = if gzip {
         match gunzip(&body, max) {
             Ok(b) => b,
@@ -240,21 +289,58 @@ async fn write(shard: &Rc<Shard>, precision: Precision, body: Vec<u8>, gzip: boo
         return refuse(400, "body is not UTF-8");
     };
     // Every line is checked before anything is stored.
-    let points = match line::parse_all(text, precision, super::now_ns()) {
+    let points = match influx_line::parse_all(text, precision, super::now_ns(), ingest.format) {
         Ok(p) => p,
         Err(e) => {
             shard.metrics.influx_lines_refused(1);
             return refuse(400, e.to_string());
         }
     };
-    match super::write(shard, points).await {
-        Ok(()) => refuse(204, ""),
-        Err(e @ IngestError::NoTopic(_)) => refuse(404, e.to_string()),
-        Err(e @ IngestError::Unavailable(_)) => {
-            tracing::warn!("influx write: {e}");
-            refuse(503, e.to_string())
+    let n = points.len() as u64;
+    let answer = stored(
+        ingest.write(&shard.config.influx_topic, points).await,
+        "influx",
+    );
+    if answer.status == 204 {
+        shard.metrics.influx_points_stored(n);
+    }
+    answer
+}
+
+/// A Prometheus remote-write, once its head and body are in. A 2.0 write
+/// is told how much was written, as its spec asks.
+async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refusal {
+    let shard = &ingest.shard;
+    let decoded = remote_write::decompress(&body, shard.config.ingest_body_bytes_max)
+        .and_then(|raw| remote_write::decode(&raw, version, ingest.format).map_err(|e| (400, e)));
+    let decoded = match decoded {
+        Ok(d) => d,
+        Err((status, message)) => {
+            shard.metrics.prometheus_write_refused();
+            return refuse(status, message);
+        }
+    };
+    let samples = decoded.samples;
+    let mut answer = stored(
+        ingest
+            .write(&shard.config.prometheus_topic, decoded.records)
+            .await,
+        "remote",
+    );
+    if answer.status == 204 {
+        shard.metrics.prometheus_samples_stored(samples);
+        if version == Version::V2 {
+            answer.headers = vec![
+                (
+                    "X-Prometheus-Remote-Write-Samples-Written",
+                    samples.to_string(),
+                ),
+                ("X-Prometheus-Remote-Write-Histograms-Written", "0".into()),
+                ("X-Prometheus-Remote-Write-Exemplars-Written", "0".into()),
+            ];
         }
     }
+    answer
 }
 
 /// Reads until `buf` holds a whole head; `Ok(None)` on a clean close.
@@ -283,14 +369,14 @@ async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result
 
 /// Serves requests on one connection until it closes or fails; `false`
 /// when the connection must close.
-async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn exchange(ingest: &Ingest, stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let end = match read_head(stream, buf).await {
         Ok(Some(end)) => end,
         Ok(None) => return false,
         Err(e) => {
             if e.kind() == std::io::ErrorKind::Other {
                 let _ = stream
-                    .write_all(&response(400, "request head too large", false))
+                    .write_all(&response(&refuse(400, "request head too large"), false))
                     .await;
             }
             return false;
@@ -302,13 +388,11 @@ async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) 
         Ok(h) => h,
         Err(r) => {
             // The body's length may be unknown: the connection cannot go on.
-            let _ = stream
-                .write_all(&response(r.status, &r.message, false))
-                .await;
+            let _ = stream.write_all(&response(&r, false)).await;
             return false;
         }
     };
-    let max = shard.config.influx_body_bytes_max;
+    let max = ingest.shard.config.ingest_body_bytes_max;
     if head.content_length > max {
         let message = format!("body of {} bytes is over {max}", head.content_length);
         if !head.expect_continue {
@@ -326,7 +410,9 @@ async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) 
                 }
             }
         }
-        let _ = stream.write_all(&response(413, &message, false)).await;
+        let _ = stream
+            .write_all(&response(&refuse(413, message), false))
+            .await;
         return false;
     }
     if head.expect_continue
@@ -349,10 +435,13 @@ async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) 
     let body = std::mem::replace(buf, rest);
     let answer = match head.route {
         Route::Ping => refuse(204, ""),
-        Route::Write(precision) => write(shard, precision, body, head.gzip).await,
+        Route::Influx(precision) => {
+            influx_write(ingest, precision, body, head.encoding == Encoding::Gzip).await
+        }
+        Route::RemoteWrite(version) => remote_write(ingest, version, body).await,
     };
     let keep_alive = head.keep_alive && answer.status != 413;
-    let mut bytes = response(answer.status, &answer.message, keep_alive);
+    let mut bytes = response(&answer, keep_alive);
     if head.head_only {
         if let Some(end) = head_end(&bytes) {
             bytes.truncate(end);
@@ -361,7 +450,8 @@ async fn exchange(shard: &Rc<Shard>, stream: &mut TcpStream, buf: &mut Vec<u8>) 
     stream.write_all(&bytes).await.is_ok() && keep_alive
 }
 
-async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
+    let shard = &ingest.shard;
     let mut buf = Vec::new();
     let mut first = vec![0u8; 4 << 10];
     loop {
@@ -388,7 +478,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         }
         let next = future::or(
-            async { Some(exchange(&shard, &mut stream, &mut buf).await) },
+            async { Some(exchange(&ingest, &mut stream, &mut buf).await) },
             async {
                 glommio::timer::sleep(REQUEST_TIMEOUT).await;
                 None
@@ -403,13 +493,13 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
 }
 
 /// Accepts connections on `listener` until the shard shuts down.
-pub fn spawn_server(shard: &Rc<Shard>, listener: TcpListener) {
-    let shard = shard.clone();
+pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
+    let ingest = ingest.clone();
     glommio::spawn_local(async move {
         let active = Rc::new(Cell::new(0usize));
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
-                shard.stopped().await;
+                ingest.shard.stopped().await;
                 None
             })
             .await;
@@ -417,7 +507,7 @@ pub fn spawn_server(shard: &Rc<Shard>, listener: TcpListener) {
                 None => return,
                 Some(Ok(s)) => s,
                 Some(Err(e)) => {
-                    tracing::warn!("influx http: accept failed: {e}");
+                    tracing::warn!("ingest http: accept failed: {e}");
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                     continue;
                 }
@@ -426,10 +516,10 @@ pub fn spawn_server(shard: &Rc<Shard>, listener: TcpListener) {
                 continue;
             }
             active.set(active.get() + 1);
-            let shard = shard.clone();
+            let ingest = ingest.clone();
             let active = active.clone();
             glommio::spawn_local(async move {
-                serve_connection(shard, stream).await;
+                serve_connection(ingest, stream).await;
                 active.set(active.get() - 1);
             })
             .detach();
@@ -456,16 +546,53 @@ mod tests {
             .as_bytes(),
         )
         .expect("ok");
-        assert_eq!(h.route, Route::Write(Precision::Ms));
-        assert!(h.gzip && h.keep_alive && !h.expect_continue);
+        assert_eq!(h.route, Route::Influx(Precision::Ms));
+        assert!(h.encoding == Encoding::Gzip && h.keep_alive && !h.expect_continue);
         assert_eq!(h.content_length, 5);
         let h =
             parse_head(write_head("/write?db=x", "\r\nConnection: close").as_bytes()).expect("ok");
-        assert_eq!(h.route, Route::Write(Precision::Ns));
+        assert_eq!(h.route, Route::Influx(Precision::Ns));
         assert!(!h.keep_alive);
         let h = parse_head(b"GET /ping HTTP/1.0").expect("ok");
         assert_eq!(h.route, Route::Ping);
         assert!(!h.keep_alive);
+    }
+
+    #[test]
+    fn remote_writes_are_routed_by_content_type() {
+        let rw = |extra: &str| {
+            parse_head(
+                format!("POST /api/v1/write HTTP/1.1\r\nContent-Length: 9\r\n{extra}").as_bytes(),
+            )
+        };
+        let v1 = "Content-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\nX-Prometheus-Remote-Write-Version: 0.1.0";
+        assert_eq!(rw(v1).expect("v1").route, Route::RemoteWrite(Version::V1));
+        let v2 = "Content-Encoding: snappy\r\nContent-Type: application/x-protobuf;proto=io.prometheus.write.v2.Request";
+        assert_eq!(rw(v2).expect("v2").route, Route::RemoteWrite(Version::V2));
+        assert_eq!(
+            rw("Content-Type: application/x-protobuf")
+                .expect_err("plain")
+                .status,
+            415
+        );
+        assert_eq!(
+            rw("Content-Encoding: snappy\r\nContent-Type: text/plain")
+                .expect_err("type")
+                .status,
+            415
+        );
+        assert_eq!(
+            parse_head(b"GET /api/v1/write HTTP/1.1")
+                .expect_err("get")
+                .status,
+            405
+        );
+        assert_eq!(
+            parse_head(write_head("/write?db=a", "\r\nContent-Encoding: snappy").as_bytes())
+                .expect_err("snappy influx")
+                .status,
+            415
+        );
     }
 
     #[test]
@@ -512,16 +639,26 @@ mod tests {
 
     #[test]
     fn responses_use_influx_error_shape() {
-        let r = String::from_utf8(response(400, "line 3: bad", true)).expect("utf-8");
+        let r = String::from_utf8(response(&refuse(400, "line 3: bad"), true)).expect("utf-8");
         assert!(r.starts_with("HTTP/1.1 400 Bad Request\r\n"));
         assert!(
             r.ends_with(r#"{"code":"invalid","message":"line 3: bad"}"#),
             "{r}"
         );
         assert!(!r.contains("Connection: close"));
-        let r = String::from_utf8(response(503, "full", false)).expect("utf-8");
+        let r = String::from_utf8(response(&refuse(503, "down"), false)).expect("utf-8");
         assert!(r.contains("Retry-After: 1\r\n") && r.contains("Connection: close\r\n"));
-        let r = String::from_utf8(response(204, "", true)).expect("utf-8");
+        let r = String::from_utf8(response(&refuse(429, "full"), true)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 429 Too Many Requests\r\n"));
+        assert!(r.contains("Retry-After: 1\r\n"));
+        let mut written = refuse(204, "");
+        written.headers = vec![("X-Prometheus-Remote-Write-Samples-Written", "3".into())];
+        let r = String::from_utf8(response(&written, true)).expect("utf-8");
+        assert!(
+            r.contains("X-Prometheus-Remote-Write-Samples-Written: 3\r\n"),
+            "{r}"
+        );
+        let r = String::from_utf8(response(&refuse(204, ""), true)).expect("utf-8");
         assert!(r.starts_with("HTTP/1.1 204 No Content\r\n") && r.ends_with("\r\n\r\n"));
     }
 

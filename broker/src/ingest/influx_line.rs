@@ -1,11 +1,14 @@
 //! Influx line protocol to records: InfluxData's `influxdb-line-protocol`
 //! parser (the one IOx uses, ported from the Go parser) per line, with line
 //! numbers for errors, precision handling, and the record each point becomes:
-//! key = canonical series, value = JSON, timestamp = the point's time in ms.
+//! key = canonical series, value = JSON (or the line itself in the raw
+//! format), timestamp = the point's time in ms.
 
 use bytes::Bytes;
 use influxdb_line_protocol::{parse_lines, split_lines, FieldValue};
 use serde_json::{Map, Value};
+
+use super::{Format, Record};
 
 /// The unit of the timestamps in a write (`precision` query parameter).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,17 +41,6 @@ impl Precision {
     }
 }
 
-/// One point as the record it becomes.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    /// `measurement,tag1=v1,tag2=v2` with tags sorted by key, escaped as in
-    /// line protocol: the same series always has the same key.
-    pub key: Bytes,
-    /// `{"measurement":..,"tags":{..},"fields":{..},"timestamp_ns":..}`.
-    pub value: Bytes,
-    pub timestamp_ms: i64,
-}
-
 /// Why a line was refused; `line` counts from 1.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
@@ -64,10 +56,15 @@ impl std::fmt::Display for LineError {
 
 /// Parses every line of `body`; the first error refuses the whole body (a
 /// write is all or nothing). `now_ns` stamps points without a timestamp.
-pub fn parse_all(body: &str, precision: Precision, now_ns: i64) -> Result<Vec<Point>, LineError> {
+pub fn parse_all(
+    body: &str,
+    precision: Precision,
+    now_ns: i64,
+    format: Format,
+) -> Result<Vec<Record>, LineError> {
     let mut points = Vec::new();
     for (line, text) in numbered_lines(body) {
-        if let Some(point) = parse_one(line, text, precision, now_ns)? {
+        if let Some(point) = parse_one(line, text, precision, now_ns, format)? {
             points.push(point);
         }
     }
@@ -76,11 +73,16 @@ pub fn parse_all(body: &str, precision: Precision, now_ns: i64) -> Result<Vec<Po
 
 /// Parses every line of `body`, keeping the good points and the errors
 /// apart (the TCP listener stores what it can).
-pub fn parse_lossy(body: &str, precision: Precision, now_ns: i64) -> (Vec<Point>, Vec<LineError>) {
+pub fn parse_lossy(
+    body: &str,
+    precision: Precision,
+    now_ns: i64,
+    format: Format,
+) -> (Vec<Record>, Vec<LineError>) {
     let mut points = Vec::new();
     let mut errors = Vec::new();
     for (line, text) in numbered_lines(body) {
-        match parse_one(line, text, precision, now_ns) {
+        match parse_one(line, text, precision, now_ns, format) {
             Ok(Some(p)) => points.push(p),
             Ok(None) => {}
             Err(e) => errors.push(e),
@@ -116,7 +118,8 @@ fn parse_one(
     text: &str,
     precision: Precision,
     now_ns: i64,
-) -> Result<Option<Point>, LineError> {
+    format: Format,
+) -> Result<Option<Record>, LineError> {
     let error = |reason: String| LineError { line, reason };
     // A NUL would end the string in InfluxDB's own (C-string era) tooling.
     if text.contains('\0') {
@@ -176,17 +179,23 @@ fn parse_one(
         };
         fields.insert(k.to_string(), v);
     }
-    let value = serde_json::json!({
-        "measurement": measurement,
-        "tags": tags,
-        "fields": fields,
-        "timestamp_ns": timestamp_ns,
-    });
-    let value =
-        serde_json::to_vec(&value).map_err(|e| error(format!("encoding the point: {e}")))?;
-    Ok(Some(Point {
+    let value = match format {
+        Format::Raw => Bytes::copy_from_slice(text.trim().as_bytes()),
+        Format::Json => {
+            let value = serde_json::json!({
+                "measurement": measurement,
+                "tags": tags,
+                "fields": fields,
+                "timestamp_ns": timestamp_ns,
+            });
+            let value = serde_json::to_vec(&value)
+                .map_err(|e| error(format!("encoding the point: {e}")))?;
+            Bytes::from(value)
+        }
+    };
+    Ok(Some(Record {
         key: Bytes::from(key),
-        value: Bytes::from(value),
+        value,
         timestamp_ms: timestamp_ns.div_euclid(1_000_000),
     }))
 }
@@ -204,14 +213,14 @@ fn escape_into(out: &mut String, text: &str, special: &[char]) {
 mod tests {
     use super::*;
 
-    fn value(p: &Point) -> Value {
+    fn value(p: &Record) -> Value {
         serde_json::from_slice(&p.value).expect("json")
     }
 
     #[test]
     fn types_tags_and_canonical_keys() {
         let body = "cpu,region=west,host=a usage=0.5,count=3i,big=18446744073709551615u,name=\"x y\",ok=true,bad=F 1700000000000000000\n";
-        let points = parse_all(body, Precision::Ns, 0).expect("parses");
+        let points = parse_all(body, Precision::Ns, 0, Format::Json).expect("parses");
         assert_eq!(points.len(), 1);
         let p = &points[0];
         assert_eq!(&p.key[..], b"cpu,host=a,region=west");
@@ -231,7 +240,7 @@ mod tests {
     #[test]
     fn escaping() {
         let body = r#"my\ meas\,ure,ta\=g=v\ a\,l f\ 1="say \"hi\", \\ ok" 1"#;
-        let points = parse_all(body, Precision::S, 0).expect("parses");
+        let points = parse_all(body, Precision::S, 0, Format::Json).expect("parses");
         let v = value(&points[0]);
         assert_eq!(v["measurement"], "my meas,ure");
         assert_eq!(v["tags"]["ta=g"], "v a,l");
@@ -244,7 +253,7 @@ mod tests {
     #[test]
     fn comments_empty_lines_crlf_and_precision() {
         let body = "# a comment\n\n  \nm f=1i 5\r\n# another\nm f=2i\n";
-        let points = parse_all(body, Precision::Ms, 42_000_000).expect("parses");
+        let points = parse_all(body, Precision::Ms, 42_000_000, Format::Json).expect("parses");
         assert_eq!(points.len(), 2);
         assert_eq!(points[0].timestamp_ms, 5);
         assert_eq!(points[1].timestamp_ms, 42, "now when the line has none");
@@ -255,7 +264,7 @@ mod tests {
     #[test]
     fn errors_name_the_line() {
         let body = "m f=1\n\n# c\nm,t=1 f=\"unterminated\nm f=1\n";
-        let e = parse_all(body, Precision::Ns, 0).expect_err("refused");
+        let e = parse_all(body, Precision::Ns, 0, Format::Json).expect_err("refused");
         assert_eq!(e.line, 4, "{e}");
         for (body, line) in [
             ("m f=1\nm", 2),
@@ -267,7 +276,7 @@ mod tests {
             ("\n\n\nm,t f=1", 4),
             ("m f=1\n\x00", 2),
         ] {
-            let e = parse_all(body, Precision::S, 0).expect_err(body);
+            let e = parse_all(body, Precision::S, 0, Format::Json).expect_err(body);
             assert_eq!(e.line, line, "{body:?}: {e}");
             assert!(!e.reason.is_empty());
         }
@@ -276,7 +285,7 @@ mod tests {
     #[test]
     fn a_quoted_newline_stays_in_its_line() {
         let body = "m s=\"a\nb\" 1\nm f=2 2\nbroken";
-        let (points, errors) = parse_lossy(body, Precision::Ns, 0);
+        let (points, errors) = parse_lossy(body, Precision::Ns, 0, Format::Json);
         assert_eq!(points.len(), 2);
         assert_eq!(value(&points[0])["fields"]["s"], "a\nb");
         assert_eq!(errors.len(), 1);
@@ -301,13 +310,13 @@ mod tests {
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
                 .collect();
             let text = String::from_utf8_lossy(&bytes);
-            let _ = parse_all(&text, Precision::Ns, 0);
-            let _ = parse_lossy(&text, Precision::S, 0);
+            let _ = parse_all(&text, Precision::Ns, 0, Format::Json);
+            let _ = parse_lossy(&text, Precision::S, 0, Format::Json);
         }
         let valid = "cpu,host=a\\ b f=1.5,s=\"q\\\"\",i=-3i,u=4u,b=t 1700000000\n";
         for n in 0..=valid.len() {
             if let Some(prefix) = valid.get(..n) {
-                let _ = parse_all(prefix, Precision::S, 0);
+                let _ = parse_all(prefix, Precision::S, 0, Format::Json);
             }
         }
     }
