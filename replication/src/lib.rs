@@ -1,3 +1,18 @@
-//! Replication (not built yet): the per-partition leader/follower state
-//! machine with ISR, high watermark and leader epochs, the rkyv-framed TCP
-//! links between nodes, and the glue to the controller quorum (openraft).
+//! Replication: the per-partition leader/follower state machine with ISR,
+//! high watermark and leader epochs (`replica`), the leader-epoch cache
+//! that finds where two logs diverge (`epochs`), and the controller's
+//! partition-state rules (`partition_state`). All three are pure state
+//! machines (no I/O, time passed in) so that a seeded simulation can drive
+//! them through message loss, partitions and crashes; the broker drives the
+//! same code over its logs and links.
+
+pub mod epochs;
+pub mod partition_state;
+pub mod replica;
+
+/// A node (broker) id.
+pub type NodeId = u32;
+/// A log offset.
+pub type Offset = i64;
+/// A leader epoch.
+pub type Epoch = i32;

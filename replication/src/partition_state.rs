@@ -1,0 +1,232 @@
+//! The controller's record of one partition (replicas, leader, leader
+//! epoch, ISR, partition epoch) and the rules that change it, as pure
+//! functions: the controller quorum applies them to its replicated state,
+//! the simulation applies them to its model of it. Kafka's KRaft rules:
+//!
+//! - A leader changes the ISR with AlterPartition, a compare-and-set on the
+//!   leader epoch and the partition epoch; members it adds must be live.
+//! - A fenced node leaves every ISR it is in (unless it is the last member,
+//!   which stays so that the partition can come back cleanly), and a fenced
+//!   leader is replaced by a live ISR member; with none, the partition is
+//!   offline (no leader) until an ISR member returns, or, with unclean
+//!   election allowed, any live replica takes it (losing what it lacks).
+//! - Every leader change bumps the leader epoch; every change bumps the
+//!   partition epoch.
+
+use crate::{Epoch, NodeId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<NodeId>,
+    pub leader: Option<NodeId>,
+    pub leader_epoch: Epoch,
+    /// In-sync replicas, in replica order.
+    pub isr: Vec<NodeId>,
+    pub partition_epoch: i32,
+}
+
+/// Why an AlterPartition was refused (Kafka's error names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AlterError {
+    /// The sender is not the leader of the epoch it names.
+    FencedLeaderEpoch,
+    /// The partition changed since the sender's view (partition epoch).
+    InvalidUpdateVersion,
+    /// The new ISR names a fenced node or a node that is not a replica.
+    IneligibleReplica,
+    /// The new ISR leaves out the leader.
+    InvalidRequest,
+}
+
+impl PartitionState {
+    /// A new partition: the first live replica leads, the live replicas
+    /// are in sync. `None` when no replica is live.
+    pub fn new(replicas: Vec<NodeId>, live: impl Fn(NodeId) -> bool) -> Option<PartitionState> {
+        let isr: Vec<NodeId> = replicas.iter().copied().filter(|&r| live(r)).collect();
+        let leader = *isr.first()?;
+        Some(PartitionState {
+            replicas,
+            leader: Some(leader),
+            leader_epoch: 0,
+            isr,
+            partition_epoch: 0,
+        })
+    }
+
+    /// Applies a leader's AlterPartition.
+    pub fn alter_isr(
+        &mut self,
+        from: NodeId,
+        leader_epoch: Epoch,
+        partition_epoch: i32,
+        new_isr: &[NodeId],
+        live: impl Fn(NodeId) -> bool,
+    ) -> Result<(), AlterError> {
+        if self.leader != Some(from) || self.leader_epoch != leader_epoch {
+            return Err(AlterError::FencedLeaderEpoch);
+        }
+        if self.partition_epoch != partition_epoch {
+            return Err(AlterError::InvalidUpdateVersion);
+        }
+        if !new_isr.contains(&from) {
+            return Err(AlterError::InvalidRequest);
+        }
+        let added_ok = new_isr
+            .iter()
+            .all(|&n| self.replicas.contains(&n) && (self.isr.contains(&n) || live(n)));
+        if !added_ok {
+            return Err(AlterError::IneligibleReplica);
+        }
+        self.isr = self.in_replica_order(new_isr);
+        self.partition_epoch += 1;
+        Ok(())
+    }
+
+    /// `node` stopped heartbeating. Returns whether the state changed.
+    pub fn on_fenced(
+        &mut self,
+        node: NodeId,
+        live: impl Fn(NodeId) -> bool,
+        unclean: bool,
+    ) -> bool {
+        let mut changed = false;
+        if self.isr.contains(&node) && self.isr.len() > 1 {
+            self.isr.retain(|&n| n != node);
+            changed = true;
+        }
+        if self.leader == Some(node) {
+            let next = self.isr.iter().copied().find(|&n| n != node && live(n));
+            match next {
+                Some(n) => self.leader = Some(n),
+                None if unclean => match self
+                    .replicas
+                    .iter()
+                    .copied()
+                    .find(|&n| n != node && live(n))
+                {
+                    Some(n) => {
+                        self.leader = Some(n);
+                        self.isr = vec![n];
+                    }
+                    None => self.leader = None,
+                },
+                None => self.leader = None,
+            }
+            self.leader_epoch += 1;
+            changed = true;
+        }
+        if changed {
+            self.partition_epoch += 1;
+        }
+        changed
+    }
+
+    /// `node` heartbeats again: an offline partition whose ISR holds it
+    /// gets it as leader (or, with unclean election, any live replica).
+    pub fn on_unfenced(&mut self, node: NodeId, unclean: bool) -> bool {
+        if self.leader.is_some() || !self.replicas.contains(&node) {
+            return false;
+        }
+        if self.isr.contains(&node) {
+            self.leader = Some(node);
+        } else if unclean {
+            self.leader = Some(node);
+            self.isr = vec![node];
+        } else {
+            return false;
+        }
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+        true
+    }
+
+    fn in_replica_order(&self, nodes: &[NodeId]) -> Vec<NodeId> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| nodes.contains(r))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_live(_: NodeId) -> bool {
+        true
+    }
+
+    #[test]
+    fn alter_partition_is_a_compare_and_set() {
+        let mut p = PartitionState::new(vec![1, 2, 3], all_live).expect("live");
+        assert_eq!((p.leader, p.isr.clone()), (Some(1), vec![1, 2, 3]));
+        assert_eq!(
+            p.alter_isr(2, 0, 0, &[2], all_live),
+            Err(AlterError::FencedLeaderEpoch)
+        );
+        assert_eq!(
+            p.alter_isr(1, 0, 5, &[1], all_live),
+            Err(AlterError::InvalidUpdateVersion)
+        );
+        assert_eq!(
+            p.alter_isr(1, 0, 0, &[2, 3], all_live),
+            Err(AlterError::InvalidRequest)
+        );
+        assert_eq!(p.alter_isr(1, 0, 0, &[3, 1], all_live), Ok(()));
+        assert_eq!((p.isr.clone(), p.partition_epoch), (vec![1, 3], 1));
+        // Adding a fenced node, or one that is not a replica, is refused.
+        assert_eq!(
+            p.alter_isr(1, 0, 1, &[1, 2, 3], |n| n != 2),
+            Err(AlterError::IneligibleReplica)
+        );
+        assert_eq!(
+            p.alter_isr(1, 0, 1, &[1, 3, 4], all_live),
+            Err(AlterError::IneligibleReplica)
+        );
+        // The same request again is stale.
+        assert_eq!(
+            p.alter_isr(1, 0, 0, &[1, 3], all_live),
+            Err(AlterError::InvalidUpdateVersion)
+        );
+    }
+
+    #[test]
+    fn fencing_moves_leadership_within_the_isr_only() {
+        let mut p = PartitionState::new(vec![1, 2, 3], all_live).expect("live");
+        p.alter_isr(1, 0, 0, &[1, 2], all_live).expect("shrink");
+        // 1 fenced: 2 is in the ISR and live.
+        assert!(p.on_fenced(1, |n| n != 1, false));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (Some(2), 1, vec![2])
+        );
+        // 2 fenced: it is the last ISR member; 3 is live but not in sync.
+        assert!(p.on_fenced(2, |n| n == 3, false));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (None, 2, vec![2])
+        );
+        assert!(!p.on_unfenced(3, false), "3 lacks acknowledged records");
+        assert!(p.on_unfenced(2, false));
+        assert_eq!((p.leader, p.leader_epoch), (Some(2), 3));
+        // A follower's fencing only shrinks the ISR.
+        let mut p = PartitionState::new(vec![1, 2, 3], all_live).expect("live");
+        assert!(p.on_fenced(3, |n| n != 3, false));
+        assert_eq!(
+            (p.leader, p.leader_epoch, p.isr.clone()),
+            (Some(1), 0, vec![1, 2])
+        );
+        assert!(!p.on_fenced(3, |n| n != 3, false));
+    }
+
+    #[test]
+    fn unclean_election_takes_any_live_replica() {
+        let mut p = PartitionState::new(vec![1, 2, 3], all_live).expect("live");
+        p.alter_isr(1, 0, 0, &[1], all_live).expect("shrink");
+        assert!(p.on_fenced(1, |n| n == 3, true));
+        assert_eq!((p.leader, p.isr.clone()), (Some(3), vec![3]));
+        assert!(PartitionState::new(vec![1, 2], |_| false).is_none());
+    }
+}
