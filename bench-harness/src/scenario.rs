@@ -78,6 +78,10 @@ pub struct Scenario {
     pub compression: String,
     /// Records/s over all producers; 0 = as fast as possible.
     pub rate: f64,
+    /// At a fixed rate, records each producer makes at once (same rate,
+    /// fewer and fuller requests, like an agent sending a scrape); 1: evenly
+    /// spaced.
+    pub burst: u64,
     /// Produce requests in flight per connection.
     pub in_flight: usize,
     /// Tailing consumers, each reading every partition.
@@ -110,6 +114,7 @@ impl Default for Scenario {
             linger_ms: 1.0,
             compression: "none".into(),
             rate: 0.0,
+            burst: 1,
             in_flight: 4,
             consumers: 1,
             catch_up: true,
@@ -158,6 +163,9 @@ pub struct Overrides {
     /// Target records/s over all producers; 0 = as fast as possible.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Records each producer makes at once at a fixed rate (1 = evenly spaced).
+    #[arg(long)]
+    pub burst: Option<u64>,
     /// Produce requests in flight per connection.
     #[arg(long)]
     pub in_flight: Option<usize>,
@@ -222,7 +230,7 @@ impl Scenario {
             partitions <- partitions, replication_factor <- replication_factor,
             producers <- producers, record_bytes <- record_bytes, keys <- keys,
             acks <- acks, batch_bytes <- batch_bytes, linger_ms <- linger_ms,
-            compression <- compression, rate <- rate, in_flight <- in_flight,
+            compression <- compression, rate <- rate, burst <- burst, in_flight <- in_flight,
             consumers <- consumers, catch_up <- catch_up, cores <- cores,
             profile <- profile, broker_cores <- broker_cores,
         );
@@ -288,6 +296,9 @@ impl Scenario {
         }
         if !(self.rate >= 0.0 && self.rate.is_finite()) {
             return bad("rate", self.rate, "0 (as fast as possible) or records/s");
+        }
+        if !(1..=100_000).contains(&self.burst) {
+            return bad("burst", self.burst, "1 to 100000 records");
         }
         if !(1..=64).contains(&self.in_flight) {
             return bad("in-flight", self.in_flight, "1 to 64");

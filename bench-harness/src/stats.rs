@@ -21,11 +21,14 @@ pub fn latency_histogram() -> Histogram<u64> {
 }
 
 /// When a fixed-rate producer meant to send each of its records:
-/// record `k` is due at `start + k × interval`.
+/// record `k` is due at `start + k × interval`, or, in bursts of `b`
+/// records, all of burst `k / b` at once, at `start + (k / b) × b × interval`
+/// (the same rate, as a metrics agent sends what each scrape gathered).
 #[derive(Debug, Clone, Copy)]
 pub struct Schedule {
     pub start: Instant,
     pub interval_ns: u64,
+    pub burst: u64,
 }
 
 impl Schedule {
@@ -34,17 +37,43 @@ impl Schedule {
         (records_per_s > 0.0).then(|| Schedule {
             start,
             interval_ns: (1e9 / records_per_s).max(1.0) as u64,
+            burst: 1,
         })
     }
 
+    /// Due `burst` records at a time.
+    pub fn in_bursts(self, burst: u64) -> Schedule {
+        Schedule {
+            burst: burst.max(1),
+            ..self
+        }
+    }
+
+    /// Shifted by `phase` (0 to 1) of a burst's period. Independent clients
+    /// do not send in step; without a shift, many slow producers on the same
+    /// schedule would all send at the same instants, a spike every period.
+    pub fn phased(self, phase: f64) -> Schedule {
+        let period = self.interval_ns.saturating_mul(self.burst) as f64;
+        let shift = (period * phase.clamp(0.0, 1.0)) as u64;
+        Schedule {
+            start: self.start + Duration::from_nanos(shift),
+            ..self
+        }
+    }
+
     pub fn due(&self, k: u64) -> Instant {
-        self.start + Duration::from_nanos(k.saturating_mul(self.interval_ns))
+        let first_of_burst = k - k % self.burst;
+        self.start + Duration::from_nanos(first_of_burst.saturating_mul(self.interval_ns))
     }
 
     /// How many records are due by `now` (records `0..n`).
     pub fn due_by(&self, now: Instant) -> u64 {
+        if now < self.start {
+            return 0;
+        }
         let elapsed = now.saturating_duration_since(self.start).as_nanos() as u64;
-        elapsed / self.interval_ns + 1
+        let period = self.interval_ns.saturating_mul(self.burst);
+        (elapsed / period + 1).saturating_mul(self.burst)
     }
 }
 
@@ -331,6 +360,25 @@ mod tests {
         assert_eq!(s.due_by(start), 1);
         assert_eq!(s.due_by(start + Duration::from_millis(250)), 3);
         assert!(Schedule::for_rate(start, 0.0).is_none());
+        let half = s.phased(0.5);
+        assert_eq!(half.due(0), start + Duration::from_millis(50));
+        assert_eq!(half.due_by(start + Duration::from_millis(49)), 0);
+        assert_eq!(half.due_by(start + Duration::from_millis(250)), 3);
+    }
+
+    #[test]
+    fn bursts_keep_the_rate_and_share_a_due_time() {
+        let start = Instant::now();
+        let s = Schedule::for_rate(start, 10.0).expect("rate").in_bursts(4);
+        assert_eq!(s.due_by(start), 4);
+        assert_eq!(s.due_by(start + Duration::from_millis(399)), 4);
+        assert_eq!(s.due_by(start + Duration::from_millis(400)), 8);
+        assert_eq!(s.due(3), start);
+        assert_eq!(s.due(4), start + Duration::from_millis(400));
+        assert_eq!(s.due(7), start + Duration::from_millis(400));
+        let later = s.phased(0.25);
+        assert_eq!(later.due(0), start + Duration::from_millis(100));
+        assert_eq!(later.due_by(start + Duration::from_millis(99)), 0);
     }
 
     #[test]

@@ -156,15 +156,18 @@ impl ShardOutput {
 pub async fn run_shard(plan: Arc<Plan>, shard: usize, shards: usize) -> ShardOutput {
     let out = std::rc::Rc::new(std::cell::RefCell::new(ShardOutput::new(&plan)));
     let mut tasks = Vec::new();
+    let shared = (plan.scenario.producers > 0)
+        .then(|| std::rc::Rc::new(producer::Shared::new(&plan.scenario, shard)));
     for (i, unit) in producer_units(&plan.scenario, &plan.topic)
         .into_iter()
         .enumerate()
     {
-        if i % shards == shard {
+        if let Some(shared) = shared.as_ref().filter(|_| i % shards == shard) {
             let plan = plan.clone();
             let out = out.clone();
+            let shared = shared.clone();
             tasks.push(glommio::spawn_local(async move {
-                let result = producer::run(&plan, &unit, &out).await;
+                let result = producer::run(&plan, &unit, &shared, &out).await;
                 if let Err(e) = result {
                     plan.counters
                         .errors

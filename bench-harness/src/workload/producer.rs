@@ -156,7 +156,39 @@ impl Rng {
     }
 }
 
-pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>>) -> Result<()> {
+/// What every producer of a shard reads and none changes: the key table
+/// and the payload words. Built once per shard, so that a thousand
+/// producers cost a thousand connections, not a thousand copies.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    /// All keys in one allocation: a key is a slice of it, so each record
+    /// touches one shared reference count instead of one per key.
+    keys: Bytes,
+    key_count: usize,
+    pool: Bytes,
+}
+
+impl Shared {
+    pub fn new(s: &crate::scenario::Scenario, shard: usize) -> Shared {
+        let key_count = s.keys.min(KEYS_PREBUILT_MAX) as usize;
+        Shared {
+            keys: Bytes::from(
+                (0..key_count)
+                    .map(|k| format!("key-{k:08}"))
+                    .collect::<String>(),
+            ),
+            key_count,
+            pool: payload_pool(PAYLOAD_POOL_BYTES, 0x9e37_79b9_7f4a_7c15 ^ shard as u64),
+        }
+    }
+}
+
+pub async fn run(
+    plan: &Plan,
+    unit: &ProducerUnit,
+    shared: &Shared,
+    out: &Rc<RefCell<ShardOutput>>,
+) -> Result<()> {
     let s = &plan.scenario;
     let conn = Connection::connect(&unit.leader_addr, plan.connect_timeout).await?;
     let version = conn.versions.pick::<ProduceRequest>()?;
@@ -168,22 +200,18 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
         value: s.compression.clone(),
         allowed: "none, gzip, snappy, lz4 or zstd".into(),
     })?;
-    let schedule = Schedule::for_rate(plan.start, unit.rate);
+    let schedule = Schedule::for_rate(plan.start, unit.rate).map(|sc| {
+        sc.in_bursts(s.burst)
+            .phased(f64::from(unit.producer) / f64::from(s.producers.max(1)))
+    });
     let linger = Duration::from_secs_f64(s.linger_ms / 1000.0);
     let permits = Rc::new(Semaphore::new(s.in_flight as u64));
     let queue: Rc<RefCell<VecDeque<InFlight>>> = Rc::new(RefCell::new(VecDeque::new()));
-    let pool = payload_pool(
-        PAYLOAD_POOL_BYTES,
-        0x9e37_79b9_7f4a_7c15 ^ u64::from(unit.producer),
-    );
-    // All keys in one allocation: a key is a slice of it, so each record
-    // touches one shared reference count instead of one per key.
-    let key_count = s.keys.min(KEYS_PREBUILT_MAX) as usize;
-    let all_keys = Bytes::from(
-        (0..key_count)
-            .map(|k| format!("key-{k:08}"))
-            .collect::<String>(),
-    );
+    let pool = &shared.pool;
+    // Producers share the pool; each starts reading it somewhere else.
+    let pool_from = (unit.producer as usize).wrapping_mul(104_729);
+    let key_count = shared.key_count;
+    let all_keys = &shared.keys;
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ (u64::from(unit.producer) << 17) | 1);
     let key_bytes = if s.keys > 0 { KEY_BYTES } else { 0 };
     let mut acc = Accumulator::new(
@@ -253,8 +281,8 @@ pub async fn run(plan: &Plan, unit: &ProducerUnit, out: &Rc<RefCell<ShardOutput>
                     &mut arena,
                     s.record_bytes,
                     wall_us,
-                    &pool,
-                    (k_next as usize).wrapping_mul(7919),
+                    pool,
+                    (k_next as usize).wrapping_mul(7919).wrapping_add(pool_from),
                 );
                 acc.push(
                     slot,
