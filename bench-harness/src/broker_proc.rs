@@ -70,6 +70,14 @@ pub fn sample(pid: u32) -> Option<ProcSample> {
     })
 }
 
+/// Resets the peak RSS (VmHWM) of `pid` to its current RSS, so that a
+/// later peak is the load's, not start-up's or an earlier phase's. Linux
+/// 4.0 and later; false when refused (another user's process, an old
+/// kernel), and then the peak still counts from the process's start.
+pub fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
 /// CPU seconds this process (the harness) has used so far.
 pub fn self_cpu_s() -> f64 {
     sample(std::process::id()).map_or(0.0, |s| s.cpu_s)
@@ -265,6 +273,21 @@ mod tests {
             parse_status_kib("Name:\tx\nVmHWM:\t  5120 kB\n", "VmHWM:"),
             Some(5120)
         );
+    }
+
+    #[test]
+    fn the_peak_can_be_reset_to_the_current_size() {
+        let pid = std::process::id();
+        let grown: Vec<u8> = vec![1; 32 << 20];
+        assert!(grown.iter().all(|&b| b == 1));
+        drop(grown);
+        let before = sample(pid).expect("own /proc");
+        if !reset_peak(pid) {
+            return; // an old kernel or a restricted /proc: nothing to check
+        }
+        let after = sample(pid).expect("own /proc");
+        assert!(after.rss_peak_kib <= before.rss_peak_kib);
+        assert!(after.rss_peak_kib >= after.rss_kib);
     }
 
     #[test]

@@ -326,6 +326,7 @@ mod tests {
             harness: HarnessUsage::default(),
             catch_up: None,
             produce_requests: 1,
+            records_per_request: None,
             errors: 0,
             error_samples: vec![],
             timeline: vec![RatePoint::default()],

@@ -6,6 +6,7 @@ pub mod broker_proc;
 pub mod client;
 pub mod clock;
 pub mod compare;
+pub mod connections;
 pub mod error;
 pub mod limits;
 pub mod plot;

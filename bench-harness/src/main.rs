@@ -63,6 +63,10 @@ struct RunArgs {
     /// Skip measuring the machine's disk and loopback limits.
     #[arg(long)]
     no_limits: bool,
+    /// Skip measuring the broker's memory per idle connection (done when
+    /// its pid is known: embedded, or --broker-pid).
+    #[arg(long)]
+    no_idle_probe: bool,
     /// Seconds the connection to a broker may take.
     #[arg(long, default_value_t = 5.0)]
     connect_timeout: f64,
@@ -181,6 +185,7 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
             disk_bytes: args.limits_mib << 20,
             ..LimitsConfig::default()
         }),
+        idle_probe: !args.no_idle_probe,
         progress: !args.quiet,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         catch_up_time_max: Duration::from_secs_f64(args.catch_up_max),

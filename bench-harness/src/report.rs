@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::broker_proc::ProcSample;
+use crate::connections::{per_connection_bytes, IdleConnections};
 use crate::error::{BenchError, Result};
 use crate::limits::Limits;
 use crate::scenario::Scenario;
@@ -37,6 +38,9 @@ pub struct Settings {
     pub topic: String,
     pub harness_executors: usize,
     pub io_memory_bytes: usize,
+    /// The harness's soft RLIMIT_NOFILE during the run (an embedded broker
+    /// inherits it).
+    pub open_files_limit: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -71,8 +75,50 @@ pub struct BrokerUsage {
     pub cores: f64,
     /// CPU seconds per GB produced (acknowledged) in the window.
     pub cpu_s_per_gb: Option<f64>,
+    /// Before the load, with no client connections open.
     pub rss_idle_kib: u64,
+    /// From the start of the load to the end of the catch-up read (from
+    /// the broker's start when its peak could not be reset).
     pub rss_peak_kib: u64,
+    /// Connections held open and idle to measure their cost; 0: not measured.
+    pub idle_connections: u32,
+    pub rss_with_idle_connections_kib: Option<u64>,
+    /// Once they closed again: memory a broker keeps shows here.
+    pub rss_after_idle_connections_closed_kib: Option<u64>,
+    /// RSS growth with the idle connections open, per connection.
+    pub rss_per_idle_connection_bytes: Option<f64>,
+    /// Client connections of the load (producers' and tailing consumers').
+    pub load_connections: u32,
+    /// Highest RSS from the start of the load to its end (warm-up included).
+    pub rss_load_peak_kib: u64,
+    /// `rss_load_peak_kib` less `rss_idle_kib`, per load connection: an
+    /// upper bound, since it also holds what the load costs regardless of
+    /// connections (partition buffers, indexes, batches in flight).
+    pub rss_per_active_connection_bytes: Option<f64>,
+}
+
+impl BrokerUsage {
+    /// Adds the per-connection figures: `idle` from the idle measurement,
+    /// `load_peak_kib` the highest RSS seen while `load_connections` were busy.
+    pub fn with_connections(
+        mut self,
+        idle: Option<IdleConnections>,
+        load_connections: u32,
+        load_peak_kib: u64,
+    ) -> BrokerUsage {
+        if let Some(i) = idle {
+            self.idle_connections = i.connections;
+            self.rss_with_idle_connections_kib = Some(i.rss_with_kib);
+            self.rss_after_idle_connections_closed_kib = Some(i.rss_after_close_kib);
+            self.rss_per_idle_connection_bytes = i.per_connection_bytes();
+        }
+        self.load_connections = load_connections;
+        self.rss_load_peak_kib = load_peak_kib;
+        self.rss_per_active_connection_bytes = (self.rss_idle_kib > 0)
+            .then(|| per_connection_bytes(self.rss_idle_kib, load_peak_kib, load_connections))
+            .flatten();
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
@@ -104,6 +150,9 @@ pub struct Report {
     pub harness: HarnessUsage,
     pub catch_up: Option<CatchUp>,
     pub produce_requests: u64,
+    /// Records per Produce request over the whole run (warm-up included):
+    /// how small the batches really were.
+    pub records_per_request: Option<f64>,
     pub errors: u64,
     pub error_samples: Vec<String>,
     pub timeline: Vec<RatePoint>,
@@ -137,6 +186,7 @@ pub fn broker_usage(
         cpu_s_per_gb: (gb > 0.0).then(|| cpu_s / gb),
         rss_idle_kib: idle.map_or(0, |s| s.rss_kib),
         rss_peak_kib: to.rss_peak_kib,
+        ..BrokerUsage::default()
     })
 }
 
@@ -168,10 +218,50 @@ fn latency_row(out: &mut String, name: &str, p: &Percentiles) {
     );
 }
 
+/// Two significant digits at least, so a small ratio does not print as 0.00.
+fn ratio(x: f64) -> String {
+    let digits = if x > 0.0 && x.is_finite() {
+        (1 - x.log10().floor() as i32).max(2) as usize
+    } else {
+        2
+    };
+    format!("{x:.digits$}")
+}
+
+fn kib(bytes: f64) -> String {
+    format!("{:.1} KiB", bytes / 1024.0)
+}
+
+/// The per-connection memory line, when anything of it was measured.
+fn connection_memory(b: &BrokerUsage) -> Option<String> {
+    let mut parts = Vec::new();
+    if let (Some(with), Some(per)) = (
+        b.rss_with_idle_connections_kib,
+        b.rss_per_idle_connection_bytes,
+    ) {
+        parts.push(format!(
+            "{} idle connections {:.1} MiB ({} each; {:.1} MiB once closed)",
+            b.idle_connections,
+            with as f64 / 1024.0,
+            kib(per),
+            b.rss_after_idle_connections_closed_kib.unwrap_or(0) as f64 / 1024.0
+        ));
+    }
+    if let Some(per) = b.rss_per_active_connection_bytes {
+        parts.push(format!(
+            "load peak {:.1} MiB over {} connections ({} each, at most)",
+            b.rss_load_peak_kib as f64 / 1024.0,
+            b.load_connections,
+            kib(per)
+        ));
+    }
+    (!parts.is_empty()).then(|| format!("broker RSS per connection: {}", parts.join("; ")))
+}
+
 fn flow_row(out: &mut String, name: &str, f: &Flow) {
-    let frac = f
-        .fraction_of_lower_limit
-        .map_or(String::new(), |x| format!("   {:.2} of the lower limit", x));
+    let frac = f.fraction_of_lower_limit.map_or(String::new(), |x| {
+        format!("   {} of the lower limit", ratio(x))
+    });
     let _ = writeln!(
         out,
         "  {name:<18} {:>14.0} records/s {:>10.1} MB/s{frac}",
@@ -196,7 +286,9 @@ impl Report {
                 String::new()
             }
         );
-        let rate = if s.rate > 0.0 {
+        let rate = if s.rate > 0.0 && s.burst > 1 {
+            format!("{:.0} records/s in bursts of {}", s.rate, s.burst)
+        } else if s.rate > 0.0 {
             format!("{:.0} records/s", s.rate)
         } else {
             "as fast as possible".to_string()
@@ -225,6 +317,13 @@ impl Report {
             "produced (acked)"
         };
         flow_row(&mut o, produced, &self.produced);
+        if let Some(r) = self.records_per_request {
+            let _ = writeln!(
+                o,
+                "  {:<18} {:>14} requests  {:>10.1} records each",
+                "produce requests", self.produce_requests, r
+            );
+        }
         flow_row(&mut o, "consumed (tailing)", &self.consumed);
         if let Some(c) = &self.catch_up {
             let _ = writeln!(
@@ -265,6 +364,9 @@ impl Report {
                 b.rss_idle_kib as f64 / 1024.0,
                 b.rss_peak_kib as f64 / 1024.0
             );
+            if let Some(line) = connection_memory(b) {
+                let _ = writeln!(o, "{line}");
+            }
         }
         let _ = writeln!(
             o,
@@ -372,6 +474,44 @@ mod tests {
         let tags: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         assert_eq!(tags, vec!["produce", "e2e", "e2e", "produce"]);
         assert_eq!(entries[3].1, 2.0);
+    }
+
+    #[test]
+    fn small_ratios_keep_two_significant_digits() {
+        assert_eq!(ratio(0.5), "0.50");
+        assert_eq!(ratio(1.234), "1.23");
+        assert_eq!(ratio(0.0032), "0.0032");
+        assert_eq!(ratio(0.0), "0.00");
+    }
+
+    #[test]
+    fn connection_memory_is_reported_per_connection() {
+        let b = BrokerUsage {
+            rss_idle_kib: 10_000,
+            ..BrokerUsage::default()
+        }
+        .with_connections(
+            Some(IdleConnections {
+                connections: 1000,
+                rss_before_kib: 10_000,
+                rss_with_kib: 12_000,
+                rss_after_close_kib: 11_000,
+            }),
+            1000,
+            60_000,
+        );
+        assert_eq!(b.rss_per_idle_connection_bytes, Some(2048.0));
+        assert_eq!(b.rss_per_active_connection_bytes, Some(51_200.0));
+        let line = connection_memory(&b).expect("a line");
+        assert!(
+            line.contains("1000 idle connections 11.7 MiB (2.0 KiB each"),
+            "{line}"
+        );
+        assert!(line.contains("(50.0 KiB each, at most)"), "{line}");
+        let json = serde_json::to_value(b).expect("json");
+        assert_eq!(json["rss_per_idle_connection_bytes"], 2048.0);
+        assert_eq!(json["rss_per_active_connection_bytes"], 51_200.0);
+        assert_eq!(connection_memory(&BrokerUsage::default()), None);
     }
 
     #[test]

@@ -16,13 +16,14 @@ use crate::broker_proc::{self, EmbeddedBroker, ProcSample};
 use crate::client::admin::{create_topic, describe_topic};
 use crate::client::Connection;
 use crate::clock::Clock;
+use crate::connections;
 use crate::error::{BenchError, Result};
 use crate::limits::{self, LimitsConfig, IO_MEMORY_BYTES};
 use crate::report::{broker_usage, Flow, HarnessUsage, Report, Settings, Target};
 use crate::scenario::Scenario;
 use crate::stats::{CounterSnapshot, Counters, Percentiles, RatePoint};
 use crate::workload::consumer::{catch_up, log_ends};
-use crate::workload::{run_shard, Plan, ShardOutput};
+use crate::workload::{consumer_units, producer_units, run_shard, Plan, ShardOutput};
 
 /// Time for the pool's threads to start before the load begins.
 const POOL_START_DELAY: Duration = Duration::from_millis(500);
@@ -42,6 +43,9 @@ pub struct RunOptions {
     pub data_dir: Option<PathBuf>,
     /// `None` skips the machine-limit measurements.
     pub limits: Option<LimitsConfig>,
+    /// Before the load, hold as many idle connections as the load will
+    /// open and read what they cost the broker (only with a broker pid).
+    pub idle_probe: bool,
     pub progress: bool,
     pub connect_timeout: Duration,
     pub catch_up_time_max: Duration,
@@ -71,6 +75,16 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     let started_unix_s = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+
+    // Raised before the embedded broker starts: it inherits the limit.
+    let estimate = u64::from(s.producers) + u64::from(s.consumers) + 2;
+    let partitions = s.partitions as u64;
+    let embedded_broker = opts.bootstrap.is_none();
+    connections::raise_open_files_limit(connections::open_files_needed(
+        estimate,
+        partitions,
+        embedded_broker,
+    ))?;
 
     let mut embedded = None;
     let (bootstrap, broker_pid, sluice_bin) = match &opts.bootstrap {
@@ -119,8 +133,9 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     };
     let timeout = opts.connect_timeout;
     let setup_scenario = s.clone();
+    let setup_bootstrap = bootstrap.clone();
     let (topic, tail_from) = on_executor("sluice-bench-setup", move || async move {
-        let mut conn = Connection::connect(&bootstrap, timeout).await?;
+        let mut conn = Connection::connect(&setup_bootstrap, timeout).await?;
         create_topic(
             &mut conn,
             &topic_name,
@@ -137,7 +152,31 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         Ok((topic, tail_from))
     })?;
 
+    // With several leaders a producer opens one connection per leader.
+    let load_connections =
+        producer_units(&s, &topic).len() as u32 + consumer_units(&s, &topic).len() as u32;
+    let open_files = connections::raise_open_files_limit(connections::open_files_needed(
+        u64::from(load_connections) + 2,
+        partitions,
+        embedded_broker,
+    ))?;
+
     let idle = broker_pid.and_then(broker_proc::sample);
+    let idle_connections = match broker_pid {
+        Some(pid) if opts.idle_probe && load_connections > 0 => {
+            if opts.progress {
+                eprintln!("holding {load_connections} idle connections to read their memory ...");
+            }
+            let (addr, name) = (bootstrap.clone(), topic.name.clone());
+            on_executor("sluice-bench-idle", move || async move {
+                connections::measure_idle(&addr, &name, load_connections, pid, timeout).await
+            })?
+        }
+        _ => None,
+    };
+    // The load's peak, not start-up's or the idle connections'.
+    let peak_reset = broker_pid.is_some_and(broker_proc::reset_peak);
+    let mut load_peak_kib = 0;
     let counters = Arc::new(Counters::default());
     let start = Instant::now() + POOL_START_DELAY;
     let measure_from = start + Duration::from_secs_f64(s.warmup_s);
@@ -194,6 +233,11 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             ));
         }
         if now >= next_tick {
+            if now <= stop_at {
+                if let Some(p) = broker_pid.and_then(broker_proc::sample) {
+                    load_peak_kib = load_peak_kib.max(p.rss_kib);
+                }
+            }
             let snap = counters.snapshot();
             let seconds = now.duration_since(prev.0).as_secs_f64();
             let point = RatePoint::between(
@@ -284,7 +328,14 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         lower_limit,
     );
     let consumed = Flow::new(window.records_in, window.bytes_in, measured_s, lower_limit);
-    let mut broker = broker_usage(idle, m_proc, s_proc, measured_s, window.bytes_out);
+    for p in [m_proc, s_proc].into_iter().flatten() {
+        load_peak_kib = load_peak_kib.max(p.rss_kib);
+        if peak_reset {
+            load_peak_kib = load_peak_kib.max(p.rss_peak_kib);
+        }
+    }
+    let mut broker = broker_usage(idle, m_proc, s_proc, measured_s, window.bytes_out)
+        .map(|b| b.with_connections(idle_connections, load_connections, load_peak_kib));
     if let (Some(b), Some(f)) = (broker.as_mut(), final_sample) {
         b.rss_peak_kib = b.rss_peak_kib.max(f.rss_peak_kib);
     }
@@ -304,6 +355,7 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             topic: topic.name.clone(),
             harness_executors: shards,
             io_memory_bytes: IO_MEMORY_BYTES,
+            open_files_limit: open_files,
         },
         limits,
         measured_s,
@@ -320,6 +372,8 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         },
         catch_up: catch_up_result,
         produce_requests: merged.produce_requests,
+        records_per_request: (merged.produce_requests > 0)
+            .then(|| total.records_out as f64 / merged.produce_requests as f64),
         errors: total.errors,
         error_samples: merged.errors,
         timeline,
