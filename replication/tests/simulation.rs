@@ -17,7 +17,7 @@
 //!
 //! Seeds are many and each run is a pure function of its seed; a failure
 //! prints the seed and every node's state, `SIM_SEED=n` replays only it
-//! (`SIM_TRACE=1` with it prints the messages of its last seconds), and
+//! (`SIM_TRACE=ms` with it prints every message from that time on), and
 //! `SIM_SEEDS=n` runs more or fewer seeds. Mutating the replica or the
 //! controller rules (high watermark at the log end, no truncation, pending
 //! ISR members not counted, a leader from outside the ISR) fails a run
@@ -439,7 +439,8 @@ impl Sim {
 
     fn receive(&mut self, e: Envelope) {
         let now = self.now;
-        if std::env::var("SIM_TRACE").is_ok() && now > 44_000 {
+        let trace_from: Option<u64> = std::env::var("SIM_TRACE").ok().and_then(|v| v.parse().ok());
+        if trace_from.is_some_and(|from| now >= from) {
             eprintln!("{now} {} -> {}: {:?}", e.from, e.to, e.msg);
         }
         if e.to == CONTROLLER {
