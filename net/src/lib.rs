@@ -1,10 +1,12 @@
 //! Sluice's network codec: length-prefixed Kafka frames with a bounded size,
 //! request header decoding, response framing, and a Fetch response encoder
 //! that places stored record batches on the wire without copying them.
+//! The replication links' rkyv frames are here too (`link`).
 //! It knows nothing of shards, partitions or handlers.
 
 pub mod fetch;
 pub mod frame;
+pub mod link;
 pub mod request;
 pub mod response;
 pub mod write;
