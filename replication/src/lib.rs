@@ -5,7 +5,12 @@
 //! machines (no I/O, time passed in) so that a seeded simulation can drive
 //! them through message loss, partitions and crashes; the broker drives the
 //! same code over its logs and links.
+//!
+//! `controller` is the controller quorum: cluster metadata (nodes, topics,
+//! partition states) as a replicated log run by openraft on glommio, with
+//! its runtime adapter, storage and an in-process network for tests.
 
+pub mod controller;
 pub mod epochs;
 pub mod partition_state;
 pub mod replica;
