@@ -5,6 +5,11 @@
 use bytes::{Bytes, BytesMut};
 use futures_lite::{AsyncRead, AsyncReadExt};
 
+/// What a frame's buffer starts at before the payload arrives: most
+/// requests fit (one allocation), and a peer that declares a large frame
+/// and sends nothing pins no more than this.
+const FIRST_CHUNK_BYTES: usize = 256 << 10;
+
 /// Kafka's `socket.request.max.bytes` default (100 MiB).
 pub const MAX_FRAME_BYTES_DEFAULT: usize = 104_857_600;
 
@@ -50,9 +55,15 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             limit: limit_bytes,
         });
     }
-    let mut payload = BytesMut::zeroed(length);
+    // The buffer grows with what arrives (doubling) rather than being sized
+    // by the declared length at once.
+    let mut payload = BytesMut::zeroed(length.min(FIRST_CHUNK_BYTES));
     let mut filled = 0;
     while filled < length {
+        if filled == payload.len() {
+            let grown = (payload.len() * 2).min(length);
+            payload.resize(grown, 0);
+        }
         let n = reader.read(&mut payload[filled..]).await?;
         if n == 0 {
             return Err(FrameError::Truncated {
@@ -75,6 +86,28 @@ mod tests {
         let mut v = (payload.len() as i32).to_be_bytes().to_vec();
         v.extend_from_slice(payload);
         v
+    }
+
+    #[test]
+    fn large_frames_arrive_whole_through_a_growing_buffer() {
+        let payload: Vec<u8> = (0..1_000_003u32).map(|i| (i % 251) as u8).collect();
+        let mut r = Cursor::new(framed(&payload));
+        block_on(async {
+            let got = read_frame(&mut r, 2 << 20)
+                .await
+                .expect("frame")
+                .expect("some");
+            assert_eq!(&got[..], &payload[..]);
+        });
+        let mut r = Cursor::new(framed(&payload)[..500_000].to_vec());
+        block_on(async {
+            match read_frame(&mut r, 2 << 20).await {
+                Err(FrameError::Truncated { read, expected }) => {
+                    assert_eq!((read, expected), (500_000 - 4, 1_000_003))
+                }
+                other => panic!("{other:?}"),
+            }
+        });
     }
 
     #[test]
