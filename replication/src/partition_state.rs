@@ -13,9 +13,11 @@
 //! - Every leader change bumps the leader epoch; every change bumps the
 //!   partition epoch.
 
+use serde::{Deserialize, Serialize};
+
 use crate::{Epoch, NodeId};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionState {
     /// Assigned replicas, preferred leader first.
     pub replicas: Vec<NodeId>,
@@ -27,7 +29,7 @@ pub struct PartitionState {
 }
 
 /// Why an AlterPartition was refused (Kafka's error names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AlterError {
     /// The sender is not the leader of the epoch it names.
     FencedLeaderEpoch,

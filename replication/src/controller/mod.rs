@@ -1,10 +1,150 @@
-//! The controller quorum: cluster metadata as a replicated log, run by
-//! openraft on glommio.
+//! The controller quorum: cluster metadata (nodes, topics, configs,
+//! partition states) as a replicated log, run by openraft 0.10 on glommio.
+//!
+//! - `runtime`, `sync`: openraft's `AsyncRuntime` on a glommio executor,
+//!   with single-threaded channels (no tokio).
+//! - `metadata`: the commands and `ClusterMetadata`, applied as a pure
+//!   function of the log.
+//! - `state_machine`: openraft's state machine over it, snapshots, and the
+//!   watch through which the rest of the broker sees applied metadata.
+//! - `log_store`, `file_log`: the Raft log in memory (tests) and in files.
+//! - `network`: an in-process network for tests.
+//! - `Controller`: one node's handle: submit a command, watch the
+//!   metadata, learn the leader.
+//!
+//! A controller node lives on one executor (openraft's `single-threaded`
+//! feature): its `Raft`, storage and state machine are `!Send`.
 
+pub mod file_log;
+mod files;
+pub mod log_store;
+pub mod metadata;
+pub mod network;
 pub mod runtime;
+pub mod state_machine;
 pub mod sync;
 
+use std::sync::Arc;
+
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use openraft::storage::RaftLogStorage;
+use openraft::type_config::alias;
+use openraft::{BasicNode, Config, Raft, RaftNetworkFactory};
+
+pub use metadata::{Applied, ClusterMetadata, Command, CommandResult, MetadataError};
 pub use runtime::GlommioRuntime;
+pub use state_machine::{AppliedMetadata, MetadataStateMachine, MetadataWatch};
+
+/// A controller's id in the quorum. Controllers and brokers share the node
+/// id space in a combined deployment; openraft wants 64 bits.
+pub type ControllerId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's types for the controller quorum.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResult,
+        NodeId = ControllerId,
+        Node = BasicNode,
+        AsyncRuntime = GlommioRuntime,
+);
+
+pub type LogId = alias::LogIdOf<TypeConfig>;
+pub type Vote = alias::VoteOf<TypeConfig>;
+pub type Entry = alias::EntryOf<TypeConfig>;
+pub type StoredMembership = alias::StoredMembershipOf<TypeConfig>;
+pub type SnapshotMeta = alias::SnapshotMetaOf<TypeConfig>;
+pub type Snapshot = alias::SnapshotOf<TypeConfig, Vec<u8>>;
+pub type ControllerRaft = Raft<TypeConfig, MetadataStateMachine>;
+
+/// Why a submitted command did not produce an answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// This node does not lead; `leader` does, when known. Send it there.
+    #[error("not the controller leader (leader: {leader:?})")]
+    NotLeader { leader: Option<ControllerId> },
+    /// The entry was appended but leadership changed before it committed:
+    /// it may or may not apply. Commands are idempotent or compare-and-set
+    /// (topic ids, partition epochs), so a retry is safe.
+    #[error("leadership changed before the command committed (leader: {leader:?})")]
+    Unknown { leader: Option<ControllerId> },
+    /// The controller stopped or its storage failed.
+    #[error("controller stopped: {0}")]
+    Stopped(String),
+}
+
+/// Timing a controller quorum runs with: elections in a few hundred
+/// milliseconds, as KRaft's defaults (heartbeat 500 ms, election 1 s) are
+/// tuned for WAN-ish deployments and slow failover tests.
+pub fn default_config() -> Config {
+    Config {
+        cluster_name: "sluice-controller".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        ..Default::default()
+    }
+}
+
+/// One controller node: its Raft and the watch on its applied metadata.
+#[derive(Clone)]
+pub struct Controller {
+    pub id: ControllerId,
+    pub raft: ControllerRaft,
+    pub metadata: MetadataWatch,
+}
+
+impl Controller {
+    /// Starts a controller on the current executor.
+    pub async fn start<LS, N>(
+        id: ControllerId,
+        config: Arc<Config>,
+        network: N,
+        log_store: LS,
+        state_machine: (MetadataStateMachine, MetadataWatch),
+    ) -> Result<Controller, SubmitError>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+        N: RaftNetworkFactory<TypeConfig>,
+        N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = Vec<u8>>,
+    {
+        let (sm, metadata) = state_machine;
+        let raft = Raft::new(id, config, network, log_store, sm)
+            .await
+            .map_err(|e| SubmitError::Stopped(e.to_string()))?;
+        Ok(Controller { id, raft, metadata })
+    }
+
+    /// Proposes `command` and waits until it is committed and applied
+    /// here; the answer is what the state machine said.
+    pub async fn submit(&self, command: Command) -> Result<CommandResult, SubmitError> {
+        match self.raft.client_write(command).await {
+            Ok(r) => Ok(r.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(SubmitError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+                Err(SubmitError::Unknown {
+                    leader: f.leader_id,
+                })
+            }
+            Err(e) => Err(SubmitError::Stopped(e.to_string())),
+        }
+    }
+
+    /// The leader this node knows of.
+    pub fn leader(&self) -> Option<ControllerId> {
+        self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The metadata applied here so far.
+    pub fn applied(&self) -> AppliedMetadata {
+        self.metadata.current()
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -52,7 +52,9 @@ impl<T> Future for JoinHandle<T> {
     type Output = Result<T, TaskCancelled>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.0).poll(cx).map(|r| r.ok_or(TaskCancelled))
+        Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.ok_or(TaskCancelled))
     }
 }
 

@@ -106,7 +106,9 @@ impl<T> MpscSender<LocalMpsc, T> for LocalMpscSender<T> {
         let mut msg = Some(msg);
         poll_fn(move |cx: &mut Context<'_>| {
             let mut c = chan.borrow_mut();
-            let m = msg.take().expect("a send future is not polled after it completes");
+            let m = msg
+                .take()
+                .expect("a send future is not polled after it completes");
             if !c.receiver_alive {
                 return Poll::Ready(Err(SendError(m)));
             }

@@ -1,0 +1,386 @@
+//! The controller's Raft log in a directory:
+//!
+//! - `log`: entries appended as frames `[len: u32 LE][crc32c: u32 LE]
+//!   [serde_json entry]`; an append is fsynced before openraft is told it
+//!   is flushed. On open the frames are scanned and the file is cut at the
+//!   first torn or corrupt one (a crash mid-append).
+//! - `vote`: the vote, replaced atomically and durably (write a temporary,
+//!   fsync, rename, fsync the directory) before `save_vote` returns.
+//! - `purged`: the last purged log id, replaced the same way; a purge then
+//!   rewrites `log` without the purged prefix (entries at or below it that
+//!   a crash left in `log` are skipped on open).
+//! - `committed`: the committed log id, replaced atomically but not
+//!   fsynced: losing it only means re-applying less on restart.
+//!
+//! Every entry is also held in memory (the controller log is small and is
+//! purged after snapshots), so reads never touch the disk.
+//!
+//! Known limitation: this first cut uses blocking `std::fs` calls on the
+//! executor thread, so an fsync stalls the controller's shard for its
+//! duration. The controller runs on one shard and writes little (metadata
+//! changes, not records), which makes that acceptable for now; moving to
+//! glommio's file API (or a blocking-thread pool) is the follow-up.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::RangeBounds;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{OptionalSend, RaftLogReader};
+
+use super::files::{invalid_data, read_if_exists, sync_dir, write_atomically};
+use super::{Entry, LogId, TypeConfig, Vote};
+
+const LOG_FILE: &str = "log";
+const VOTE_FILE: &str = "vote";
+const PURGED_FILE: &str = "purged";
+const COMMITTED_FILE: &str = "committed";
+const FRAME_HEADER_BYTES: usize = 8;
+/// No controller log entry comes near this; a larger length is corruption.
+const FRAME_PAYLOAD_BYTES_MAX: usize = 64 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FileLogError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {detail}")]
+    Corrupt { path: PathBuf, detail: String },
+}
+
+/// A file-backed Raft log. Clones share one log (the reader openraft asks
+/// for is a clone).
+#[derive(Clone)]
+pub struct FileLogStore {
+    inner: Rc<RefCell<FileLog>>,
+}
+
+struct FileLog {
+    dir: PathBuf,
+    file: File,
+    /// Bytes of whole frames in `file`.
+    end: u64,
+    vote: Option<Vote>,
+    last_purged: Option<LogId>,
+    committed: Option<LogId>,
+    /// index → (frame offset in `file`, entry).
+    entries: BTreeMap<u64, (u64, Entry)>,
+}
+
+fn encode_frame(entry: &Entry) -> io::Result<Vec<u8>> {
+    let payload = serde_json::to_vec(entry).map_err(invalid_data)?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + payload.len());
+    frame.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    frame.extend_from_slice(&payload);
+    Ok(frame)
+}
+
+/// Decodes whole, intact frames from the start of `bytes`; returns them
+/// with their offsets, and where the intact prefix ends.
+fn scan_frames(bytes: &[u8]) -> Result<(Vec<(u64, Entry)>, usize), String> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while bytes.len() - pos >= FRAME_HEADER_BYTES {
+        let header = &bytes[pos..pos + FRAME_HEADER_BYTES];
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+        let start = pos + FRAME_HEADER_BYTES;
+        if len > FRAME_PAYLOAD_BYTES_MAX || bytes.len() - start < len {
+            break;
+        }
+        let payload = &bytes[start..start + len];
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        // A frame whose checksum holds but which does not decode was
+        // written by other code: not a torn write, so refuse to guess.
+        let entry: Entry =
+            serde_json::from_slice(payload).map_err(|e| format!("entry at byte {pos}: {e}"))?;
+        out.push((pos as u64, entry));
+        pos = start + len;
+    }
+    Ok((out, pos))
+}
+
+fn read_json<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    name: &str,
+) -> Result<Option<T>, FileLogError> {
+    let path = dir.join(name);
+    let bytes = read_if_exists(&path).map_err(|source| FileLogError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    bytes
+        .map(|b| serde_json::from_slice(&b))
+        .transpose()
+        .map_err(|e| FileLogError::Corrupt {
+            path,
+            detail: e.to_string(),
+        })
+}
+
+impl FileLogStore {
+    /// Opens (or creates) the log in `dir`, recovering from a crash.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<FileLogStore, FileLogError> {
+        let dir = dir.into();
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| FileLogError::Io { path, source }
+        };
+        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        let vote: Option<Vote> = read_json(&dir, VOTE_FILE)?;
+        let last_purged: Option<LogId> = read_json(&dir, PURGED_FILE)?;
+        // Written without fsync: unreadable after a crash means unknown.
+        let committed: Option<LogId> = read_json(&dir, COMMITTED_FILE).ok().flatten();
+
+        let path = dir.join(LOG_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+        let (frames, intact) = scan_frames(&bytes).map_err(|detail| FileLogError::Corrupt {
+            path: path.clone(),
+            detail,
+        })?;
+        if intact < bytes.len() {
+            // A torn append: nothing past it was ever reported flushed.
+            file.set_len(intact as u64).map_err(io_err(&path))?;
+            file.sync_all().map_err(io_err(&path))?;
+        }
+        let purged_index = last_purged.as_ref().map(|l| l.index);
+        let mut entries = BTreeMap::new();
+        for (offset, entry) in frames {
+            let index = entry.log_id.index;
+            if purged_index.is_some_and(|p| index <= p) {
+                continue;
+            }
+            let expected = entries
+                .keys()
+                .next_back()
+                .map(|last| last + 1)
+                .or(purged_index.map(|p| p + 1));
+            if expected.is_some_and(|x| x != index) {
+                return Err(FileLogError::Corrupt {
+                    path,
+                    detail: format!("entry {index} where {expected:?} was expected"),
+                });
+            }
+            entries.insert(index, (offset, entry));
+        }
+        Ok(FileLogStore {
+            inner: Rc::new(RefCell::new(FileLog {
+                dir,
+                file,
+                end: intact as u64,
+                vote,
+                last_purged,
+                committed,
+                entries,
+            })),
+        })
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        let log = self.inner.borrow();
+        log.entries
+            .values()
+            .next_back()
+            .map(|(_, e)| e.log_id.clone())
+            .or_else(|| log.last_purged.clone())
+    }
+}
+
+impl FileLog {
+    fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+        for entry in entries {
+            let index = entry.log_id.index;
+            let expected = self
+                .entries
+                .keys()
+                .next_back()
+                .map(|last| last + 1)
+                .or(self.last_purged.as_ref().map(|p| p.index + 1));
+            if expected.is_some_and(|x| x != index) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("append of entry {index} where {expected:?} was expected"),
+                ));
+            }
+            let frame = encode_frame(&entry)?;
+            self.file.write_all_at(&frame, self.end)?;
+            self.entries.insert(index, (self.end, entry));
+            self.end += frame.len() as u64;
+        }
+        self.file.sync_data()
+    }
+
+    fn truncate_from(&mut self, from: u64) -> io::Result<()> {
+        let Some((_, (offset, _))) = self.entries.range(from..).next() else {
+            return Ok(());
+        };
+        let offset = *offset;
+        self.file.set_len(offset)?;
+        self.file.sync_data()?;
+        self.end = offset;
+        self.entries.split_off(&from);
+        Ok(())
+    }
+
+    fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+        let bytes = serde_json::to_vec(&log_id).map_err(invalid_data)?;
+        write_atomically(&self.dir, PURGED_FILE, &bytes, true)?;
+        let keep = self.entries.split_off(&(log_id.index + 1));
+        self.last_purged = Some(log_id);
+        // Rewrite the log without the purged prefix. A crash before the
+        // rename leaves the old file, whose purged entries open() skips.
+        let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
+        let mut entries = BTreeMap::new();
+        let mut end = 0u64;
+        {
+            let file = File::create(&tmp)?;
+            for (index, (_, entry)) in keep {
+                let frame = encode_frame(&entry)?;
+                file.write_all_at(&frame, end)?;
+                entries.insert(index, (end, entry));
+                end += frame.len() as u64;
+            }
+            file.sync_all()?;
+        }
+        let path = self.dir.join(LOG_FILE);
+        std::fs::rename(&tmp, &path)?;
+        sync_dir(&self.dir)?;
+        self.file = OpenOptions::new().read(true).write(true).open(&path)?;
+        self.entries = entries;
+        self.end = end;
+        Ok(())
+    }
+}
+
+impl RaftLogReader<TypeConfig> for FileLogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let log = self.inner.borrow();
+        Ok(log
+            .entries
+            .range(range)
+            .map(|(_, (_, e))| e.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.inner.borrow().vote.clone())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for FileLogStore {
+    type LogReader = FileLogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let last_purged_log_id = self.inner.borrow().last_purged.clone();
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id: self.last_log_id(),
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> FileLogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let mut log = self.inner.borrow_mut();
+        let bytes = serde_json::to_vec(vote).map_err(invalid_data)?;
+        write_atomically(&log.dir, VOTE_FILE, &bytes, true)?;
+        log.vote = Some(vote.clone());
+        Ok(())
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let mut log = self.inner.borrow_mut();
+        let bytes = serde_json::to_vec(&committed).map_err(invalid_data)?;
+        write_atomically(&log.dir, COMMITTED_FILE, &bytes, false)?;
+        log.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.inner.borrow().committed.clone())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let result = self.inner.borrow_mut().append(entries);
+        match result {
+            Ok(()) => {
+                callback.io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
+                Err(e)
+            }
+        }
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.map_or(0, |l| l.index + 1);
+        self.inner.borrow_mut().truncate_from(from)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        self.inner.borrow_mut().purge(log_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_stops_at_a_torn_or_corrupt_frame() {
+        let entry = |i: u64| -> Entry {
+            use openraft::entry::RaftEntry;
+            let leader = openraft::impls::leader_id_adv::LeaderId {
+                term: 1,
+                node_id: 1,
+            };
+            Entry::new_blank(LogId::new(leader, i))
+        };
+        let mut bytes = Vec::new();
+        for i in 1..=3 {
+            bytes.extend(encode_frame(&entry(i)).expect("encode"));
+        }
+        let whole = bytes.len();
+        let (frames, end) = scan_frames(&bytes).expect("scan");
+        assert_eq!((frames.len(), end), (3, whole));
+        // A torn tail.
+        let (frames, end) = scan_frames(&bytes[..whole - 3]).expect("scan");
+        assert_eq!(frames.len(), 2);
+        assert!(end < whole - 3);
+        // A flipped byte in the second frame's payload.
+        let second = frames[1].0 as usize;
+        bytes[second + FRAME_HEADER_BYTES + 2] ^= 0x40;
+        let (frames, end) = scan_frames(&bytes).expect("scan");
+        assert_eq!((frames.len(), end), (1, second));
+    }
+}

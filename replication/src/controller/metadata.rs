@@ -1,0 +1,655 @@
+//! The cluster metadata the controller quorum replicates, and the commands
+//! that change it: nodes and their liveness, topics with their ids and
+//! configs, and every partition's `PartitionState`. `ClusterMetadata::apply`
+//! is a pure function of the state and the command (no clock, no
+//! randomness, ordered maps only), so every controller that applies the
+//! same log holds the same metadata.
+//!
+//! Liveness timing is not here: as in KRaft, the active controller tracks
+//! heartbeat times in memory and proposes `FenceNode` when a node's session
+//! expires; the log only records the decisions.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::partition_state::{AlterError, PartitionState};
+use crate::{Epoch, NodeId};
+
+/// A topic id (Kafka's topic UUID, as its 128 bits). Zero is reserved.
+pub type TopicId = u128;
+
+/// Topic config that lets a partition with no live in-sync replica elect
+/// any live replica, losing what it lacks.
+pub const UNCLEAN_LEADER_ELECTION_CONFIG: &str = "unclean.leader.election.enable";
+
+/// A change to the cluster metadata, as proposed to the controller quorum.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// A node (re)starts and announces itself; it is live from now on.
+    RegisterNode {
+        node_id: NodeId,
+        addr: String,
+        shards: u32,
+    },
+    /// A node's heartbeat that the active controller chose to record: it
+    /// unfences a fenced node (the node came back and caught up).
+    NodeHeartbeat {
+        node_id: NodeId,
+    },
+    /// A node's session expired or it shut down: it leaves every ISR and
+    /// loses every leadership it had.
+    FenceNode {
+        node_id: NodeId,
+    },
+    /// A fenced node is live again.
+    UnfenceNode {
+        node_id: NodeId,
+    },
+    CreateTopic {
+        name: String,
+        topic_id: TopicId,
+        partitions: u32,
+        replication_factor: u16,
+        configs: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Grows a topic to `total` partitions.
+    CreatePartitions {
+        name: String,
+        total: u32,
+    },
+    /// A partition leader's ISR change (a compare-and-set on the leader
+    /// epoch and the partition epoch).
+    AlterPartition {
+        topic: String,
+        partition: u32,
+        from: NodeId,
+        leader_epoch: Epoch,
+        partition_epoch: i32,
+        new_isr: Vec<NodeId>,
+    },
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::RegisterNode { node_id, addr, .. } => {
+                write!(f, "RegisterNode({node_id} at {addr})")
+            }
+            Command::NodeHeartbeat { node_id } => write!(f, "NodeHeartbeat({node_id})"),
+            Command::FenceNode { node_id } => write!(f, "FenceNode({node_id})"),
+            Command::UnfenceNode { node_id } => write!(f, "UnfenceNode({node_id})"),
+            Command::CreateTopic {
+                name, partitions, ..
+            } => write!(f, "CreateTopic({name}, {partitions} partitions)"),
+            Command::DeleteTopic { name } => write!(f, "DeleteTopic({name})"),
+            Command::CreatePartitions { name, total } => {
+                write!(f, "CreatePartitions({name} to {total})")
+            }
+            Command::AlterPartition {
+                topic,
+                partition,
+                new_isr,
+                ..
+            } => write!(f, "AlterPartition({topic}-{partition}, isr {new_isr:?})"),
+        }
+    }
+}
+
+/// What an applied command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Applied {
+    Done,
+    /// The node's epoch is the log index of its registration (as Kafka's
+    /// broker epoch is the offset of its registration record).
+    NodeRegistered {
+        epoch: u64,
+    },
+    TopicCreated {
+        topic_id: TopicId,
+    },
+    /// The partition's state after an accepted AlterPartition.
+    PartitionAltered(PartitionState),
+}
+
+/// Why a command was refused. A refused command changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum MetadataError {
+    #[error("node {0} is not registered")]
+    UnknownNode(NodeId),
+    #[error("topic {0} already exists")]
+    TopicExists(String),
+    #[error("topic id {0:032x} is zero or already in use")]
+    InvalidTopicId(TopicId),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("unknown partition {topic}-{partition}")]
+    UnknownPartition { topic: String, partition: u32 },
+    #[error("{requested} partitions requested, the topic has {current}")]
+    InvalidPartitions { requested: u32, current: u32 },
+    #[error("replication factor {requested} with {live} live nodes")]
+    InvalidReplicationFactor { requested: u16, live: usize },
+    #[error("AlterPartition refused: {0:?}")]
+    AlterPartition(AlterError),
+}
+
+/// The answer to a command, carried back to the proposer through Raft.
+pub type CommandResult = Result<Applied, MetadataError>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRecord {
+    pub addr: String,
+    pub shards: u32,
+    pub fenced: bool,
+    /// Log index of the node's latest registration.
+    pub epoch: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub topic_id: TopicId,
+    pub configs: BTreeMap<String, String>,
+    /// Indexed by partition id.
+    pub partitions: Vec<PartitionState>,
+}
+
+impl TopicRecord {
+    fn unclean_election(&self) -> bool {
+        self.configs
+            .get(UNCLEAN_LEADER_ELECTION_CONFIG)
+            .is_some_and(|v| v == "true")
+    }
+}
+
+/// The applied state of the metadata log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterMetadata {
+    pub nodes: BTreeMap<NodeId, NodeRecord>,
+    pub topics: BTreeMap<String, TopicRecord>,
+    /// Rotates where replica placement starts, topic after topic, so that
+    /// leaders spread (Kafka draws this at random; a replicated state
+    /// machine cannot).
+    pub placement_cursor: u64,
+}
+
+impl ClusterMetadata {
+    /// Whether `node` is registered and not fenced.
+    pub fn is_live(&self, node: NodeId) -> bool {
+        is_live(&self.nodes, node)
+    }
+
+    /// Registered, unfenced nodes in id order.
+    pub fn live_nodes(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, r)| !r.fenced)
+            .map(|(&id, _)| id)
+            .collect()
+    }
+
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionState> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    /// Applies the command at log index `index`.
+    pub fn apply(&mut self, index: u64, command: &Command) -> CommandResult {
+        match command {
+            Command::RegisterNode {
+                node_id,
+                addr,
+                shards,
+            } => {
+                let record = self.nodes.entry(*node_id).or_insert_with(|| NodeRecord {
+                    addr: String::new(),
+                    shards: 0,
+                    fenced: true,
+                    epoch: 0,
+                });
+                record.addr.clone_from(addr);
+                record.shards = *shards;
+                record.epoch = index;
+                self.unfence(*node_id);
+                Ok(Applied::NodeRegistered { epoch: index })
+            }
+            Command::NodeHeartbeat { node_id } | Command::UnfenceNode { node_id } => {
+                if !self.nodes.contains_key(node_id) {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                }
+                self.unfence(*node_id);
+                Ok(Applied::Done)
+            }
+            Command::FenceNode { node_id } => {
+                let Some(record) = self.nodes.get_mut(node_id) else {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                };
+                if record.fenced {
+                    return Ok(Applied::Done);
+                }
+                record.fenced = true;
+                let nodes = &self.nodes;
+                for topic in self.topics.values_mut() {
+                    let unclean = topic.unclean_election();
+                    for p in &mut topic.partitions {
+                        p.on_fenced(*node_id, |n| is_live(nodes, n), unclean);
+                    }
+                }
+                Ok(Applied::Done)
+            }
+            Command::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists(name.clone()));
+                }
+                if *topic_id == 0 || self.topics.values().any(|t| t.topic_id == *topic_id) {
+                    return Err(MetadataError::InvalidTopicId(*topic_id));
+                }
+                if *partitions == 0 {
+                    return Err(MetadataError::InvalidPartitions {
+                        requested: 0,
+                        current: 0,
+                    });
+                }
+                let states = self.place(0, *partitions, *replication_factor)?;
+                self.topics.insert(
+                    name.clone(),
+                    TopicRecord {
+                        topic_id: *topic_id,
+                        configs: configs.clone(),
+                        partitions: states,
+                    },
+                );
+                Ok(Applied::TopicCreated {
+                    topic_id: *topic_id,
+                })
+            }
+            Command::DeleteTopic { name } => match self.topics.remove(name) {
+                Some(_) => Ok(Applied::Done),
+                None => Err(MetadataError::UnknownTopic(name.clone())),
+            },
+            Command::CreatePartitions { name, total } => {
+                let Some(topic) = self.topics.get(name) else {
+                    return Err(MetadataError::UnknownTopic(name.clone()));
+                };
+                let current = topic.partitions.len() as u32;
+                if *total <= current {
+                    return Err(MetadataError::InvalidPartitions {
+                        requested: *total,
+                        current,
+                    });
+                }
+                let rf = topic.partitions.first().map_or(1, |p| p.replicas.len()) as u16;
+                let states = self.place(current, total - current, rf)?;
+                if let Some(topic) = self.topics.get_mut(name) {
+                    topic.partitions.extend(states);
+                }
+                Ok(Applied::Done)
+            }
+            Command::AlterPartition {
+                topic,
+                partition,
+                from,
+                leader_epoch,
+                partition_epoch,
+                new_isr,
+            } => {
+                let nodes = &self.nodes;
+                let Some(t) = self.topics.get_mut(topic) else {
+                    return Err(MetadataError::UnknownTopic(topic.clone()));
+                };
+                let Some(p) = t.partitions.get_mut(*partition as usize) else {
+                    return Err(MetadataError::UnknownPartition {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                };
+                p.alter_isr(*from, *leader_epoch, *partition_epoch, new_isr, |n| {
+                    is_live(nodes, n)
+                })
+                .map_err(MetadataError::AlterPartition)?;
+                Ok(Applied::PartitionAltered(p.clone()))
+            }
+        }
+    }
+
+    /// Marks `node` live and gives it the offline partitions it can lead.
+    fn unfence(&mut self, node: NodeId) {
+        let Some(record) = self.nodes.get_mut(&node) else {
+            return;
+        };
+        if !record.fenced {
+            return;
+        }
+        record.fenced = false;
+        for topic in self.topics.values_mut() {
+            let unclean = topic.unclean_election();
+            for p in &mut topic.partitions {
+                p.on_unfenced(node, unclean);
+            }
+        }
+    }
+
+    /// Places `count` new partitions, numbered from `first`, on the live
+    /// nodes, and advances the placement cursor.
+    fn place(
+        &mut self,
+        first: u32,
+        count: u32,
+        rf: u16,
+    ) -> Result<Vec<PartitionState>, MetadataError> {
+        let live = self.live_nodes();
+        let invalid_rf = MetadataError::InvalidReplicationFactor {
+            requested: rf,
+            live: live.len(),
+        };
+        if rf == 0 || usize::from(rf) > live.len() {
+            return Err(invalid_rf);
+        }
+        let n = live.len() as u64;
+        let start = self.placement_cursor % n;
+        let assignments = assign_replicas(&live, start as usize, start as usize, first, count, rf);
+        let states: Option<Vec<PartitionState>> = assignments
+            .into_iter()
+            .map(|replicas| PartitionState::new(replicas, |r| live.contains(&r)))
+            .collect();
+        let states = states.ok_or(invalid_rf)?;
+        self.placement_cursor += 1;
+        Ok(states)
+    }
+}
+
+fn is_live(nodes: &BTreeMap<NodeId, NodeRecord>, node: NodeId) -> bool {
+    nodes.get(&node).is_some_and(|r| !r.fenced)
+}
+
+/// Kafka's rack-unaware replica assignment: partition `p`'s first replica
+/// is node `(p + start) % n`, the others follow at a shift that grows by
+/// one every `n` partitions, so that replicas spread and no two partitions
+/// of a run share the same follower pattern. `rf <= nodes.len()`.
+pub fn assign_replicas(
+    nodes: &[NodeId],
+    start: usize,
+    shift: usize,
+    first: u32,
+    count: u32,
+    rf: u16,
+) -> Vec<Vec<NodeId>> {
+    let n = nodes.len();
+    assert!(usize::from(rf) <= n && rf > 0, "rf {rf} with {n} nodes");
+    let mut shift = shift;
+    (first..first + count)
+        .map(|p| {
+            let p = p as usize;
+            if p > 0 && p % n == 0 {
+                shift += 1;
+            }
+            let head = (p + start) % n;
+            let mut replicas = Vec::with_capacity(usize::from(rf));
+            replicas.push(nodes[head]);
+            for j in 0..usize::from(rf) - 1 {
+                replicas.push(nodes[(head + 1 + (shift + j) % (n - 1)) % n]);
+            }
+            replicas
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn three_nodes() -> ClusterMetadata {
+        let mut m = ClusterMetadata::default();
+        for (i, id) in [1, 2, 3].into_iter().enumerate() {
+            let r = m.apply(
+                i as u64 + 1,
+                &Command::RegisterNode {
+                    node_id: id,
+                    addr: format!("n{id}:9093"),
+                    shards: 2,
+                },
+            );
+            assert_eq!(
+                r,
+                Ok(Applied::NodeRegistered {
+                    epoch: i as u64 + 1
+                })
+            );
+        }
+        m
+    }
+
+    fn create(name: &str, id: TopicId, partitions: u32, rf: u16) -> Command {
+        Command::CreateTopic {
+            name: name.into(),
+            topic_id: id,
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn placement_spreads_leaders_and_replicas() {
+        let a = assign_replicas(&[1, 2, 3], 0, 0, 0, 6, 2);
+        assert_eq!(
+            a,
+            vec![
+                vec![1, 2],
+                vec![2, 3],
+                vec![3, 1],
+                vec![1, 3],
+                vec![2, 1],
+                vec![3, 2]
+            ]
+        );
+        // Each node leads two of six partitions and holds four replicas.
+        for node in [1, 2, 3] {
+            assert_eq!(a.iter().filter(|r| r[0] == node).count(), 2);
+            assert_eq!(a.iter().filter(|r| r.contains(&node)).count(), 4);
+        }
+        // No partition holds a node twice, whatever the start and shift.
+        for start in 0..4 {
+            for shift in 0..4 {
+                for r in assign_replicas(&[1, 2, 3, 4], start, shift, 0, 12, 3) {
+                    let mut d = r.clone();
+                    d.sort_unstable();
+                    d.dedup();
+                    assert_eq!(d.len(), 3, "{r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn single_partition_topics_rotate_their_leader() {
+        let mut m = three_nodes();
+        let leaders: Vec<NodeId> = (1..=3)
+            .map(|i| {
+                let name = format!("t{i}");
+                m.apply(10 + i, &create(&name, i as u128, 1, 3))
+                    .expect("created");
+                m.partition(&name, 0)
+                    .and_then(|p| p.leader)
+                    .expect("leader")
+            })
+            .collect();
+        assert_eq!(leaders, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn create_topic_validates_and_refusals_change_nothing() {
+        let mut m = three_nodes();
+        assert_eq!(
+            m.apply(10, &create("t", 7, 3, 3)),
+            Ok(Applied::TopicCreated { topic_id: 7 })
+        );
+        let before = m.clone();
+        assert_eq!(
+            m.apply(11, &create("t", 8, 1, 1)),
+            Err(MetadataError::TopicExists("t".into()))
+        );
+        assert_eq!(
+            m.apply(12, &create("u", 7, 1, 1)),
+            Err(MetadataError::InvalidTopicId(7))
+        );
+        assert_eq!(
+            m.apply(13, &create("u", 0, 1, 1)),
+            Err(MetadataError::InvalidTopicId(0))
+        );
+        assert_eq!(
+            m.apply(14, &create("u", 9, 1, 4)),
+            Err(MetadataError::InvalidReplicationFactor {
+                requested: 4,
+                live: 3
+            })
+        );
+        assert_eq!(m, before);
+        // A fenced node takes no new replicas.
+        m.apply(15, &Command::FenceNode { node_id: 3 })
+            .expect("fence");
+        assert!(matches!(
+            m.apply(16, &create("u", 9, 1, 3)),
+            Err(MetadataError::InvalidReplicationFactor { .. })
+        ));
+        m.apply(17, &create("u", 9, 4, 2)).expect("created");
+        assert!(m.topics["u"]
+            .partitions
+            .iter()
+            .all(|p| !p.replicas.contains(&3)));
+    }
+
+    #[test]
+    fn create_partitions_keeps_the_replication_factor() {
+        let mut m = three_nodes();
+        m.apply(10, &create("t", 1, 2, 2)).expect("created");
+        assert_eq!(
+            m.apply(
+                11,
+                &Command::CreatePartitions {
+                    name: "t".into(),
+                    total: 2
+                }
+            ),
+            Err(MetadataError::InvalidPartitions {
+                requested: 2,
+                current: 2
+            })
+        );
+        m.apply(
+            12,
+            &Command::CreatePartitions {
+                name: "t".into(),
+                total: 5,
+            },
+        )
+        .expect("grown");
+        let t = &m.topics["t"];
+        assert_eq!(t.partitions.len(), 5);
+        assert!(t
+            .partitions
+            .iter()
+            .all(|p| p.replicas.len() == 2 && p.isr.len() == 2));
+        assert_eq!(
+            m.apply(13, &Command::DeleteTopic { name: "t".into() }),
+            Ok(Applied::Done)
+        );
+        assert!(m.topics.is_empty());
+    }
+
+    #[test]
+    fn fencing_moves_leaders_and_unfencing_restores_offline_partitions() {
+        let mut m = three_nodes();
+        m.apply(10, &create("t", 1, 3, 2)).expect("created");
+        m.apply(11, &Command::FenceNode { node_id: 1 })
+            .expect("fenced");
+        for p in &m.topics["t"].partitions {
+            assert_ne!(p.leader, Some(1));
+            assert!(!p.isr.contains(&1));
+        }
+        // Fencing the other replica of a partition leaves it offline.
+        let (pid, other) = m.topics["t"]
+            .partitions
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.replicas.contains(&1))
+            .map(|(i, p)| (i as u32, p.leader.expect("led")))
+            .expect("a partition on node 1");
+        m.apply(12, &Command::FenceNode { node_id: other })
+            .expect("fenced");
+        assert_eq!(m.partition("t", pid).and_then(|p| p.leader), None);
+        // Node 1 is not in the ISR any more: its return does not lead.
+        m.apply(13, &Command::NodeHeartbeat { node_id: 1 })
+            .expect("unfenced");
+        assert_eq!(m.partition("t", pid).and_then(|p| p.leader), None);
+        m.apply(14, &Command::UnfenceNode { node_id: other })
+            .expect("unfenced");
+        assert_eq!(m.partition("t", pid).and_then(|p| p.leader), Some(other));
+        assert_eq!(
+            m.apply(15, &Command::FenceNode { node_id: 9 }),
+            Err(MetadataError::UnknownNode(9))
+        );
+    }
+
+    #[test]
+    fn alter_partition_answers_with_the_new_state_or_the_refusal() {
+        let mut m = three_nodes();
+        m.apply(10, &create("t", 1, 1, 3)).expect("created");
+        let p = m.partition("t", 0).expect("p").clone();
+        let leader = p.leader.expect("leader");
+        let alter = |pe: i32, isr: Vec<NodeId>| Command::AlterPartition {
+            topic: "t".into(),
+            partition: 0,
+            from: leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: pe,
+            new_isr: isr,
+        };
+        let r = m.apply(11, &alter(0, vec![leader]));
+        let Ok(Applied::PartitionAltered(after)) = r else {
+            panic!("{r:?}");
+        };
+        assert_eq!((after.isr, after.partition_epoch), (vec![leader], 1));
+        assert_eq!(
+            m.apply(12, &alter(0, vec![leader])),
+            Err(MetadataError::AlterPartition(
+                AlterError::InvalidUpdateVersion
+            ))
+        );
+        assert_eq!(
+            m.apply(
+                13,
+                &Command::AlterPartition {
+                    topic: "t".into(),
+                    partition: 5,
+                    from: leader,
+                    leader_epoch: 0,
+                    partition_epoch: 1,
+                    new_isr: vec![leader],
+                }
+            ),
+            Err(MetadataError::UnknownPartition {
+                topic: "t".into(),
+                partition: 5
+            })
+        );
+    }
+
+    #[test]
+    fn metadata_round_trips_through_json() {
+        let mut m = three_nodes();
+        m.apply(10, &create("t", u128::MAX - 5, 3, 2))
+            .expect("created");
+        let json = serde_json::to_vec(&m).expect("encode");
+        let back: ClusterMetadata = serde_json::from_slice(&json).expect("decode");
+        assert_eq!(back, m);
+    }
+}
