@@ -196,8 +196,8 @@ impl FileLogStore {
         log.entries
             .values()
             .next_back()
-            .map(|(_, e)| e.log_id.clone())
-            .or_else(|| log.last_purged.clone())
+            .map(|(_, e)| e.log_id)
+            .or_else(|| log.last_purged)
     }
 }
 
@@ -281,7 +281,7 @@ impl RaftLogReader<TypeConfig> for FileLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.inner.borrow().vote.clone())
+        Ok(self.inner.borrow().vote)
     }
 }
 
@@ -289,7 +289,7 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
     type LogReader = FileLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id = self.inner.borrow().last_purged.clone();
+        let last_purged_log_id = self.inner.borrow().last_purged;
         Ok(LogState {
             last_purged_log_id,
             last_log_id: self.last_log_id(),
@@ -304,7 +304,7 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
         let mut log = self.inner.borrow_mut();
         let bytes = serde_json::to_vec(vote).map_err(invalid_data)?;
         write_atomically(&log.dir, VOTE_FILE, &bytes, true)?;
-        log.vote = Some(vote.clone());
+        log.vote = Some(*vote);
         Ok(())
     }
 
@@ -317,7 +317,7 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.inner.borrow().committed.clone())
+        Ok(self.inner.borrow().committed)
     }
 
     async fn append<I>(

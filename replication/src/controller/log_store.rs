@@ -38,8 +38,8 @@ impl MemLogStore {
         log.entries
             .values()
             .next_back()
-            .map(|e| e.log_id.clone())
-            .or_else(|| log.last_purged.clone())
+            .map(|e| e.log_id)
+            .or_else(|| log.last_purged)
     }
 }
 
@@ -53,7 +53,7 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.inner.borrow().vote.clone())
+        Ok(self.inner.borrow().vote)
     }
 }
 
@@ -61,7 +61,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     type LogReader = MemLogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id = self.inner.borrow().last_purged.clone();
+        let last_purged_log_id = self.inner.borrow().last_purged;
         Ok(LogState {
             last_purged_log_id,
             last_log_id: self.last_log_id(),
@@ -73,7 +73,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.inner.borrow_mut().vote = Some(vote.clone());
+        self.inner.borrow_mut().vote = Some(*vote);
         Ok(())
     }
 
@@ -83,7 +83,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.inner.borrow().committed.clone())
+        Ok(self.inner.borrow().committed)
     }
 
     async fn append<I>(

@@ -388,7 +388,7 @@ pub fn assign_replicas(
     (first..first + count)
         .map(|p| {
             let p = p as usize;
-            if p > 0 && p % n == 0 {
+            if p > 0 && p.is_multiple_of(n) {
                 shift += 1;
             }
             let head = (p + start) % n;

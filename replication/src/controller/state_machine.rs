@@ -154,7 +154,7 @@ impl MetadataStateMachine {
     fn load(&mut self, snap: &StoredSnapshot) -> io::Result<()> {
         let metadata: ClusterMetadata = serde_json::from_slice(&snap.data).map_err(invalid_data)?;
         self.metadata = Arc::new(metadata);
-        self.last_applied = snap.meta.last_log_id.clone();
+        self.last_applied = snap.meta.last_log_id;
         self.last_membership = snap.meta.last_membership.clone();
         self.publish();
         Ok(())
@@ -162,7 +162,7 @@ impl MetadataStateMachine {
 
     fn publish(&self) {
         let applied = AppliedMetadata {
-            last_applied: self.last_applied.clone(),
+            last_applied: self.last_applied,
             metadata: self.metadata.clone(),
         };
         // Not `send`: it fails when no one watches, and that is fine.
@@ -187,7 +187,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MetadataSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         let data = serde_json::to_vec(&*self.metadata).map_err(invalid_data)?;
         let meta = SnapshotMeta {
-            last_log_id: self.last_applied.clone(),
+            last_log_id: self.last_applied,
             last_membership: self.last_membership.clone(),
         };
         self.slot.store(StoredSnapshot {
@@ -206,7 +206,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
     type SnapshotBuilder = MetadataSnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
-        Ok((self.last_applied.clone(), self.last_membership.clone()))
+        Ok((self.last_applied, self.last_membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -223,7 +223,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
                 }
             };
             let index = entry.log_id.index;
-            self.last_applied = Some(entry.log_id.clone());
+            self.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Ok(Applied::Done),
                 EntryPayload::Normal(command) => {
@@ -245,7 +245,7 @@ impl RaftStateMachine<TypeConfig> for MetadataStateMachine {
 
     async fn get_snapshot_builder(&mut self) -> MetadataSnapshotBuilder {
         MetadataSnapshotBuilder {
-            last_applied: self.last_applied.clone(),
+            last_applied: self.last_applied,
             last_membership: self.last_membership.clone(),
             metadata: self.metadata.clone(),
             slot: self.snapshot.clone(),
