@@ -16,6 +16,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_channel::{mpsc, oneshot};
+use futures_util::StreamExt;
+use glommio::{LocalExecutorBuilder, Placement};
+
 use openraft::async_runtime::WatchReceiver;
 use openraft::storage::RaftLogStorage;
 use openraft::testing::log::{StoreBuilder, Suite};
@@ -24,9 +28,10 @@ use replication::controller::file_log::FileLogStore;
 use replication::controller::log_store::MemLogStore;
 use replication::controller::metadata::{Applied, Command, MetadataError};
 use replication::controller::network::Router;
+use replication::controller::runtime::TEST_IO_MEMORY_BYTES;
 use replication::controller::{
-    default_config, Controller, ControllerId, GlommioRuntime, MetadataStateMachine, SubmitError,
-    TypeConfig,
+    default_config, AppliedMetadata, CommandResult, Controller, ControllerId, GlommioRuntime,
+    MetadataStateMachine, SubmitError, TypeConfig,
 };
 use replication::partition_state::AlterError;
 
@@ -567,6 +572,168 @@ fn file_logged_controllers_restart_from_their_files() {
         let m = c.nodes[&leader].applied().metadata;
         assert_eq!(m.topics.keys().collect::<Vec<_>>(), ["a", "b", "c"]);
     });
+}
+
+/// What the test thread asks of a node running on its own executor.
+enum Ctl {
+    Submit(Command, oneshot::Sender<Result<CommandResult, SubmitError>>),
+    Leader(oneshot::Sender<Option<ControllerId>>),
+    Applied(oneshot::Sender<AppliedMetadata>),
+}
+
+/// Starts controller `id` on a new executor thread; it runs until the
+/// returned sender is dropped.
+fn spawn_node(
+    id: ControllerId,
+    router: Router,
+    initialize: Option<BTreeMap<ControllerId, BasicNode>>,
+) -> (mpsc::UnboundedSender<Ctl>, glommio::ExecutorJoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded::<Ctl>();
+    let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        .name(&format!("controller-{id}"))
+        .io_memory(TEST_IO_MEMORY_BYTES)
+        .spawn(move || async move {
+            let config = Arc::new(default_config().validate().expect("valid config"));
+            let c = Controller::start(
+                id,
+                config,
+                router.network(id),
+                MemLogStore::new(),
+                MetadataStateMachine::new(),
+            )
+            .await
+            .expect("start controller");
+            router.serve(id, c.raft.clone());
+            if let Some(members) = initialize {
+                c.raft.initialize(members).await.expect("initialize");
+            }
+            while let Some(ctl) = rx.next().await {
+                match ctl {
+                    Ctl::Submit(command, answer) => {
+                        let c = c.clone();
+                        glommio::spawn_local(async move {
+                            let _ = answer.send(c.submit(command).await);
+                        })
+                        .detach();
+                    }
+                    Ctl::Leader(answer) => {
+                        let _ = answer.send(c.leader());
+                    }
+                    Ctl::Applied(answer) => {
+                        let _ = answer.send(c.applied());
+                    }
+                }
+            }
+            router.unregister(id);
+            c.raft.shutdown().await.expect("shutdown");
+        })
+        .expect("spawn an executor");
+    (tx, handle)
+}
+
+async fn ask<T>(
+    node: &mpsc::UnboundedSender<Ctl>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Ctl,
+) -> T {
+    let (tx, rx) = oneshot::channel();
+    node.unbounded_send(make(tx)).expect("the node runs");
+    within("a node answers", rx)
+        .await
+        .expect("the node answers")
+}
+
+#[test]
+fn three_controllers_on_three_executor_threads() {
+    let router = Router::new();
+    let members: BTreeMap<ControllerId, BasicNode> = (1..=3).map(|id| (id, node(id))).collect();
+    let nodes: BTreeMap<ControllerId, _> = (1..=3)
+        .map(|id| {
+            (
+                id,
+                spawn_node(id, router.clone(), (id == 1).then(|| members.clone())),
+            )
+        })
+        .collect();
+    run(async {
+        let nodes = &nodes;
+        let ctl = |id: ControllerId| &nodes[&id].0;
+        let leader_among = |among: Vec<ControllerId>| async move {
+            within("a leader all agree on", async {
+                loop {
+                    let mut seen = BTreeSet::new();
+                    for &id in &among {
+                        seen.insert(ask(ctl(id), Ctl::Leader).await);
+                    }
+                    if let [Some(l)] = seen.into_iter().collect::<Vec<_>>()[..] {
+                        if among.contains(&l) {
+                            return l;
+                        }
+                    }
+                    sleep_ms(10).await;
+                }
+            })
+            .await
+        };
+        let submit = |via: ControllerId, command: Command| async move {
+            within("a command commits", async {
+                let mut via = via;
+                loop {
+                    match ask(ctl(via), |tx| Ctl::Submit(command.clone(), tx)).await {
+                        Ok(answer) => return answer,
+                        Err(SubmitError::NotLeader { leader: Some(l) })
+                            if nodes.contains_key(&l) =>
+                        {
+                            via = l
+                        }
+                        Err(SubmitError::NotLeader { .. }) => sleep_ms(20).await,
+                        Err(e) => panic!("{command}: {e}"),
+                    }
+                }
+            })
+            .await
+        };
+        let converged = |among: Vec<ControllerId>, want: AppliedMetadata| async move {
+            within("the nodes converge", async {
+                loop {
+                    let mut all = true;
+                    for &id in &among {
+                        all &= ask(ctl(id), Ctl::Applied).await == want;
+                    }
+                    if all {
+                        return;
+                    }
+                    sleep_ms(10).await;
+                }
+            })
+            .await
+        };
+
+        let leader = leader_among(vec![1, 2, 3]).await;
+        for b in 1..=3 {
+            submit(leader, register(b)).await.expect("registered");
+        }
+        submit(leader, create_topic("events", 1, 3, 3))
+            .await
+            .expect("created");
+        converged(vec![1, 2, 3], ask(ctl(leader), Ctl::Applied).await).await;
+
+        // The leader's links are cut: the other two elect one of them.
+        router.isolate(leader);
+        let rest: Vec<ControllerId> = (1..=3).filter(|&id| id != leader).collect();
+        let new = leader_among(rest.clone()).await;
+        submit(new, create_topic("more", 2, 2, 2))
+            .await
+            .expect("created");
+        let want = ask(ctl(new), Ctl::Applied).await;
+        converged(rest, want.clone()).await;
+        router.heal(leader);
+        converged(vec![1, 2, 3], want.clone()).await;
+        assert!(want.metadata.topics.contains_key("more"));
+    });
+    for (_, (tx, handle)) in nodes {
+        drop(tx);
+        handle.join().expect("the node's executor ends");
+    }
 }
 
 struct MemStores;
