@@ -202,27 +202,45 @@ impl FileLogStore {
 }
 
 impl FileLog {
+    /// Writes the entries as one batch and fsyncs it; on failure nothing
+    /// of the batch is kept, in memory or (as far as the disk lets us) in
+    /// the file.
     fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
+        let mut expected = self
+            .entries
+            .keys()
+            .next_back()
+            .map(|last| last + 1)
+            .or(self.last_purged.as_ref().map(|p| p.index + 1));
+        let mut batch = Vec::new();
+        let mut placed = Vec::new();
         for entry in entries {
             let index = entry.log_id.index;
-            let expected = self
-                .entries
-                .keys()
-                .next_back()
-                .map(|last| last + 1)
-                .or(self.last_purged.as_ref().map(|p| p.index + 1));
             if expected.is_some_and(|x| x != index) {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidInput,
                     format!("append of entry {index} where {expected:?} was expected"),
                 ));
             }
-            let frame = encode_frame(&entry)?;
-            self.file.write_all_at(&frame, self.end)?;
-            self.entries.insert(index, (self.end, entry));
-            self.end += frame.len() as u64;
+            expected = Some(index + 1);
+            let offset = self.end + batch.len() as u64;
+            batch.extend(encode_frame(&entry)?);
+            placed.push((index, offset, entry));
         }
-        self.file.sync_data()
+        let written = self
+            .file
+            .write_all_at(&batch, self.end)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // Best effort: a torn tail is cut on open anyway.
+            let _ = self.file.set_len(self.end);
+            return Err(e);
+        }
+        self.end += batch.len() as u64;
+        for (index, offset, entry) in placed {
+            self.entries.insert(index, (offset, entry));
+        }
+        Ok(())
     }
 
     fn truncate_from(&mut self, from: u64) -> io::Result<()> {
@@ -355,6 +373,71 @@ impl RaftLogStorage<TypeConfig> for FileLogStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn blank(term: u64, index: u64) -> Entry {
+        use openraft::entry::RaftEntry;
+        let leader = openraft::impls::leader_id_adv::LeaderId { term, node_id: 1 };
+        Entry::new_blank(LogId::new(leader, index))
+    }
+
+    fn indexes(store: &FileLogStore) -> Vec<u64> {
+        store.inner.borrow().entries.keys().copied().collect()
+    }
+
+    #[test]
+    fn reopen_keeps_what_was_flushed_and_cuts_a_torn_tail() {
+        use openraft::AsyncRuntime;
+        let dir = tempfile::tempdir().expect("tempdir");
+        super::super::GlommioRuntime::new(1).block_on(async {
+            let mut store = FileLogStore::open(dir.path()).expect("open");
+            store
+                .append((1..=5).map(|i| blank(1, i)), IOFlushed::noop())
+                .await
+                .expect("append");
+            store
+                .truncate_after(Some(blank(1, 3).log_id))
+                .await
+                .expect("truncate");
+            store
+                .append([blank(2, 4)], IOFlushed::noop())
+                .await
+                .expect("append");
+            store.purge(blank(1, 1).log_id).await.expect("purge");
+            let vote = Vote::new(2, 1);
+            store.save_vote(&vote).await.expect("vote");
+            // Refused: not the next index. Nothing of it is kept.
+            assert!(store
+                .append([blank(2, 9)], IOFlushed::noop())
+                .await
+                .is_err());
+            drop(store);
+
+            // A crash mid-append leaves half a frame.
+            let path = dir.path().join(LOG_FILE);
+            let whole = std::fs::metadata(&path).expect("stat").len();
+            let frame = encode_frame(&blank(2, 5)).expect("encode");
+            let file = OpenOptions::new().write(true).open(&path).expect("open");
+            file.write_all_at(&frame[..frame.len() / 2], whole)
+                .expect("write");
+            drop(file);
+
+            let mut store = FileLogStore::open(dir.path()).expect("reopen");
+            assert_eq!(indexes(&store), vec![2, 3, 4]);
+            assert_eq!(std::fs::metadata(&path).expect("stat").len(), whole);
+            let state = store.get_log_state().await.expect("state");
+            assert_eq!(state.last_purged_log_id, Some(blank(1, 1).log_id));
+            assert_eq!(state.last_log_id, Some(blank(2, 4).log_id));
+            assert_eq!(store.read_vote().await.expect("vote"), Some(vote));
+            // Appends go on after the cut.
+            store
+                .append([blank(2, 5)], IOFlushed::noop())
+                .await
+                .expect("append");
+            drop(store);
+            let store = FileLogStore::open(dir.path()).expect("reopen");
+            assert_eq!(indexes(&store), vec![2, 3, 4, 5]);
+        });
+    }
 
     #[test]
     fn scan_stops_at_a_torn_or_corrupt_frame() {
