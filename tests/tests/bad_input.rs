@@ -51,10 +51,18 @@ fn read_response(s: &mut TcpStream) -> Option<Bytes> {
 }
 
 /// True when the broker closed the connection (EOF or reset) without
-/// sending anything.
+/// sending anything. The read timeout is not a close: a connection left
+/// hanging fails the check.
 fn closed(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 1];
-    matches!(s.read(&mut buf), Ok(0) | Err(_))
+    match s.read(&mut buf) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
 }
 
 fn api_versions(s: &mut TcpStream, correlation_id: i32) -> ApiVersionsResponse {
