@@ -257,11 +257,15 @@ pub fn stamp_leader_epoch(b: &mut [u8], epoch: i32) {
     b[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
 }
 
-/// Returns a copy of `batch` carrying `base_offset`. One copy is needed
-/// because a produce request's records are a shared slice of its frame.
-pub fn stamped(batch: &[u8], base_offset: i64) -> Bytes {
+/// Returns a copy of `batch` carrying `base_offset` (and the leader epoch,
+/// when given). One copy is needed because a produce request's records are
+/// a shared slice of its frame.
+pub fn stamped(batch: &[u8], base_offset: i64, leader_epoch: Option<i32>) -> Bytes {
     let mut owned = BytesMut::from(batch);
     stamp_base_offset(&mut owned, base_offset);
+    if let Some(epoch) = leader_epoch {
+        stamp_leader_epoch(&mut owned, epoch);
+    }
     owned.freeze()
 }
 
@@ -336,7 +340,7 @@ pub(crate) mod tests {
     #[test]
     fn stamping_the_base_offset_keeps_the_crc_valid() {
         let b = batch_bytes(3, 1_000, 10);
-        let s = stamped(&b, 42);
+        let s = stamped(&b, 42, None);
         let h = validate(&s).expect("still valid");
         assert_eq!(h.base_offset, 42);
         assert_eq!(h.last_offset(), 44);
@@ -374,7 +378,7 @@ pub(crate) mod tests {
 
     #[test]
     fn record_positions_follow_the_records() {
-        let b = stamped(&batch_bytes(4, 5_000, 8), 100);
+        let b = stamped(&batch_bytes(4, 5_000, 8), 100, None);
         let p = record_positions(&b).expect("parse");
         assert_eq!(p.len(), 4);
         assert_eq!(

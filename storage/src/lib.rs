@@ -9,6 +9,7 @@ pub mod batch;
 mod cache;
 mod compact;
 pub mod config;
+mod epochs;
 mod error;
 mod file;
 mod flush;

@@ -115,6 +115,8 @@ pub(crate) struct State {
     /// cleaning pass (Kafka's first dirty offset). Kept in memory only: after
     /// a restart the whole log counts as dirty and is cleaned once.
     pub cleaned_end: i64,
+    /// Where each leader epoch stamped on the batches starts.
+    pub epochs: crate::epochs::LeaderEpochs,
 }
 
 /// Counters of the work a log did, for metrics and benchmarks.
@@ -234,7 +236,35 @@ impl PartitionLog {
     /// Appends one v2 record batch. Resolves when the batch is as durable
     /// as the log's fsync policy promises; an error leaves the log as it was.
     pub async fn append(&self, batch_bytes: &[u8]) -> Result<AppendInfo> {
-        let header = batch::validate(batch_bytes)?;
+        self.append_stamped(batch_bytes, None).await
+    }
+
+    /// Appends a batch as the partition's leader in `leader_epoch`: the
+    /// epoch is stamped on the batch (outside its CRC) and the log notes
+    /// where each epoch starts (`leader_epochs`).
+    pub async fn append_as_leader(
+        &self,
+        batch_bytes: &[u8],
+        leader_epoch: i32,
+    ) -> Result<AppendInfo> {
+        self.append_stamped(batch_bytes, Some(leader_epoch)).await
+    }
+
+    /// Where each leader epoch stamped on this log's batches starts, as
+    /// (epoch, first offset), oldest first.
+    pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
+        self.inner.state.borrow().epochs.entries().to_vec()
+    }
+
+    async fn append_stamped(
+        &self,
+        batch_bytes: &[u8],
+        leader_epoch: Option<i32>,
+    ) -> Result<AppendInfo> {
+        let mut header = batch::validate(batch_bytes)?;
+        if let Some(epoch) = leader_epoch {
+            header.partition_leader_epoch = epoch;
+        }
         let _gate = self
             .inner
             .gate
@@ -279,7 +309,9 @@ impl PartitionLog {
             } else {
                 self.maybe_roll(&mut st, header.size as u64);
                 let base_offset = st.next_offset;
-                let data = batch::stamped(batch_bytes, base_offset);
+                let data = batch::stamped(batch_bytes, base_offset, leader_epoch);
+                st.epochs
+                    .observe(header.partition_leader_epoch, base_offset);
                 let stamped = batch::BatchHeader {
                     base_offset,
                     ..header

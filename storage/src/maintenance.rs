@@ -57,7 +57,7 @@ impl Meta {
 
 /// Writes the metadata file; `recovery_point` = None keeps the current one.
 pub(crate) async fn persist_meta(inner: &Rc<Inner>, recovery_point: Option<i64>) -> Result<()> {
-    let (path, meta) = {
+    let (path, meta, epochs_path, epochs) = {
         let mut st = inner.state.borrow_mut();
         if let Some(rp) = recovery_point {
             st.recovery_point = rp;
@@ -68,8 +68,13 @@ pub(crate) async fn persist_meta(inner: &Rc<Inner>, recovery_point: Option<i64>)
                 log_start_offset: st.log_start_offset,
                 recovery_point: st.recovery_point,
             },
+            st.dir.join(crate::epochs::EPOCHS_FILE),
+            st.epochs.encode(),
         )
     };
+    // Before the meta: a recovery point that trusts a segment must find
+    // the epochs starting in it in the file (see `epochs.rs`).
+    file::write_atomic(&epochs_path, epochs).await?;
     file::write_atomic(&path, meta.encode()).await
 }
 
@@ -344,6 +349,7 @@ impl PartitionLog {
             st.recovery_point = st.recovery_point.min(base);
             st.cache.truncate(cut_offset);
             st.producers.truncate(cut_offset);
+            st.epochs.truncate_to(cut_offset);
             st.writer.file = None;
             st.writer.segment_base = base;
             gone
@@ -397,6 +403,7 @@ impl PartitionLog {
             st.readable_end = offset;
             st.cache.truncate(i64::MIN);
             st.producers = Default::default();
+            st.epochs.clear();
             (gone, dir)
         };
         remove_segment_files(gone).await?;

@@ -235,7 +235,7 @@ mod tests {
             Compression::Lz4,
             Compression::Zstd,
         ] {
-            let b = crate::batch::stamped(&sample(c), 100);
+            let b = crate::batch::stamped(&sample(c), 100, None);
             let h = validate(&b).expect("valid");
             assert_eq!(h.compression(), c);
             let recs = decode(&b, &h).expect("decode");
@@ -260,7 +260,7 @@ mod tests {
     #[test]
     fn an_emptied_batch_is_uncompressed_and_decodes_to_nothing() {
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            let b = crate::batch::stamped(&sample(c), 7);
+            let b = crate::batch::stamped(&sample(c), 7, None);
             let h = validate(&b).expect("valid");
             let recs = decode(&b, &h).expect("decode");
             let out = Bytes::from(rebuild(&b, &h, &recs, &[]).expect("rebuild"));
@@ -275,13 +275,13 @@ mod tests {
 
     #[test]
     fn damaged_records_are_an_error_not_a_panic() {
-        let b = crate::batch::stamped(&sample(Compression::None), 0);
+        let b = crate::batch::stamped(&sample(Compression::None), 0, None);
         let h = validate(&b).expect("valid");
         for cut in [BATCH_HEADER_BYTES + 1, BATCH_HEADER_BYTES + 7, b.len() - 3] {
             let short = b.slice(..cut);
             assert!(decode(&short, &h).is_err());
         }
-        let gz = crate::batch::stamped(&sample(Compression::Gzip), 0);
+        let gz = crate::batch::stamped(&sample(Compression::Gzip), 0, None);
         let mut bad = gz.to_vec();
         let n = bad.len();
         bad[n - 10..].fill(0xff);

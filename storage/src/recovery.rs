@@ -49,6 +49,9 @@ pub(crate) async fn recover(
     bases.sort_unstable();
 
     let (snapshot_base, mut producers) = latest_producer_snapshot(dir, &bases).await?;
+    // Epochs of the batches the scans below see, in log order; merged with
+    // the file's once the log's end is known.
+    let mut scanned_epochs: Vec<(i32, i64)> = Vec::new();
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
     let mut cut_after: Option<usize> = None;
     for (k, &base) in bases.iter().enumerate() {
@@ -100,6 +103,13 @@ pub(crate) async fn recover(
             |h, pos, _| {
                 if replay && !resumed {
                     producers.record(h);
+                }
+                if h.partition_leader_epoch >= 0
+                    && scanned_epochs
+                        .last()
+                        .is_none_or(|&(e, _)| e < h.partition_leader_epoch)
+                {
+                    scanned_epochs.push((h.partition_leader_epoch, h.base_offset));
                 }
                 if resumed && pos == from_pos {
                     index.resume_after(h.size as u32);
@@ -219,6 +229,17 @@ pub(crate) async fn recover(
     // A snapshot past a cut made above describes batches that are gone.
     producers.truncate(next_offset);
     producers.expire(crate::log::now_ms(), PRODUCER_ID_EXPIRATION_MS);
+    let mut epochs = match file::read_small(&dir.join(crate::epochs::EPOCHS_FILE)).await? {
+        Some(bytes) => crate::epochs::LeaderEpochs::decode(&bytes).unwrap_or_else(|| {
+            tracing::warn!(dir = %dir.display(), "damaged leader-epoch checkpoint; keeping the epochs found in the scanned segments");
+            Default::default()
+        }),
+        None => Default::default(),
+    };
+    epochs.truncate_to(next_offset);
+    for (epoch, start) in scanned_epochs.into_iter().filter(|&(_, s)| s < next_offset) {
+        epochs.observe(epoch, start);
+    }
     let state = State {
         dir: dir.to_path_buf(),
         faults,
@@ -250,6 +271,7 @@ pub(crate) async fn recover(
         producers,
         producer_expiration_ms: PRODUCER_ID_EXPIRATION_MS,
         cleaned_end: i64::MIN,
+        epochs,
         config,
     };
     let mut state = state;
