@@ -13,10 +13,12 @@
 3. Malformed requests (not snappy, not a WriteRequest, a dangling 2.0
    symbol reference, no Content-Encoding, oversized) get 400/413/415 and the
    topic's end offsets do not move.
-4. A full partition queue: with `--ingest-queue-bytes-max 1024` and an
-   fsync-always topic, concurrent writers get 429 with Retry-After for some
-   writes; exactly the series of the writes answered 204 are in the topic
-   (raw format: protobuf TimeSeries), none of the refused ones.
+4. A full partition queue: with `--ingest-queue-bytes-max 1024` and
+   fsync-always topics, concurrent remote-writers get 503 (what Prometheus
+   retries) and Influx writers 429, both with Retry-After, for some writes;
+   exactly the series and points of the writes answered 204 are in the
+   topics (raw format: protobuf TimeSeries, line protocol), none of the
+   refused ones.
 
 Run by scripts/test.sh; `SLUICE_BIN` overrides the binary to test.
 """
@@ -361,14 +363,37 @@ def full_queue(tmp):
     broker = Broker(Path(tmp) / "data-q", extra_args=[
         "--cores", "2", "--metrics-listen", f"127.0.0.1:{mport}",
         "--ingest-http-listen", f"127.0.0.1:{http_port}", "--prometheus-topic", "q",
-        "--ingest-queue-bytes-max", "1024", "--ingest-format", "raw"])
+        "--influx-topic", "qi", "--ingest-queue-bytes-max", "1024", "--ingest-format", "raw"])
     broker.start()
     try:
         admin = AdminClient({"bootstrap.servers": broker.addr})
-        admin.create_topics([NewTopic("q", 1, 1, config={"sluice.fsync": "always"})])["q"].result(30)
+        for name in ("q", "qi"):
+            admin.create_topics([NewTopic(name, 1, 1, config={"sluice.fsync": "always"})])[
+                name].result(30)
         writers, per_writer, series = 12, 25, 20
         acked, refused, errors = set(), [], []
+        influx_acked, influx_refused = set(), []
         lock = threading.Lock()
+
+        def influx_writer(w):
+            for r in range(per_writer):
+                body = "".join(f"q,w={w},r={r},s={s} v={s}i {1_700_000_000 + r}\n"
+                               for s in range(series)).encode()
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{http_port}/api/v2/write?bucket=b&precision=s",
+                    data=body, method="POST")
+                try:
+                    with urllib.request.urlopen(req, timeout=30) as resp:
+                        status, headers = resp.status, dict(resp.headers)
+                except urllib.error.HTTPError as e:
+                    status, headers = e.code, dict(e.headers)
+                with lock:
+                    if status == 204:
+                        influx_acked.add((w, r))
+                    elif status == 429:
+                        influx_refused.append((w, r, headers.get("Retry-After")))
+                    else:
+                        errors.append(("influx", w, r, status))
 
         def writer(w):
             for r in range(per_writer):
@@ -383,20 +408,23 @@ def full_queue(tmp):
                 with lock:
                     if status == 204:
                         acked.add((w, r))
-                    elif status == 429:
+                    elif status == 503:
                         refused.append((w, r, headers.get("Retry-After")))
                     else:
                         errors.append((w, r, status, text))
 
         threads = [threading.Thread(target=writer, args=(w,)) for w in range(writers)]
+        threads += [threading.Thread(target=influx_writer, args=(w,)) for w in range(writers)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(timeout=DEADLINE_S * 2)
         assert not errors, errors[:3]
         assert len(acked) + len(refused) == writers * per_writer
-        assert refused, "no write was refused with 429 under a 1 KiB queue bound"
-        assert all(ra == "1" for _, _, ra in refused), refused[:3]
+        assert len(influx_acked) + len(influx_refused) == writers * per_writer
+        assert refused, "no remote-write was refused with 503 under a 1 KiB queue bound"
+        assert influx_refused, "no Influx write was refused with 429 under a 1 KiB queue bound"
+        assert all(ra == "1" for _, _, ra in refused + influx_refused), (refused + influx_refused)[:3]
         stored = {}
         total = end_offsets(broker, "q", 1)[0]
         for m in consume(broker, "q", 1, total=total):
@@ -409,10 +437,21 @@ def full_queue(tmp):
             f"{len(acked - set(stored))} acknowledged writes missing, "
             f"{len(set(stored) - acked)} refused writes stored")
         assert all(v == set(range(series)) for v in stored.values()), "a write stored in part"
+        points = {}
+        total = end_offsets(broker, "qi", 1)[0]
+        for m in consume(broker, "qi", 1, total=total):
+            line = m.value().decode()  # raw: the line as sent
+            tags = dict(kv.split("=") for kv in line.split(" ")[0].split(",")[1:])
+            points.setdefault((int(tags["w"]), int(tags["r"])), set()).add(int(tags["s"]))
+        assert set(points) == influx_acked, (
+            f"{len(influx_acked - set(points))} acknowledged Influx writes missing, "
+            f"{len(set(points) - influx_acked)} refused ones stored")
+        assert all(v == set(range(series)) for v in points.values()), "an Influx write stored in part"
         busy = scrape(mport, "sluice_ingest_writes_busy_total")["sluice_ingest_writes_busy_total"]
-        assert busy == len(refused), (busy, len(refused))
-        log(f"full queue: {len(acked)} writes stored whole, {len(refused)} refused with 429 "
-            f"(Retry-After: 1), none of them stored, none lost")
+        assert busy == len(refused) + len(influx_refused), (busy, len(refused), len(influx_refused))
+        log(f"full queue: remote-write {len(acked)} stored whole, {len(refused)} refused with 503; "
+            f"Influx {len(influx_acked)} stored whole, {len(influx_refused)} refused with 429 "
+            f"(Retry-After: 1 on both); none refused stored, none acknowledged lost")
         broker.stop()
     finally:
         broker.kill()

@@ -327,6 +327,12 @@ async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refus
             .await,
         "remote",
     );
+    if answer.status == 429 {
+        // Prometheus retries 5xx always but 429 only when configured to
+        // (`retry_on_http_429`), dropping the samples otherwise: a full
+        // queue is a 503 here, Retry-After included.
+        answer.status = 503;
+    }
     if answer.status == 204 {
         shard.metrics.prometheus_samples_stored(samples);
         if version == Version::V2 {
