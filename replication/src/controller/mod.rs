@@ -9,6 +9,8 @@
 //!   watch through which the rest of the broker sees applied metadata.
 //! - `log_store`, `file_log`: the Raft log in memory (tests) and in files.
 //! - `network`: an in-process network for tests.
+//! - `tcp`: the real transport, openraft's RPCs between controller nodes
+//!   over TCP on glommio, peers found by their `BasicNode` address.
 //! - `Controller`: one node's handle: submit a command, watch the
 //!   metadata, learn the leader.
 //!
@@ -23,6 +25,7 @@ pub mod network;
 pub mod runtime;
 pub mod state_machine;
 pub mod sync;
+pub mod tcp;
 
 use std::sync::Arc;
 

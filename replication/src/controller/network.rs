@@ -6,8 +6,8 @@
 //! (`isolate`) and reconnect it (`heal`), or take it off the network
 //! (`unregister`, when it stops).
 //!
-//! The TCP transport will implement the same openraft traits over the
-//! replication links' framing.
+//! `tcp` implements the same openraft traits over TCP, with these same
+//! `Request` and `Reply` messages and the same dispatch to the local Raft.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -26,8 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::runtime::GlommioRuntime;
 use super::{ControllerId, ControllerRaft, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
+/// An RPC as it crosses between nodes (here and in `tcp`).
 #[derive(Serialize, Deserialize)]
-enum Request {
+pub(super) enum Request {
     Append(AppendEntriesRequest<TypeConfig>),
     Vote(VoteRequest<TypeConfig>),
     PreVote(VoteRequest<TypeConfig>),
@@ -38,8 +39,9 @@ enum Request {
     },
 }
 
+/// The answer to a `Request`.
 #[derive(Serialize, Deserialize)]
-enum Reply {
+pub(super) enum Reply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
@@ -157,10 +159,16 @@ impl Router {
 }
 
 async fn handle(raft: &ControllerRaft, request: &[u8]) -> Reply {
-    let request: Request = match serde_json::from_slice(request) {
-        Ok(r) => r,
-        Err(e) => return Reply::Failed(format!("decode: {e}")),
-    };
+    match serde_json::from_slice(request) {
+        Ok(request) => dispatch(raft, request).await,
+        Err(e) => Reply::Failed(format!("decode: {e}")),
+    }
+}
+
+/// Serves `request` with the local `raft`; a refusal by Raft (it stopped,
+/// its storage failed) becomes `Reply::Failed`, which the caller reports to
+/// its own Raft as the target being unreachable.
+pub(super) async fn dispatch(raft: &ControllerRaft, request: Request) -> Reply {
     match request {
         Request::Append(rpc) => match raft.append_entries(rpc).await {
             Ok(r) => Reply::Append(r),

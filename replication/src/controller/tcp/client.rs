@@ -1,0 +1,499 @@
+//! The calling side of the controller transport: `TcpNetwork` is the
+//! `RaftNetworkFactory` a node gives its `Raft`; every client it makes for
+//! one peer shares that peer's single connection (`Link`), on which
+//! requests are multiplexed by correlation id and answered in any order.
+//!
+//! A link is dialled in a task of its own when an RPC needs it, so a slow
+//! dial is not cut short by one RPC's short deadline (openraft gives an
+//! append only a heartbeat interval). Dials to a peer are spaced by a
+//! backoff that doubles on every dial and returns to its minimum once the
+//! peer answers; while it runs, RPCs to the peer fail at once. A link that
+//! breaks fails every RPC in flight on it with the reason, as openraft's
+//! `Unreachable`, so that openraft backs off rather than waiting out its
+//! deadlines.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use futures_channel::{mpsc, oneshot};
+use futures_lite::future::or;
+use futures_lite::AsyncWriteExt;
+use futures_util::future::{FutureExt, Shared};
+use futures_util::StreamExt;
+use glommio::net::TcpStream;
+use openraft::async_runtime::Select2;
+use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{AsyncRuntime, BasicNode, OptionalSend};
+
+use super::wire::{encode, read_frame, Frame};
+use super::{TcpConfig, TcpConfigError, TcpError};
+use crate::controller::network::{Reply, Request};
+use crate::controller::{ControllerId, GlommioRuntime, Snapshot, TypeConfig, Vote};
+
+/// Node `from`'s network factory over TCP.
+pub struct TcpNetwork {
+    from: ControllerId,
+    config: Rc<TcpConfig>,
+    /// One peer (one connection) per target. A peer whose address changed
+    /// in the membership is replaced; the old one closes when its last
+    /// client is dropped.
+    peers: BTreeMap<ControllerId, Rc<Peer>>,
+}
+
+impl TcpNetwork {
+    /// The factory for node `from`. Made before its `Raft` (which takes
+    /// it); it connects to nothing until openraft sends an RPC.
+    pub fn new(from: ControllerId, config: TcpConfig) -> Result<TcpNetwork, TcpConfigError> {
+        config.validate()?;
+        Ok(TcpNetwork {
+            from,
+            config: Rc::new(config),
+            peers: BTreeMap::new(),
+        })
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
+    type Network = TcpConnection;
+
+    async fn new_client(&mut self, target: ControllerId, node: &BasicNode) -> TcpConnection {
+        let peer = match self.peers.get(&target) {
+            Some(peer) if peer.addr == node.addr => peer.clone(),
+            _ => {
+                let peer = Rc::new(Peer::new(
+                    self.from,
+                    target,
+                    node.addr.clone(),
+                    self.config.clone(),
+                ));
+                self.peers.insert(target, peer.clone());
+                peer
+            }
+        };
+        TcpConnection { peer }
+    }
+}
+
+/// One openraft client for one peer; clones of the peer's link.
+pub struct TcpConnection {
+    peer: Rc<Peer>,
+}
+
+/// What RPCs to one peer share.
+struct Peer {
+    from: ControllerId,
+    target: ControllerId,
+    addr: String,
+    config: Rc<TcpConfig>,
+    state: RefCell<PeerState>,
+    correlation_last: Cell<u64>,
+}
+
+struct PeerState {
+    link: Option<Rc<Link>>,
+    /// Resolves when the dial in progress ends, either way.
+    dialing: Option<Shared<oneshot::Receiver<()>>>,
+    dial_not_before: Instant,
+    backoff: Duration,
+    /// Why the last dial failed or the last link broke.
+    last_error: String,
+}
+
+impl Peer {
+    fn new(from: ControllerId, target: ControllerId, addr: String, config: Rc<TcpConfig>) -> Peer {
+        let backoff = Duration::from_millis(config.reconnect_backoff_min_ms);
+        Peer {
+            from,
+            target,
+            addr,
+            config,
+            state: RefCell::new(PeerState {
+                link: None,
+                dialing: None,
+                dial_not_before: Instant::now(),
+                backoff,
+                last_error: String::new(),
+            }),
+            correlation_last: Cell::new(0),
+        }
+    }
+
+    fn backoff_min(&self) -> Duration {
+        Duration::from_millis(self.config.reconnect_backoff_min_ms)
+    }
+
+    fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.config.reconnect_backoff_max_ms)
+    }
+
+    /// The link to use, dialling it if there is none.
+    async fn link(self: &Rc<Self>) -> Result<Rc<Link>, String> {
+        let dialing = {
+            let mut st = self.state.borrow_mut();
+            if let Some(link) = st.link.clone() {
+                match link.broken() {
+                    None => return Ok(link),
+                    Some(reason) => {
+                        st.last_error = reason;
+                        st.link = None;
+                        // A link the peer answered on was healthy: redial at
+                        // once. One that broke before any answer (refused
+                        // hello, peer dying) keeps the backoff growing.
+                        if link.shared.replied.get() {
+                            st.backoff = self.backoff_min();
+                            st.dial_not_before = Instant::now();
+                        }
+                    }
+                }
+            }
+            match &st.dialing {
+                Some(dialing) => dialing.clone(),
+                None => {
+                    let now = Instant::now();
+                    if now < st.dial_not_before {
+                        return Err(format!(
+                            "not redialling node {} at {} for {:?} (last: {})",
+                            self.target,
+                            self.addr,
+                            st.dial_not_before - now,
+                            st.last_error
+                        ));
+                    }
+                    let (done, dialing) = oneshot::channel();
+                    let dialing = dialing.shared();
+                    st.dialing = Some(dialing.clone());
+                    // Every dial pushes the next one back.
+                    st.dial_not_before = now + st.backoff;
+                    st.backoff = (st.backoff * 2).min(self.backoff_max());
+                    glommio::spawn_local(dial(Rc::downgrade(self), done)).detach();
+                    dialing
+                }
+            }
+        };
+        // Cancelled or completed, the dial is over; its outcome is in state.
+        let _ = dialing.await;
+        let st = self.state.borrow();
+        match &st.link {
+            Some(link) if link.broken().is_none() => Ok(link.clone()),
+            _ => Err(st.last_error.clone()),
+        }
+    }
+
+    fn hello(&self) -> Result<Vec<u8>, TcpError> {
+        let hello = Frame::Hello {
+            cluster: self.config.cluster.clone(),
+            from: self.from,
+            to: self.target,
+        };
+        encode(&hello, self.config.frame_bytes_max)
+    }
+
+    /// Sends `request` and waits for its reply, at most `ttl` in all
+    /// (dial included).
+    async fn call(self: &Rc<Self>, request: Request, ttl: Duration) -> Result<Reply, String> {
+        match GlommioRuntime::timeout(ttl, self.call_unbounded(request)).await {
+            Ok(Ok(Reply::Failed(e))) => {
+                Err(format!("node {} failed the request: {e}", self.target))
+            }
+            Ok(r) => r,
+            Err(_) => Err(format!(
+                "no answer from node {} at {} in {ttl:?}",
+                self.target, self.addr
+            )),
+        }
+    }
+
+    async fn call_unbounded(self: &Rc<Self>, request: Request) -> Result<Reply, String> {
+        let correlation = self.correlation_last.get() + 1;
+        self.correlation_last.set(correlation);
+        let frame = encode(
+            &Frame::Request {
+                correlation,
+                request,
+            },
+            self.config.frame_bytes_max,
+        )
+        .map_err(|e| e.to_string())?;
+        let link = self.link().await?;
+        let answer = {
+            let mut pending = link.shared.pending.borrow_mut();
+            if pending.len() >= self.config.requests_in_flight_max {
+                return Err(format!(
+                    "{} requests already in flight to node {}",
+                    pending.len(),
+                    self.target
+                ));
+            }
+            let (tx, rx) = oneshot::channel();
+            pending.insert(correlation, tx);
+            rx
+        };
+        // Whatever ends this call (answer, broken link, deadline), its
+        // slot is freed.
+        let _slot = PendingSlot {
+            shared: link.shared.clone(),
+            correlation,
+        };
+        if link.outbox.unbounded_send(frame).is_err() {
+            return Err(link.broken().unwrap_or_else(|| "link closed".into()));
+        }
+        answer
+            .await
+            .map_err(|_| link.broken().unwrap_or_else(|| "link closed".into()))
+    }
+}
+
+/// Dials `peer` and installs the link, or records why not. Holds the peer
+/// only weakly while the dial runs: a peer dropped meanwhile (membership
+/// changed, node stopping) just closes the new socket.
+async fn dial(peer: Weak<Peer>, done: oneshot::Sender<()>) {
+    let Some((addr, target, timeout, hello, limit)) = peer.upgrade().map(|p| {
+        (
+            p.addr.clone(),
+            p.target,
+            Duration::from_millis(p.config.connect_timeout_ms),
+            p.hello(),
+            p.config.frame_bytes_max,
+        )
+    }) else {
+        return;
+    };
+    let result = match hello {
+        Ok(hello) => connect(&addr, timeout).await.map(|s| (s, hello)),
+        Err(e) => Err(e),
+    };
+    let Some(peer) = peer.upgrade() else {
+        return;
+    };
+    let mut st = peer.state.borrow_mut();
+    st.dialing = None;
+    match result {
+        Ok((stream, hello)) => {
+            tracing::info!(
+                from = peer.from,
+                to = target,
+                %addr,
+                "controller link up"
+            );
+            st.link = Some(Rc::new(Link::start(stream, hello, limit, target)));
+        }
+        Err(e) => {
+            tracing::debug!(from = peer.from, to = target, %addr, "controller dial failed: {e}");
+            st.last_error = format!("dialling node {target} at {addr}: {e}");
+        }
+    }
+    drop(done);
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, TcpError> {
+    if let Ok(a) = addr.parse() {
+        return Ok(a);
+    }
+    let bad = |reason: String| TcpError::Address {
+        addr: addr.to_string(),
+        reason,
+    };
+    addr.to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("resolves to no address".into()))
+}
+
+async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
+    let addr = resolve(addr)?;
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(std::io::Error::from)?;
+    // Votes and heartbeats are small and latency is the point.
+    stream.set_nodelay(true).map_err(std::io::Error::from)?;
+    Ok(stream)
+}
+
+/// One connection to a peer. Dropping it closes the connection (the
+/// link's task ends when its outbox does).
+struct Link {
+    outbox: mpsc::UnboundedSender<Vec<u8>>,
+    shared: Rc<LinkShared>,
+}
+
+/// What a link's callers and its task share.
+struct LinkShared {
+    pending: RefCell<HashMap<u64, oneshot::Sender<Reply>>>,
+    /// Why the link ended, once it has.
+    broken: RefCell<Option<String>>,
+    /// The peer answered at least once.
+    replied: Cell<bool>,
+}
+
+impl LinkShared {
+    /// Ends the link: every RPC waiting on it fails with `reason`.
+    fn fail(&self, reason: String) {
+        self.broken.borrow_mut().get_or_insert(reason);
+        // Dropping the senders wakes the callers, which read `broken`.
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        drop(pending);
+    }
+}
+
+impl Link {
+    fn start(stream: TcpStream, hello: Vec<u8>, limit: usize, target: ControllerId) -> Link {
+        let (outbox, frames) = mpsc::unbounded();
+        // The receiver is alive: this cannot fail.
+        let _ = outbox.unbounded_send(hello);
+        let shared = Rc::new(LinkShared {
+            pending: RefCell::new(HashMap::new()),
+            broken: RefCell::new(None),
+            replied: Cell::new(false),
+        });
+        glommio::spawn_local(run_link(stream, frames, shared.clone(), limit, target)).detach();
+        Link { outbox, shared }
+    }
+
+    fn broken(&self) -> Option<String> {
+        self.shared.broken.borrow().clone()
+    }
+}
+
+/// Writes the outbox and reads the replies until either side ends.
+async fn run_link(
+    stream: TcpStream,
+    mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
+    shared: Rc<LinkShared>,
+    limit: usize,
+    target: ControllerId,
+) {
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let reading = async {
+        loop {
+            match read_frame(&mut reader, limit).await {
+                Ok(Some(Frame::Reply { correlation, reply })) => {
+                    shared.replied.set(true);
+                    // No one waiting: that caller's deadline passed.
+                    if let Some(tx) = shared.pending.borrow_mut().remove(&correlation) {
+                        let _ = tx.send(reply);
+                    }
+                }
+                Ok(Some(other)) => {
+                    return TcpError::Protocol(format!("a {} frame from a server", other.kind()))
+                        .to_string()
+                }
+                Ok(None) => return format!("node {target} closed the connection"),
+                Err(e) => return e.to_string(),
+            }
+        }
+    };
+    let writing = async {
+        while let Some(frame) = frames.next().await {
+            if let Err(e) = writer.write_all(&frame).await {
+                return format!("writing to node {target}: {e}");
+            }
+        }
+        "link dropped".to_string()
+    };
+    let reason = or(reading, writing).await;
+    tracing::info!(to = target, "controller link down: {reason}");
+    shared.fail(reason);
+    frames.close();
+}
+
+/// A caller's entry in `pending`, removed when the call ends however it
+/// ends.
+struct PendingSlot {
+    shared: Rc<LinkShared>,
+    correlation: u64,
+}
+
+impl Drop for PendingSlot {
+    fn drop(&mut self) {
+        self.shared.pending.borrow_mut().remove(&self.correlation);
+    }
+}
+
+impl TcpConnection {
+    /// An RPC bounded by openraft's deadline for it: `soft_ttl`, which
+    /// openraft asks transports to keep to so that they fail before it
+    /// cancels them at `hard_ttl`.
+    async fn call(
+        &self,
+        request: Request,
+        option: &RPCOption,
+    ) -> Result<Reply, Unreachable<TypeConfig>> {
+        self.peer
+            .call(request, option.soft_ttl())
+            .await
+            .map_err(Unreachable::from_string)
+    }
+
+    fn unexpected<T>(&self) -> Result<T, Unreachable<TypeConfig>> {
+        Err(Unreachable::from_string(format!(
+            "node {} answered with the wrong reply",
+            self.peer.target
+        )))
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for TcpConnection {
+    type SnapshotData = Vec<u8>;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Request::Append(rpc), &option).await? {
+            Reply::Append(r) => Ok(r),
+            _ => Ok(self.unexpected()?),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Request::Vote(rpc), &option).await? {
+            Reply::Vote(r) => Ok(r),
+            _ => Ok(self.unexpected()?),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self.call(Request::PreVote(rpc), &option).await? {
+            Reply::Vote(r) => Ok(r),
+            _ => Ok(self.unexpected()?),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request = Request::Snapshot {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        let call = self.call(request, &option);
+        match GlommioRuntime::select2(Box::pin(cancel), Box::pin(call)).await {
+            Select2::First(closed) => Err(StreamingError::Closed(closed)),
+            Select2::Second(Ok(Reply::Snapshot(r))) => Ok(r),
+            Select2::Second(Ok(_)) => Ok(self.unexpected()?),
+            Select2::Second(Err(e)) => Err(StreamingError::Unreachable(e)),
+        }
+    }
+}
