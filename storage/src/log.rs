@@ -22,6 +22,15 @@ use crate::flush;
 use crate::producer::{ProducerEntry, ProducerTable, SequenceCheck};
 use crate::segment::{self, Segment};
 
+/// How an append places its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// At the log end, stamped with it (and the leader epoch, if any).
+    Assign { leader_epoch: Option<i32> },
+    /// Where the leader put it, as it is.
+    Keep,
+}
+
 /// What an append was given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -256,12 +265,31 @@ impl PartitionLog {
         self.inner.state.borrow().epochs.entries().to_vec()
     }
 
+    /// Appends a batch replicated from the partition's leader, keeping the
+    /// base offset and leader epoch the leader gave it. The batch must start
+    /// at or past the log end; past it (the leader's log was compacted
+    /// there) the batch starts a new segment, so that every segment's
+    /// offsets stay dense from its base, as recovery expects of the active
+    /// one. Producer sequences are recorded, not checked: the leader did.
+    pub async fn append_as_follower(&self, batch_bytes: &[u8]) -> Result<AppendInfo> {
+        self.append_placed(batch_bytes, Placement::Keep).await
+    }
+
     async fn append_stamped(
         &self,
         batch_bytes: &[u8],
         leader_epoch: Option<i32>,
     ) -> Result<AppendInfo> {
+        self.append_placed(batch_bytes, Placement::Assign { leader_epoch })
+            .await
+    }
+
+    async fn append_placed(&self, batch_bytes: &[u8], placement: Placement) -> Result<AppendInfo> {
         let mut header = batch::validate(batch_bytes)?;
+        let leader_epoch = match placement {
+            Placement::Assign { leader_epoch } => leader_epoch,
+            Placement::Keep => None,
+        };
         if let Some(epoch) = leader_epoch {
             header.partition_leader_epoch = epoch;
         }
@@ -281,14 +309,32 @@ impl PartitionLog {
                 crate::records::check_keys(batch_bytes, &header)?;
             }
             let limit = st.config.max_batch_bytes as usize;
-            if header.size > limit {
+            if header.size > limit && placement != Placement::Keep {
                 return Err(BatchError::TooLarge {
                     len: header.size,
                     limit,
                 }
                 .into());
             }
-            if let SequenceCheck::Duplicate(original) = st.producers.check(&header)? {
+            if placement == Placement::Keep {
+                if header.base_offset < st.next_offset {
+                    return Err(StorageError::InvalidArgument(format!(
+                        "a replicated batch at offset {} is below the log end {}",
+                        header.base_offset, st.next_offset
+                    )));
+                }
+                if header.base_offset > st.next_offset {
+                    self.start_segment_at(&mut st, header.base_offset);
+                }
+            }
+            let duplicate = match placement {
+                Placement::Keep => None,
+                Placement::Assign { .. } => match st.producers.check(&header)? {
+                    SequenceCheck::Duplicate(original) => Some(original),
+                    _ => None,
+                },
+            };
+            if let Some(original) = duplicate {
                 let info = AppendInfo {
                     base_offset: original.first_offset,
                     last_offset: original.last_offset,
@@ -309,7 +355,12 @@ impl PartitionLog {
             } else {
                 self.maybe_roll(&mut st, header.size as u64);
                 let base_offset = st.next_offset;
-                let data = batch::stamped(batch_bytes, base_offset, leader_epoch);
+                let data = match placement {
+                    Placement::Keep => Bytes::copy_from_slice(batch_bytes),
+                    Placement::Assign { .. } => {
+                        batch::stamped(batch_bytes, base_offset, leader_epoch)
+                    }
+                };
                 st.epochs
                     .observe(header.partition_leader_epoch, base_offset);
                 let stamped = batch::BatchHeader {
@@ -354,6 +405,33 @@ impl PartitionLog {
             Ok(Ok(())) => Ok(info),
             Ok(Err(e)) => Err(e),
             Err(_) => Err(StorageError::Closed),
+        }
+    }
+
+    /// Moves the log end to `base` (past it): the active segment, if it
+    /// holds nothing, is replaced by one based there, else a new segment
+    /// starts there. Recovery reads the offsets between as a gap, as it
+    /// does after the cleaner.
+    fn start_segment_at(&self, st: &mut State, base: i64) {
+        let mut next = Segment::new(&st.dir, base);
+        next.producer_snapshot = Some(st.producers.encode());
+        if st.active().is_empty() {
+            let last = st.segments.len() - 1;
+            st.segments[last] = next;
+        } else {
+            st.segments.push(next);
+        }
+        let empty = st.next_offset == st.log_start_offset && st.pending.is_empty();
+        st.next_offset = base;
+        // The tail cache holds a dense run ending at the log end.
+        st.cache.truncate(i64::MIN);
+        if empty {
+            // Nothing below: the log starts at the batch (the leader's log
+            // starts there), and every end moves with it.
+            st.log_start_offset = base;
+            st.written_end = base;
+            st.synced_end = base;
+            st.readable_end = base;
         }
     }
 
