@@ -25,6 +25,15 @@ mod client;
 mod server;
 mod wire;
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use openraft::storage::RaftLogStorage;
+
+use super::{
+    Controller, ControllerId, MetadataStateMachine, MetadataWatch, SubmitError, TypeConfig,
+};
+
 pub use client::{TcpConnection, TcpNetwork};
 pub use server::{ServerHandle, ShutdownTimedOut, TcpServer};
 pub use wire::TCP_SCHEMA_VERSION;
@@ -174,4 +183,39 @@ pub enum TcpError {
     Config(#[from] TcpConfigError),
     #[error("controller transport i/o failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why `start_controller` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("controller transport: {0}")]
+    Transport(#[from] TcpError),
+    #[error("controller: {0}")]
+    Controller(#[from] SubmitError),
+}
+
+/// Starts controller `id` on the current executor with the TCP transport:
+/// binds `listen` first (so a bad address fails before any Raft state is
+/// touched), starts the `Raft` with a `TcpNetwork`, then serves its peers.
+/// Stop it with `raft.shutdown()` then `ServerHandle::shutdown()`.
+///
+/// The quorum is formed once, by one node, with `raft.initialize` on a
+/// membership whose `BasicNode` addresses are the peers' `listen`
+/// addresses as the others can reach them.
+pub async fn start_controller<LS>(
+    id: ControllerId,
+    listen: SocketAddr,
+    tcp: TcpConfig,
+    raft: Arc<openraft::Config>,
+    log_store: LS,
+    state_machine: (MetadataStateMachine, MetadataWatch),
+) -> Result<(Controller, ServerHandle), StartError>
+where
+    LS: RaftLogStorage<TypeConfig>,
+{
+    let server = TcpServer::bind(id, listen, tcp.clone())?;
+    let network = TcpNetwork::new(id, tcp).map_err(TcpError::from)?;
+    let controller = Controller::start(id, raft, network, log_store, state_machine).await?;
+    let server = server.serve(controller.raft.clone());
+    Ok((controller, server))
 }
