@@ -2,11 +2,12 @@
 //! its own glommio executor thread with a file log, talking over
 //! 127.0.0.1. They elect a leader and apply commands identically; the
 //! leader's node stops (executor, listener and connections gone) and the
-//! other two elect a new leader that commits; the old node restarts on the
-//! same port from its files and catches up; garbage, an oversized length,
-//! a wrong-version header, a hello for another node and a silent
-//! connection sent to a node's port each get that connection closed while
-//! the quorum goes on.
+//! other two elect a new leader that commits and compacts its log; the old
+//! node restarts on the same port from its files and catches up through a
+//! snapshot sent over TCP; garbage, an oversized length, a wrong-version
+//! header, a hello for another node and a silent connection sent to a
+//! node's port each get that connection closed while the quorum goes on.
+//! Then the connection bound, and a link that breaks under an RPC.
 //!
 //! Every wait is bounded (`WAIT`).
 
@@ -21,6 +22,7 @@ use std::time::{Duration, Instant};
 use futures_channel::{mpsc, oneshot};
 use futures_util::StreamExt;
 use glommio::{LocalExecutorBuilder, Placement};
+use openraft::async_runtime::WatchReceiver;
 use openraft::errors::RPCError;
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::VoteRequest;
@@ -30,7 +32,7 @@ use replication::controller::metadata::Command;
 use replication::controller::runtime::TEST_IO_MEMORY_BYTES;
 use replication::controller::tcp::{start_controller, TcpConfig, TcpNetwork, TCP_SCHEMA_VERSION};
 use replication::controller::{
-    default_config, AppliedMetadata, CommandResult, ControllerId, GlommioRuntime,
+    default_config, AppliedMetadata, CommandResult, ControllerId, ControllerRaft, GlommioRuntime,
     MetadataStateMachine, SubmitError, Vote,
 };
 
@@ -79,6 +81,11 @@ enum Ctl {
     Submit(Command, oneshot::Sender<Result<CommandResult, SubmitError>>),
     Leader(oneshot::Sender<Option<ControllerId>>),
     Applied(oneshot::Sender<AppliedMetadata>),
+    /// Snapshot what is applied and purge the log up to it; answers the
+    /// snapshot's index.
+    Compact(oneshot::Sender<u64>),
+    /// The index of the node's snapshot, if it has one.
+    SnapshotIndex(oneshot::Sender<Option<u64>>),
 }
 
 /// A controller on its own executor thread; it stops (Raft, then its
@@ -131,6 +138,13 @@ fn spawn_node_with(id: ControllerId, listen: SocketAddr, dir: &Path, tcp: TcpCon
                     Ctl::Applied(answer) => {
                         let _ = answer.send(c.applied());
                     }
+                    Ctl::Compact(answer) => {
+                        let _ = answer.send(compact(&c.raft, &c.applied()).await);
+                    }
+                    Ctl::SnapshotIndex(answer) => {
+                        let m = c.raft.metrics().borrow_watched().clone();
+                        let _ = answer.send(m.snapshot.map(|s| s.index));
+                    }
                 }
             }
             within("raft shutdown", c.raft.shutdown())
@@ -144,6 +158,34 @@ fn spawn_node_with(id: ControllerId, listen: SocketAddr, dir: &Path, tcp: TcpCon
         .expect("spawn an executor");
     let addr = bound_rx.recv_timeout(WAIT).expect("the node listens");
     NodeThread { ctl, handle, addr }
+}
+
+async fn compact(raft: &ControllerRaft, applied: &AppliedMetadata) -> u64 {
+    let applied = applied.last_applied.expect("something applied").index;
+    raft.trigger().snapshot().await.expect("trigger a snapshot");
+    within(
+        "a snapshot",
+        raft.wait(Some(WAIT)).metrics(
+            |m| m.snapshot.as_ref().is_some_and(|s| s.index >= applied),
+            "snapshot",
+        ),
+    )
+    .await
+    .expect("snapshot built");
+    raft.trigger()
+        .purge_log(applied)
+        .await
+        .expect("trigger a purge");
+    within(
+        "a purge",
+        raft.wait(Some(WAIT)).metrics(
+            |m| m.purged.as_ref().is_some_and(|p| p.index >= applied),
+            "purged",
+        ),
+    )
+    .await
+    .expect("log purged");
+    applied
 }
 
 impl NodeThread {
@@ -322,13 +364,22 @@ fn three_controllers_over_tcp_elect_fail_over_restart_and_shrug_off_bad_frames()
             .expect("fenced");
         c.converged(new, &rest).await;
 
-        // It restarts on the same port from its files and catches up.
+        // The leader compacts its log past what the stopped node has.
+        let compacted = ask(&c.nodes[&new], Ctl::Compact).await;
+
+        // It restarts on the same port from its files and catches up: its
+        // log ends before the leader's begins, so a snapshot crosses.
         c.nodes
             .insert(old, spawn_node(old, old_addr, dirs[&old].path()));
         assert_eq!(c.nodes[&old].addr, old_addr);
         let m = c.converged(new, &[1, 2, 3]).await;
         assert!(m.metadata.topics.contains_key("after"));
         assert!(m.metadata.nodes[&3].fenced);
+        let installed = ask(&c.nodes[&old], Ctl::SnapshotIndex).await;
+        assert!(
+            installed.is_some_and(|i| i >= compacted),
+            "node {old} caught up without the leader's snapshot: {installed:?} < {compacted}"
+        );
 
         // Bad input to a node's port closes that connection only.
         let target = c.nodes[&new].addr;

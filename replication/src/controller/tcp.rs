@@ -19,7 +19,15 @@
 //! addresses). A connection opens with a `Hello` naming the cluster, the
 //! caller and the node it means to reach: a node refuses a connection
 //! meant for another node or cluster, so a stale address never delivers
-//! votes to the wrong node.
+//! votes to the wrong node. `start_controller` puts the pieces together
+//! for a node on its shard.
+//!
+//! Every RPC is bounded by openraft's `soft_ttl` for it. Known limits: a
+//! full snapshot travels as one frame, its bytes a JSON array (about four
+//! times their size), within openraft's `install_snapshot_timeout` (200 ms
+//! by default), and heartbeats queue behind it on the one connection; a
+//! metadata snapshot of many megabytes over a slow network needs a longer
+//! timeout or a binary, chunked encoding.
 
 mod client;
 mod server;

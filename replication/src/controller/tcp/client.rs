@@ -225,11 +225,15 @@ impl Peer {
         let link = self.link().await?;
         let answer = {
             let mut pending = link.shared.pending.borrow_mut();
-            if pending.len() >= self.config.requests_in_flight_max {
+            // Calls that timed out leave the pending map but may still sit
+            // in the outbox behind a peer that does not read: both count.
+            let queued = link.shared.queued.get();
+            let max = self.config.requests_in_flight_max;
+            if pending.len() >= max || queued >= max {
                 return Err(format!(
-                    "{} requests already in flight to node {}",
+                    "node {} is not keeping up: {} requests awaiting answers, {queued} not yet sent",
+                    self.target,
                     pending.len(),
-                    self.target
                 ));
             }
             let (tx, rx) = oneshot::channel();
@@ -245,6 +249,7 @@ impl Peer {
         if link.outbox.unbounded_send(frame).is_err() {
             return Err(link.broken().unwrap_or_else(|| "link closed".into()));
         }
+        link.shared.queued.set(link.shared.queued.get() + 1);
         answer
             .await
             .map_err(|_| link.broken().unwrap_or_else(|| "link closed".into()))
@@ -331,6 +336,8 @@ struct LinkShared {
     broken: RefCell<Option<String>>,
     /// The peer answered at least once.
     replied: Cell<bool>,
+    /// Frames in the outbox, not yet written.
+    queued: Cell<usize>,
 }
 
 impl LinkShared {
@@ -352,6 +359,7 @@ impl Link {
             pending: RefCell::new(HashMap::new()),
             broken: RefCell::new(None),
             replied: Cell::new(false),
+            queued: Cell::new(1),
         });
         glommio::spawn_local(run_link(stream, frames, shared.clone(), limit, target)).detach();
         Link { outbox, shared }
@@ -392,7 +400,9 @@ async fn run_link(
     };
     let writing = async {
         while let Some(frame) = frames.next().await {
-            if let Err(e) = writer.write_all(&frame).await {
+            let written = writer.write_all(&frame).await;
+            shared.queued.set(shared.queued.get().saturating_sub(1));
+            if let Err(e) = written {
                 return format!("writing to node {target}: {e}");
             }
         }

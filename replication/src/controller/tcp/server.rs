@@ -17,7 +17,7 @@ use futures_lite::AsyncWriteExt;
 use futures_util::future::{FutureExt, Shared};
 use futures_util::StreamExt;
 use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::Semaphore;
+use glommio::sync::{Semaphore, StaticPermit};
 use openraft::AsyncRuntime;
 
 use super::wire::{encode, read_frame, Frame};
@@ -183,7 +183,9 @@ async fn serve_connection(
     }
     let limit = node.config.frame_bytes_max;
     let (mut reader, mut writer) = futures_lite::io::split(stream);
-    let (replies, mut outbox) = mpsc::unbounded::<Vec<u8>>();
+    // A reply travels with its request's permit, so that replies waiting
+    // for a slow reader count against the in-flight bound too.
+    let (replies, mut outbox) = mpsc::unbounded::<(Vec<u8>, StaticPermit)>();
     let in_flight = Rc::new(Semaphore::new(node.config.requests_in_flight_max as u64));
 
     let reading = async {
@@ -268,15 +270,15 @@ async fn serve_connection(
                 });
                 // The connection may be gone; its caller has failed already.
                 if let Ok(frame) = frame {
-                    let _ = replies.unbounded_send(frame);
+                    let _ = replies.unbounded_send((frame, permit));
                 }
-                drop((permit, alive));
+                drop(alive);
             })
             .detach();
         }
     };
     let writing = async {
-        while let Some(frame) = outbox.next().await {
+        while let Some((frame, _permit)) = outbox.next().await {
             writer.write_all(&frame).await?;
         }
         Ok(())
