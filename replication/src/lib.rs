@@ -3,8 +3,8 @@
 //! that finds where two logs diverge (`epochs`), and the controller's
 //! partition-state rules (`partition_state`). All three are pure state
 //! machines (no I/O, time passed in) so that a seeded simulation can drive
-//! them through message loss, partitions and crashes; the broker drives the
-//! same code over its logs and links.
+//! them through message loss, partitions and crashes; `log_replica` joins a
+//! replica to its storage log, and the broker drives it over its links.
 //!
 //! `controller` is the controller quorum: cluster metadata (nodes, topics,
 //! partition states) as a replicated log run by openraft on glommio, with
@@ -12,6 +12,7 @@
 
 pub mod controller;
 pub mod epochs;
+pub mod log_replica;
 pub mod partition_state;
 pub mod replica;
 

@@ -454,6 +454,24 @@ impl Replica {
         self.log_end += count;
     }
 
+    /// A follower appended a batch of `epoch` from `base` (at or past its
+    /// log end: a compacted leader leaves gaps) to `next`.
+    pub fn follower_appended_batch(&mut self, base: Offset, epoch: Epoch, next: Offset) {
+        self.epochs.truncate_to(self.log_end);
+        let start = base.max(self.log_end);
+        let ordered = self.epochs.assign(epoch, start);
+        debug_assert!(ordered, "a leader sent epoch {epoch} after newer ones");
+        self.log_end = next.max(self.log_end);
+    }
+
+    /// The log was cut at `end`, at or below where `truncation_for` asked
+    /// (a batch straddling that point goes whole).
+    pub fn truncated_to(&mut self, end: Offset) {
+        if end < self.log_end {
+            self.truncate_to(end);
+        }
+    }
+
     /// A follower learned the leader's high watermark.
     pub fn follower_high_watermark(&mut self, leader_hw: Offset) {
         if !self.is_leader() {

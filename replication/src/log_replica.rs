@@ -1,0 +1,243 @@
+//! One partition replica over its log: the `Replica` state machine joined
+//! to a storage `PartitionLog`, so that what the state machine decides is
+//! done to the log and what the log did is told to the state machine.
+//!
+//! - A leader appends with its epoch stamped (`append_as_leader`) and
+//!   serves followers' fetches from its log (`serve_fetch`): records from
+//!   the fetch offset, or where the follower's last epoch ends when its log
+//!   diverges.
+//! - A follower applies the answer (`apply_fetched`): truncates where it
+//!   diverges, appends the leader's batches with their offsets and epochs
+//!   (`append_as_follower`), and takes the leader's high watermark.
+//!
+//! Frames between nodes are `net::link` messages; this module works on
+//! their per-partition parts, so the link driver only routes them.
+
+use bytes::Bytes;
+use net::link::{PartitionFetch, PartitionFetched};
+use storage::{batch, AppendInfo, PartitionLog, StorageError};
+
+use crate::epochs::EpochCache;
+use crate::partition_state::PartitionState;
+use crate::replica::{AlterIsr, FetchAnswer, FetchError, FetchRequest, Replica, ReplicaConfig};
+use crate::{NodeId, Offset};
+
+/// Kafka error codes a fetch answer carries.
+const NONE: i16 = 0;
+const OFFSET_OUT_OF_RANGE: i16 = 1;
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const FENCED_LEADER_EPOCH: i16 = 74;
+const UNKNOWN_LEADER_EPOCH: i16 = 75;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error("this replica does not lead the partition")]
+    NotLeader,
+    #[error("the leader answered with error code {0}")]
+    Leader(i16),
+    #[error("the leader sent a malformed batch: {0}")]
+    BadBatch(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A partition replica: its state machine and its log.
+pub struct LogReplica {
+    pub topic: String,
+    pub partition: i32,
+    replica: Replica,
+    log: PartitionLog,
+}
+
+impl LogReplica {
+    /// The replica over an opened log: its offsets and leader epochs are
+    /// read from the log; it follows nobody until `apply`.
+    pub fn new(
+        topic: String,
+        partition: i32,
+        id: NodeId,
+        config: ReplicaConfig,
+        log: PartitionLog,
+    ) -> LogReplica {
+        let mut epochs = EpochCache::new();
+        for (epoch, start) in log.leader_epochs() {
+            epochs.assign(epoch, start);
+        }
+        let replica = Replica::recover(
+            id,
+            config,
+            log.log_start_offset(),
+            log.log_end_offset(),
+            epochs,
+            0,
+        );
+        LogReplica {
+            topic,
+            partition,
+            replica,
+            log,
+        }
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
+
+    pub fn log(&self) -> &PartitionLog {
+        &self.log
+    }
+
+    /// Applies the controller's state for this partition.
+    pub fn apply(&mut self, state: &PartitionState, now_ms: u64) {
+        self.replica.apply(state, now_ms);
+    }
+
+    /// Appends a producer's batch as leader. The high watermark moves once
+    /// the followers have it (`serve_fetch`).
+    pub async fn append_as_leader(
+        &mut self,
+        batch_bytes: &[u8],
+    ) -> Result<AppendInfo, ReplicaError> {
+        if !self.replica.is_leader() {
+            return Err(ReplicaError::NotLeader);
+        }
+        let epoch = self.replica.leader_epoch();
+        let info = self.log.append_as_leader(batch_bytes, epoch).await?;
+        if !info.duplicate {
+            let count = info.last_offset - info.base_offset + 1;
+            self.replica.append(count);
+        }
+        Ok(info)
+    }
+
+    /// The fetch this follower sends next, with the leader to send it to.
+    pub fn next_fetch(&self, max_bytes: u32) -> Option<(NodeId, PartitionFetch)> {
+        let (leader, req) = self.replica.next_fetch()?;
+        Some((
+            leader,
+            PartitionFetch {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                leader_epoch: req.leader_epoch,
+                fetch_offset: req.fetch_offset,
+                last_fetched_epoch: req.last_fetched_epoch.unwrap_or(-1),
+                max_bytes,
+            },
+        ))
+    }
+
+    /// The leader answers a follower's fetch from its log; the ISR change
+    /// the fetch calls for, if any, is to be sent to the controller.
+    pub async fn serve_fetch(
+        &mut self,
+        from: NodeId,
+        req: &PartitionFetch,
+        now_ms: u64,
+    ) -> Result<(PartitionFetched, Option<AlterIsr>), ReplicaError> {
+        let request = FetchRequest {
+            replica: from,
+            leader_epoch: req.leader_epoch,
+            fetch_offset: req.fetch_offset,
+            last_fetched_epoch: (req.last_fetched_epoch >= 0).then_some(req.last_fetched_epoch),
+        };
+        let (answer, alter) = self.replica.on_fetch(request, now_ms);
+        let mut out = PartitionFetched {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            error_code: NONE,
+            high_watermark: self.replica.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            diverging: None,
+            records: Vec::new(),
+        };
+        match answer {
+            FetchAnswer::Records {
+                from,
+                to,
+                high_watermark,
+            } => {
+                out.high_watermark = high_watermark;
+                if to > from {
+                    let read = self.log.read(from, req.max_bytes.max(1) as usize).await?;
+                    for chunk in &read.chunks {
+                        out.records.extend_from_slice(chunk);
+                    }
+                }
+            }
+            FetchAnswer::Diverging {
+                epoch,
+                end_offset,
+                high_watermark,
+            } => {
+                out.high_watermark = high_watermark;
+                out.diverging = Some((epoch.unwrap_or(-1), end_offset));
+            }
+            FetchAnswer::Error(e) => {
+                out.error_code = match e {
+                    FetchError::NotLeader => NOT_LEADER_OR_FOLLOWER,
+                    FetchError::FencedLeaderEpoch => FENCED_LEADER_EPOCH,
+                    FetchError::UnknownLeaderEpoch => UNKNOWN_LEADER_EPOCH,
+                    FetchError::OffsetOutOfRange { log_start } => {
+                        out.log_start_offset = log_start;
+                        OFFSET_OUT_OF_RANGE
+                    }
+                };
+            }
+        }
+        Ok((out, alter))
+    }
+
+    /// A follower applies its leader's answer. Stale answers (asked at
+    /// another offset or epoch) are ignored by the caller matching them.
+    pub async fn apply_fetched(&mut self, reply: &PartitionFetched) -> Result<(), ReplicaError> {
+        if self.replica.is_leader() {
+            return Err(ReplicaError::NotLeader);
+        }
+        match reply.error_code {
+            NONE => {}
+            OFFSET_OUT_OF_RANGE => {
+                // Everything here is below the leader's log: start over
+                // where it starts.
+                self.log.truncate_to(self.log.log_start_offset()).await?;
+                self.replica.reset_to(reply.log_start_offset);
+                return Err(ReplicaError::Leader(reply.error_code));
+            }
+            code => return Err(ReplicaError::Leader(code)),
+        }
+        if let Some((epoch, end_offset)) = reply.diverging {
+            let epoch = (epoch >= 0).then_some(epoch);
+            if let Some(to) = self.replica.truncation_for(epoch, end_offset) {
+                let end = self.log.truncate_to(to).await?;
+                // A batch straddling `to` goes whole.
+                self.replica.truncated_to(end);
+            }
+            self.replica.follower_high_watermark(reply.high_watermark);
+            return Ok(());
+        }
+        let mut records = Bytes::copy_from_slice(&reply.records);
+        while !records.is_empty() {
+            let size = batch::peek_batch_size(&records)
+                .filter(|&s| s <= records.len())
+                .ok_or_else(|| ReplicaError::BadBatch("a truncated batch".into()))?;
+            let one = records.split_to(size);
+            let header =
+                batch::validate(&one).map_err(|e| ReplicaError::BadBatch(e.to_string()))?;
+            if header.next_offset() <= self.replica.log_end() {
+                continue; // already here (a repeated answer)
+            }
+            let info = self.log.append_as_follower(&one).await?;
+            self.replica.follower_appended_batch(
+                info.base_offset,
+                header.partition_leader_epoch,
+                info.last_offset + 1,
+            );
+        }
+        self.replica.follower_high_watermark(reply.high_watermark);
+        Ok(())
+    }
+
+    /// The replica's end as the state machine sees it, for checks.
+    pub fn log_end(&self) -> Offset {
+        self.replica.log_end()
+    }
+}
