@@ -83,7 +83,8 @@ pub struct Config {
     /// `raw` (the line as sent; a remote-write series as protobuf).
     pub ingest_format: String,
     /// Bytes of ingest writes one shard may have on their way to one
-    /// partition; a write beyond it is refused with 429 and Retry-After.
+    /// partition; a write beyond it is refused with 429 and Retry-After
+    /// (503 for a remote-write, which Prometheus retries).
     pub ingest_queue_bytes_max: usize,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,

@@ -100,7 +100,8 @@ struct ServeArgs {
     #[arg(long, value_name = "json|raw")]
     ingest_format: Option<String>,
     /// Bytes of ingest writes one shard may have on their way to one
-    /// partition; beyond it writes get 429 [default: 16777216].
+    /// partition; beyond it writes get 429 with Retry-After (503 for a
+    /// remote-write, which Prometheus retries) [default: 16777216].
     #[arg(long)]
     ingest_queue_bytes_max: Option<usize>,
     /// Address clients are told to connect to [default: the listen address].
