@@ -13,7 +13,6 @@
 //! Frames between nodes are `net::link` messages; this module works on
 //! their per-partition parts, so the link driver only routes them.
 
-use bytes::Bytes;
 use net::link::{PartitionFetch, PartitionFetched};
 use storage::{batch, AppendInfo, PartitionLog, StorageError};
 
@@ -214,18 +213,18 @@ impl LogReplica {
             self.replica.follower_high_watermark(reply.high_watermark);
             return Ok(());
         }
-        let mut records = Bytes::copy_from_slice(&reply.records);
+        let mut records: &[u8] = &reply.records;
         while !records.is_empty() {
-            let size = batch::peek_batch_size(&records)
+            let size = batch::peek_batch_size(records)
                 .filter(|&s| s <= records.len())
                 .ok_or_else(|| ReplicaError::BadBatch("a truncated batch".into()))?;
-            let one = records.split_to(size);
-            let header =
-                batch::validate(&one).map_err(|e| ReplicaError::BadBatch(e.to_string()))?;
+            let (one, rest) = records.split_at(size);
+            records = rest;
+            let header = batch::validate(one).map_err(|e| ReplicaError::BadBatch(e.to_string()))?;
             if header.next_offset() <= self.replica.log_end() {
                 continue; // already here (a repeated answer)
             }
-            let info = self.log.append_as_follower(&one).await?;
+            let info = self.log.append_as_follower(one).await?;
             self.replica.follower_appended_batch(
                 info.base_offset,
                 header.partition_leader_epoch,

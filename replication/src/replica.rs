@@ -446,17 +446,14 @@ impl Replica {
     /// A follower appended a batch of `count` records of `epoch` at its
     /// log end (the driver checked that the batch starts there).
     pub fn follower_appended(&mut self, epoch: Epoch, count: i64) {
-        // An epoch starting at the log end has no records (this replica led
-        // it without appending): records of the leader's log replace it.
-        self.epochs.truncate_to(self.log_end);
-        let ordered = self.epochs.assign(epoch, self.log_end);
-        debug_assert!(ordered, "a leader sent epoch {epoch} after newer ones");
-        self.log_end += count;
+        self.follower_appended_batch(self.log_end, epoch, self.log_end + count);
     }
 
     /// A follower appended a batch of `epoch` from `base` (at or past its
     /// log end: a compacted leader leaves gaps) to `next`.
     pub fn follower_appended_batch(&mut self, base: Offset, epoch: Epoch, next: Offset) {
+        // An epoch starting at the log end has no records (this replica led
+        // it without appending): records of the leader's log replace it.
         self.epochs.truncate_to(self.log_end);
         let start = base.max(self.log_end);
         let ordered = self.epochs.assign(epoch, start);

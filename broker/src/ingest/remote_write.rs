@@ -137,15 +137,18 @@ pub fn decode(body: &[u8], version: Version, format: Format) -> Result<Decoded, 
             }
         }
         Version::V2 => {
-            let req = RequestV2::decode(body)
+            let RequestV2 {
+                symbols,
+                timeseries,
+            } = RequestV2::decode(body)
                 .map_err(|e| format!("not an io.prometheus.write.v2.Request: {e}"))?;
             let symbol = |i: usize, r: u32| {
-                req.symbols
+                symbols
                     .get(r as usize)
                     .cloned()
                     .ok_or_else(|| format!("series {i}: label reference {r} is past the symbols"))
             };
-            for (i, ts) in req.timeseries.iter().enumerate() {
+            for (i, ts) in timeseries.into_iter().enumerate() {
                 if ts.labels_refs.len() % 2 != 0 {
                     return Err(format!("series {i}: an odd number of label references"));
                 }
@@ -153,7 +156,7 @@ pub fn decode(body: &[u8], version: Version, format: Format) -> Result<Decoded, 
                 for pair in ts.labels_refs.chunks_exact(2) {
                     labels.push((symbol(i, pair[0])?, symbol(i, pair[1])?));
                 }
-                push_series(&mut out, i, labels, ts.samples.clone(), format)?;
+                push_series(&mut out, i, labels, ts.samples, format)?;
             }
         }
     }
