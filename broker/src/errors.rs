@@ -17,7 +17,9 @@ pub fn storage_error_code(e: &StorageError) -> i16 {
         StorageError::Corrupt { .. } | StorageError::Io { .. } => Kafka::KafkaStorageError.code(),
         // A closed log belongs to a shard that is shutting down: clients
         // retry elsewhere, as after a leader change.
-        StorageError::Closed => Kafka::NotLeaderOrFollower.code(),
+        StorageError::Closed | StorageError::FencedLeaderEpoch { .. } => {
+            Kafka::NotLeaderOrFollower.code()
+        }
         StorageError::InvalidArgument(_) => Kafka::InvalidRequest.code(),
         StorageError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
             Kafka::InvalidProducerEpoch.code()

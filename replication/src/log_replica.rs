@@ -12,6 +12,15 @@
 //!
 //! Frames between nodes are `net::link` messages; this module works on
 //! their per-partition parts, so the link driver only routes them.
+//!
+//! A replica is shared by the tasks of its shard (producers, the link
+//! serving followers, the follower's fetch loop, metadata changes), so its
+//! state sits in a `RefCell` that is never borrowed across an await: each
+//! step reads or updates the state, awaits the log, then updates it again
+//! from what the log did. The log's epoch fence keeps an append that was
+//! waiting while leadership moved from landing under a stale epoch.
+
+use std::cell::{Ref, RefCell};
 
 use net::link::{PartitionFetch, PartitionFetched};
 use storage::{batch, AppendInfo, PartitionLog, StorageError};
@@ -44,7 +53,7 @@ pub enum ReplicaError {
 pub struct LogReplica {
     pub topic: String,
     pub partition: i32,
-    replica: Replica,
+    replica: RefCell<Replica>,
     log: PartitionLog,
 }
 
@@ -73,13 +82,13 @@ impl LogReplica {
         LogReplica {
             topic,
             partition,
-            replica,
+            replica: RefCell::new(replica),
             log,
         }
     }
 
-    pub fn replica(&self) -> &Replica {
-        &self.replica
+    pub fn replica(&self) -> Ref<'_, Replica> {
+        self.replica.borrow()
     }
 
     pub fn log(&self) -> &PartitionLog {
@@ -87,31 +96,54 @@ impl LogReplica {
     }
 
     /// Applies the controller's state for this partition.
-    pub fn apply(&mut self, state: &PartitionState, now_ms: u64) {
-        self.replica.apply(state, now_ms);
+    pub fn apply(&self, state: &PartitionState, now_ms: u64) {
+        let mut replica = self.replica.borrow_mut();
+        // Appends assigned offsets but not yet answered belong to the old
+        // role: a new epoch starts after them.
+        replica.observe_log_end(self.log.next_offset());
+        replica.apply(state, now_ms);
+        let fence = replica.is_leader().then(|| replica.leader_epoch());
+        // A follower's log takes no leader appends at all: -1 is no epoch.
+        self.log.set_epoch_fence(Some(fence.unwrap_or(-1)));
+    }
+
+    /// Time passes on a leader: the ISR change it calls for, if any.
+    pub fn tick(&self, now_ms: u64) -> Option<AlterIsr> {
+        let mut replica = self.replica.borrow_mut();
+        replica.observe_log_start(self.log.log_start_offset());
+        replica.tick(now_ms)
+    }
+
+    pub fn on_alter_accepted(&self, change: &AlterIsr) {
+        self.replica.borrow_mut().on_alter_accepted(change);
+    }
+
+    pub fn on_alter_refused(&self, change: &AlterIsr) {
+        self.replica.borrow_mut().on_alter_refused(change);
     }
 
     /// Appends a producer's batch as leader. The high watermark moves once
     /// the followers have it (`serve_fetch`).
-    pub async fn append_as_leader(
-        &mut self,
-        batch_bytes: &[u8],
-    ) -> Result<AppendInfo, ReplicaError> {
-        if !self.replica.is_leader() {
-            return Err(ReplicaError::NotLeader);
-        }
-        let epoch = self.replica.leader_epoch();
+    pub async fn append_as_leader(&self, batch_bytes: &[u8]) -> Result<AppendInfo, ReplicaError> {
+        let epoch = {
+            let replica = self.replica.borrow();
+            if !replica.is_leader() {
+                return Err(ReplicaError::NotLeader);
+            }
+            replica.leader_epoch()
+        };
         let info = self.log.append_as_leader(batch_bytes, epoch).await?;
-        if !info.duplicate {
-            let count = info.last_offset - info.base_offset + 1;
-            self.replica.append(count);
-        }
+        // What is readable now (this append and any before it) counts for
+        // the high watermark.
+        self.replica
+            .borrow_mut()
+            .leader_appended(self.log.log_end_offset());
         Ok(info)
     }
 
     /// The fetch this follower sends next, with the leader to send it to.
     pub fn next_fetch(&self, max_bytes: u32) -> Option<(NodeId, PartitionFetch)> {
-        let (leader, req) = self.replica.next_fetch()?;
+        let (leader, req) = self.replica.borrow().next_fetch()?;
         Some((
             leader,
             PartitionFetch {
@@ -128,7 +160,7 @@ impl LogReplica {
     /// The leader answers a follower's fetch from its log; the ISR change
     /// the fetch calls for, if any, is to be sent to the controller.
     pub async fn serve_fetch(
-        &mut self,
+        &self,
         from: NodeId,
         req: &PartitionFetch,
         now_ms: u64,
@@ -139,12 +171,17 @@ impl LogReplica {
             fetch_offset: req.fetch_offset,
             last_fetched_epoch: (req.last_fetched_epoch >= 0).then_some(req.last_fetched_epoch),
         };
-        let (answer, alter) = self.replica.on_fetch(request, now_ms);
+        let (answer, alter, high_watermark) = {
+            let mut replica = self.replica.borrow_mut();
+            replica.observe_log_start(self.log.log_start_offset());
+            let (answer, alter) = replica.on_fetch(request, now_ms);
+            (answer, alter, replica.high_watermark())
+        };
         let mut out = PartitionFetched {
             topic: self.topic.clone(),
             partition: self.partition,
             error_code: NONE,
-            high_watermark: self.replica.high_watermark(),
+            high_watermark,
             log_start_offset: self.log.log_start_offset(),
             diverging: None,
             records: Vec::new(),
@@ -188,8 +225,18 @@ impl LogReplica {
 
     /// A follower applies its leader's answer. Stale answers (asked at
     /// another offset or epoch) are ignored by the caller matching them.
-    pub async fn apply_fetched(&mut self, reply: &PartitionFetched) -> Result<(), ReplicaError> {
-        if self.replica.is_leader() {
+    /// `epoch` is the leader epoch the fetch was sent in: an answer that
+    /// arrives after this replica moved on to another epoch is dropped.
+    pub async fn apply_fetched(
+        &self,
+        epoch: i32,
+        reply: &PartitionFetched,
+    ) -> Result<(), ReplicaError> {
+        let current = || {
+            let r = self.replica.borrow();
+            !r.is_leader() && r.leader_epoch() == epoch
+        };
+        if !current() {
             return Err(ReplicaError::NotLeader);
         }
         match reply.error_code {
@@ -198,19 +245,22 @@ impl LogReplica {
                 // Everything here is below the leader's log: start over
                 // where it starts.
                 self.log.truncate_to(self.log.log_start_offset()).await?;
-                self.replica.reset_to(reply.log_start_offset);
+                self.replica.borrow_mut().reset_to(reply.log_start_offset);
                 return Err(ReplicaError::Leader(reply.error_code));
             }
             code => return Err(ReplicaError::Leader(code)),
         }
         if let Some((epoch, end_offset)) = reply.diverging {
             let epoch = (epoch >= 0).then_some(epoch);
-            if let Some(to) = self.replica.truncation_for(epoch, end_offset) {
+            let to = self.replica.borrow_mut().truncation_for(epoch, end_offset);
+            if let Some(to) = to {
                 let end = self.log.truncate_to(to).await?;
                 // A batch straddling `to` goes whole.
-                self.replica.truncated_to(end);
+                self.replica.borrow_mut().truncated_to(end);
             }
-            self.replica.follower_high_watermark(reply.high_watermark);
+            self.replica
+                .borrow_mut()
+                .follower_high_watermark(reply.high_watermark);
             return Ok(());
         }
         let mut records: &[u8] = &reply.records;
@@ -221,22 +271,48 @@ impl LogReplica {
             let (one, rest) = records.split_at(size);
             records = rest;
             let header = batch::validate(one).map_err(|e| ReplicaError::BadBatch(e.to_string()))?;
-            if header.next_offset() <= self.replica.log_end() {
+            if header.next_offset() <= self.replica.borrow().log_end() {
                 continue; // already here (a repeated answer)
             }
+            if !current() {
+                return Err(ReplicaError::NotLeader);
+            }
             let info = self.log.append_as_follower(one).await?;
-            self.replica.follower_appended_batch(
+            self.replica.borrow_mut().follower_appended_batch(
                 info.base_offset,
                 header.partition_leader_epoch,
                 info.last_offset + 1,
             );
         }
-        self.replica.follower_high_watermark(reply.high_watermark);
+        self.replica
+            .borrow_mut()
+            .follower_high_watermark(reply.high_watermark);
         Ok(())
     }
 
     /// The replica's end as the state machine sees it, for checks.
     pub fn log_end(&self) -> Offset {
-        self.replica.log_end()
+        self.replica.borrow().log_end()
+    }
+
+    pub fn high_watermark(&self) -> Offset {
+        self.replica.borrow().high_watermark()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.replica.borrow().is_leader()
+    }
+
+    pub fn leader(&self) -> Option<NodeId> {
+        self.replica.borrow().leader()
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.replica.borrow().leader_epoch()
+    }
+
+    /// The ISR as this leader counts it (None on a follower).
+    pub fn isr(&self) -> Option<Vec<NodeId>> {
+        self.replica.borrow().isr()
     }
 }

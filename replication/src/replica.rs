@@ -272,6 +272,35 @@ impl Replica {
         Some((base, self.leader_epoch))
     }
 
+    /// The driver's log really ends at `end` (appends answered before a
+    /// role change; the log is the truth): the replica takes it.
+    pub fn observe_log_end(&mut self, end: Offset) {
+        if end != self.log_end {
+            if end < self.log_end {
+                self.truncate_to(end);
+            } else {
+                self.log_end = end;
+            }
+            self.advance_high_watermark();
+        }
+    }
+
+    /// Retention or DeleteRecords moved the log's start.
+    pub fn observe_log_start(&mut self, start: Offset) {
+        if start > self.log_start {
+            self.log_start = start;
+            self.high_watermark = self.high_watermark.max(start.min(self.log_end));
+        }
+    }
+
+    /// A leader's appends are readable up to `end`.
+    pub fn leader_appended(&mut self, end: Offset) {
+        if self.is_leader() && end > self.log_end {
+            self.log_end = end;
+            self.advance_high_watermark();
+        }
+    }
+
     /// The leader answers a follower's fetch, updating what it knows of
     /// the follower; may return an ISR expansion to send.
     pub fn on_fetch(&mut self, req: FetchRequest, now_ms: u64) -> (FetchAnswer, Option<AlterIsr>) {

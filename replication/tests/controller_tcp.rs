@@ -62,6 +62,7 @@ fn register(node_id: u32) -> Command {
         node_id,
         addr: format!("broker-{node_id}:9092"),
         shards: 2,
+        link_addrs: Vec::new(),
     }
 }
 

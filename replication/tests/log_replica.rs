@@ -81,7 +81,10 @@ async fn catch_up(leader: &mut LogReplica, follower: &mut LogReplica, now: u64) 
             .serve_fetch(follower.replica().id, &req, now + round)
             .await
             .expect("served");
-        follower.apply_fetched(&reply).await.expect("applied");
+        follower
+            .apply_fetched(req.leader_epoch, &reply)
+            .await
+            .expect("applied");
         let done = follower.log_end() == leader.log_end()
             && follower.replica().high_watermark() == leader.replica().high_watermark()
             && leader.replica().high_watermark() == leader.log_end();

@@ -34,6 +34,9 @@ pub enum StorageError {
     /// An idempotent producer's batch is out of sequence or fenced.
     #[error("{0}")]
     Sequence(#[from] SequenceError),
+    /// A leader's append under an epoch that is no longer current.
+    #[error("leader epoch {epoch} is not the current one ({current})")]
+    FencedLeaderEpoch { epoch: i32, current: i32 },
     #[error("the log was closed")]
     Closed,
     #[error("invalid argument: {0}")]

@@ -115,6 +115,10 @@ pub(crate) struct State {
     /// Set when an fdatasync failed: what was written may not be on disk,
     /// so the log refuses appends until it is reopened (and recovered).
     pub failed: Option<StorageError>,
+    /// The only leader epoch `append_as_leader` accepts, once set: the
+    /// replica sets it when its role changes, so that an append that was
+    /// waiting while leadership moved cannot land under a stale epoch.
+    pub epoch_fence: Option<i32>,
     pub closed: bool,
     pub stats: LogStats,
     pub producers: ProducerTable,
@@ -259,6 +263,12 @@ impl PartitionLog {
         self.append_stamped(batch_bytes, Some(leader_epoch)).await
     }
 
+    /// Makes `append_as_leader` accept only `epoch` (`None`: any, which is
+    /// also where a log starts).
+    pub fn set_epoch_fence(&self, epoch: Option<i32>) {
+        self.inner.state.borrow_mut().epoch_fence = epoch;
+    }
+
     /// Where each leader epoch stamped on this log's batches starts, as
     /// (epoch, first offset), oldest first.
     pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
@@ -304,6 +314,14 @@ impl PartitionLog {
             st.check_open()?;
             if let Some(e) = &st.failed {
                 return Err(e.clone());
+            }
+            if let (Some(epoch), Some(fence)) = (leader_epoch, st.epoch_fence) {
+                if epoch != fence {
+                    return Err(StorageError::FencedLeaderEpoch {
+                        epoch,
+                        current: fence,
+                    });
+                }
             }
             if st.config.cleanup_policy.compacts() && !header.is_control() {
                 crate::records::check_keys(batch_bytes, &header)?;

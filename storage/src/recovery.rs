@@ -266,6 +266,7 @@ pub(crate) async fn recover(
         first_unsynced_at: None,
         sync_timer_armed: false,
         failed: None,
+        epoch_fence: None,
         closed: false,
         stats: LogStats::default(),
         producers,

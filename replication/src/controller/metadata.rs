@@ -30,8 +30,17 @@ pub enum Command {
     /// A node (re)starts and announces itself; it is live from now on.
     RegisterNode {
         node_id: NodeId,
+        /// The Kafka listener clients are told about (`host:port`).
         addr: String,
         shards: u32,
+        /// Each shard's replication link listener, indexed by shard.
+        #[serde(default)]
+        link_addrs: Vec<String>,
+    },
+    /// Names the cluster once: the first proposal wins, later ones are
+    /// no-ops, so every node can propose the id it would like.
+    SetClusterId {
+        cluster_id: String,
     },
     /// A node's heartbeat that the active controller chose to record: it
     /// unfences a fenced node (the node came back and caught up).
@@ -57,6 +66,11 @@ pub enum Command {
     DeleteTopic {
         name: String,
     },
+    /// Replaces a topic's configs (validated by the proposer).
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
     /// Grows a topic to `total` partitions.
     CreatePartitions {
         name: String,
@@ -80,6 +94,8 @@ impl fmt::Display for Command {
             Command::RegisterNode { node_id, addr, .. } => {
                 write!(f, "RegisterNode({node_id} at {addr})")
             }
+            Command::SetClusterId { cluster_id } => write!(f, "SetClusterId({cluster_id})"),
+            Command::SetTopicConfigs { name, .. } => write!(f, "SetTopicConfigs({name})"),
             Command::NodeHeartbeat { node_id } => write!(f, "NodeHeartbeat({node_id})"),
             Command::FenceNode { node_id } => write!(f, "FenceNode({node_id})"),
             Command::UnfenceNode { node_id } => write!(f, "UnfenceNode({node_id})"),
@@ -144,6 +160,8 @@ pub type CommandResult = Result<Applied, MetadataError>;
 pub struct NodeRecord {
     pub addr: String,
     pub shards: u32,
+    #[serde(default)]
+    pub link_addrs: Vec<String>,
     pub fenced: bool,
     /// Log index of the node's latest registration.
     pub epoch: u64,
@@ -168,6 +186,9 @@ impl TopicRecord {
 /// The applied state of the metadata log.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMetadata {
+    /// Empty until a `SetClusterId` applies.
+    #[serde(default)]
+    pub cluster_id: String,
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub topics: BTreeMap<String, TopicRecord>,
     /// Rotates where replica placement starts, topic after topic, so that
@@ -202,15 +223,18 @@ impl ClusterMetadata {
                 node_id,
                 addr,
                 shards,
+                link_addrs,
             } => {
                 let record = self.nodes.entry(*node_id).or_insert_with(|| NodeRecord {
                     addr: String::new(),
                     shards: 0,
+                    link_addrs: Vec::new(),
                     fenced: true,
                     epoch: 0,
                 });
                 record.addr.clone_from(addr);
                 record.shards = *shards;
+                record.link_addrs.clone_from(link_addrs);
                 record.epoch = index;
                 self.unfence(*node_id);
                 Ok(Applied::NodeRegistered { epoch: index })
@@ -271,6 +295,19 @@ impl ClusterMetadata {
                     topic_id: *topic_id,
                 })
             }
+            Command::SetClusterId { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id.clone_from(cluster_id);
+                }
+                Ok(Applied::Done)
+            }
+            Command::SetTopicConfigs { name, configs } => match self.topics.get_mut(name) {
+                Some(topic) => {
+                    topic.configs.clone_from(configs);
+                    Ok(Applied::Done)
+                }
+                None => Err(MetadataError::UnknownTopic(name.clone())),
+            },
             Command::DeleteTopic { name } => match self.topics.remove(name) {
                 Some(_) => Ok(Applied::Done),
                 None => Err(MetadataError::UnknownTopic(name.clone())),
@@ -415,6 +452,7 @@ mod tests {
                     node_id: id,
                     addr: format!("n{id}:9093"),
                     shards: 2,
+                    link_addrs: Vec::new(),
                 },
             );
             assert_eq!(

@@ -19,6 +19,7 @@
 
 pub mod file_log;
 mod files;
+pub mod liveness;
 pub mod log_store;
 pub mod metadata;
 pub mod network;
@@ -27,10 +28,10 @@ pub mod state_machine;
 pub mod sync;
 pub mod tcp;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, RaftError};
 use openraft::storage::RaftLogStorage;
 use openraft::type_config::alias;
 use openraft::{BasicNode, Config, Raft, RaftNetworkFactory};
@@ -62,7 +63,7 @@ pub type Snapshot = alias::SnapshotOf<TypeConfig, Vec<u8>>;
 pub type ControllerRaft = Raft<TypeConfig, MetadataStateMachine>;
 
 /// Why a submitted command did not produce an answer.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SubmitError {
     /// This node does not lead; `leader` does, when known. Send it there.
     #[error("not the controller leader (leader: {leader:?})")]
@@ -96,6 +97,8 @@ pub struct Controller {
     pub id: ControllerId,
     pub raft: ControllerRaft,
     pub metadata: MetadataWatch,
+    /// Heartbeats heard while leading (see `liveness`).
+    pub liveness: Rc<liveness::Liveness>,
 }
 
 impl Controller {
@@ -116,31 +119,43 @@ impl Controller {
         let raft = Raft::new(id, config, network, log_store, sm)
             .await
             .map_err(|e| SubmitError::Stopped(e.to_string()))?;
-        Ok(Controller { id, raft, metadata })
+        Ok(Controller {
+            id,
+            raft,
+            metadata,
+            liveness: Rc::default(),
+        })
     }
 
     /// Proposes `command` and waits until it is committed and applied
     /// here; the answer is what the state machine said.
     pub async fn submit(&self, command: Command) -> Result<CommandResult, SubmitError> {
-        match self.raft.client_write(command).await {
-            Ok(r) => Ok(r.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(SubmitError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
-                Err(SubmitError::Unknown {
-                    leader: f.leader_id,
-                })
-            }
-            Err(e) => Err(SubmitError::Stopped(e.to_string())),
-        }
+        self.submit_indexed(command).await.map(|(_, r)| r)
+    }
+
+    /// As `submit`, with the log index the command applied at, so that
+    /// another node can wait until its own metadata has reached it.
+    pub async fn submit_indexed(
+        &self,
+        command: Command,
+    ) -> Result<(u64, CommandResult), SubmitError> {
+        network::submit(&self.raft, command).await
     }
 
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<ControllerId> {
         self.raft.metrics().borrow_watched().current_leader
+    }
+
+    /// The address of a controller in the current membership.
+    pub fn address_of(&self, id: ControllerId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.addr.clone())
     }
 
     /// The metadata applied here so far.

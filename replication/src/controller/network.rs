@@ -24,7 +24,13 @@ use openraft::{AsyncRuntime, BasicNode, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::runtime::GlommioRuntime;
-use super::{ControllerId, ControllerRaft, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use super::liveness::Liveness;
+use super::{
+    Command, CommandResult, ControllerId, ControllerRaft, Snapshot, SnapshotMeta, SubmitError,
+    TypeConfig, Vote,
+};
+use crate::NodeId;
+use openraft::async_runtime::WatchReceiver;
 
 /// An RPC as it crosses between nodes (here and in `tcp`).
 #[derive(Serialize, Deserialize)]
@@ -37,6 +43,10 @@ pub(super) enum Request {
         meta: SnapshotMeta,
         data: Vec<u8>,
     },
+    /// A command proposed through this node, which must lead.
+    Submit(Command),
+    /// A broker's heartbeat to the controller leader.
+    Heartbeat { node: NodeId },
 }
 
 /// The answer to a `Request`.
@@ -45,6 +55,9 @@ pub(super) enum Reply {
     Append(AppendEntriesResponse<TypeConfig>),
     Vote(VoteResponse<TypeConfig>),
     Snapshot(SnapshotResponse<TypeConfig>),
+    /// The log index the command applied at and its result.
+    Submitted(Result<(u64, CommandResult), SubmitError>),
+    Heartbeat(Result<(), SubmitError>),
     /// The receiving node could not serve it (stopped, storage failure).
     Failed(String),
 }
@@ -160,7 +173,7 @@ impl Router {
 
 async fn handle(raft: &ControllerRaft, request: &[u8]) -> Reply {
     match serde_json::from_slice(request) {
-        Ok(request) => dispatch(raft, request).await,
+        Ok(request) => dispatch(raft, None, request).await,
         Err(e) => Reply::Failed(format!("decode: {e}")),
     }
 }
@@ -168,8 +181,35 @@ async fn handle(raft: &ControllerRaft, request: &[u8]) -> Reply {
 /// Serves `request` with the local `raft`; a refusal by Raft (it stopped,
 /// its storage failed) becomes `Reply::Failed`, which the caller reports to
 /// its own Raft as the target being unreachable.
-pub(super) async fn dispatch(raft: &ControllerRaft, request: Request) -> Reply {
+pub(super) async fn dispatch(
+    raft: &ControllerRaft,
+    liveness: Option<&Liveness>,
+    request: Request,
+) -> Reply {
     match request {
+        Request::Submit(command) => {
+            let me = raft.metrics().borrow_watched().id;
+            let leader = raft.metrics().borrow_watched().current_leader;
+            if leader != Some(me) {
+                return Reply::Submitted(Err(SubmitError::NotLeader { leader }));
+            }
+            Reply::Submitted(submit(raft, command).await)
+        }
+        Request::Heartbeat { node } => {
+            let metrics = raft.metrics().borrow_watched().clone();
+            if metrics.current_leader != Some(metrics.id) {
+                return Reply::Heartbeat(Err(SubmitError::NotLeader {
+                    leader: metrics.current_leader,
+                }));
+            }
+            match liveness {
+                Some(l) => {
+                    l.heartbeat(node);
+                    Reply::Heartbeat(Ok(()))
+                }
+                None => Reply::Failed("this controller tracks no liveness".into()),
+            }
+        }
         Request::Append(rpc) => match raft.append_entries(rpc).await {
             Ok(r) => Reply::Append(r),
             Err(e) => Reply::Failed(e.to_string()),
@@ -302,5 +342,27 @@ impl RaftNetworkV2<TypeConfig> for RouterConnection {
             openraft::async_runtime::Select2::Second(Ok(_)) => Ok(unexpected(self.target)?),
             openraft::async_runtime::Select2::Second(Err(e)) => Err(StreamingError::Unreachable(e)),
         }
+    }
+}
+
+/// Proposes `command` to the local Raft, which leads.
+pub(super) async fn submit(
+    raft: &ControllerRaft,
+    command: Command,
+) -> Result<(u64, CommandResult), SubmitError> {
+    use openraft::errors::{ClientWriteError, RaftError};
+    match raft.client_write(command).await {
+        Ok(r) => Ok((r.log_id.index, r.data)),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(SubmitError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(f))) => {
+            Err(SubmitError::Unknown {
+                leader: f.leader_id,
+            })
+        }
+        Err(e) => Err(SubmitError::Stopped(e.to_string())),
     }
 }

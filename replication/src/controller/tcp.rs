@@ -42,7 +42,7 @@ use super::{
     Controller, ControllerId, MetadataStateMachine, MetadataWatch, SubmitError, TypeConfig,
 };
 
-pub use client::{TcpConnection, TcpNetwork};
+pub use client::{ControllerClient, TcpConnection, TcpNetwork};
 pub use server::{ServerHandle, ShutdownTimedOut, TcpServer};
 pub use wire::TCP_SCHEMA_VERSION;
 
@@ -224,6 +224,6 @@ where
     let server = TcpServer::bind(id, listen, tcp.clone())?;
     let network = TcpNetwork::new(id, tcp).map_err(TcpError::from)?;
     let controller = Controller::start(id, raft, network, log_store, state_machine).await?;
-    let server = server.serve(controller.raft.clone());
+    let server = server.serve(&controller);
     Ok((controller, server))
 }

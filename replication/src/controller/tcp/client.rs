@@ -36,7 +36,11 @@ use openraft::{AsyncRuntime, BasicNode, OptionalSend};
 use super::wire::{encode, read_frame, Frame};
 use super::{TcpConfig, TcpConfigError, TcpError};
 use crate::controller::network::{Reply, Request};
-use crate::controller::{ControllerId, GlommioRuntime, Snapshot, TypeConfig, Vote};
+use crate::controller::{
+    Command, CommandResult, Controller, ControllerId, GlommioRuntime, Snapshot, SubmitError,
+    TypeConfig, Vote,
+};
+use crate::NodeId;
 
 /// Node `from`'s network factory over TCP.
 pub struct TcpNetwork {
@@ -505,5 +509,125 @@ impl RaftNetworkV2<TypeConfig> for TcpConnection {
             Select2::Second(Ok(_)) => Ok(self.unexpected()?),
             Select2::Second(Err(e)) => Err(StreamingError::Unreachable(e)),
         }
+    }
+}
+
+/// Brings commands and heartbeats to the controller leader from any node:
+/// straight to the local `Raft` when it leads, else over TCP to the leader
+/// it knows of, retried (leader unknown, moved, unreachable) until the
+/// deadline. Commands are idempotent or compare-and-set, so a retry after
+/// an unknown outcome is safe.
+pub struct ControllerClient {
+    local: Controller,
+    config: Rc<TcpConfig>,
+    peers: RefCell<BTreeMap<ControllerId, Rc<Peer>>>,
+}
+
+/// How long a client waits before asking again when no leader is known.
+const LEADER_WAIT: Duration = Duration::from_millis(50);
+
+impl ControllerClient {
+    pub fn new(local: Controller, config: TcpConfig) -> Result<ControllerClient, TcpConfigError> {
+        config.validate()?;
+        Ok(ControllerClient {
+            local,
+            config: Rc::new(config),
+            peers: RefCell::new(BTreeMap::new()),
+        })
+    }
+
+    pub fn controller(&self) -> &Controller {
+        &self.local
+    }
+
+    /// Proposes `command` at the leader; the index it applied at and its
+    /// result.
+    pub async fn submit(
+        &self,
+        command: Command,
+        timeout: Duration,
+    ) -> Result<(u64, CommandResult), SubmitError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let attempt = match self.local.leader() {
+                Some(leader) if leader == self.local.id => {
+                    self.local.submit_indexed(command.clone()).await
+                }
+                Some(leader) => {
+                    match self
+                        .remote(leader, Request::Submit(command.clone()), deadline)
+                        .await
+                    {
+                        Ok(Reply::Submitted(r)) => r,
+                        Ok(_) => Err(SubmitError::Stopped("unexpected reply".into())),
+                        Err(e) => Err(SubmitError::Unknown { leader: None }).inspect_err(|_| {
+                            tracing::debug!("controller {leader} unreachable: {e}")
+                        }),
+                    }
+                }
+                None => Err(SubmitError::NotLeader { leader: None }),
+            };
+            match attempt {
+                Err(SubmitError::NotLeader { .. } | SubmitError::Unknown { .. })
+                    if Instant::now() < deadline =>
+                {
+                    glommio::timer::sleep(LEADER_WAIT).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Tells the leader that `node` is alive.
+    pub async fn heartbeat(&self, node: NodeId, timeout: Duration) -> Result<(), SubmitError> {
+        let deadline = Instant::now() + timeout;
+        let leader = self
+            .local
+            .leader()
+            .ok_or(SubmitError::NotLeader { leader: None })?;
+        if leader == self.local.id {
+            self.local.liveness.heartbeat(node);
+            return Ok(());
+        }
+        match self
+            .remote(leader, Request::Heartbeat { node }, deadline)
+            .await
+        {
+            Ok(Reply::Heartbeat(r)) => r,
+            Ok(_) => Err(SubmitError::Stopped("unexpected reply".into())),
+            Err(_) => Err(SubmitError::Unknown {
+                leader: Some(leader),
+            }),
+        }
+    }
+
+    async fn remote(
+        &self,
+        target: ControllerId,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Reply, String> {
+        let addr = self
+            .local
+            .address_of(target)
+            .ok_or_else(|| format!("controller {target} is not in the membership"))?;
+        let peer = {
+            let mut peers = self.peers.borrow_mut();
+            match peers.get(&target) {
+                Some(p) if p.addr == addr => p.clone(),
+                _ => {
+                    let p = Rc::new(Peer::new(
+                        self.local.id,
+                        target,
+                        addr,
+                        self.config.clone(),
+                    ));
+                    peers.insert(target, p.clone());
+                    p
+                }
+            }
+        };
+        let ttl = deadline.saturating_duration_since(Instant::now());
+        peer.call(request, ttl.max(Duration::from_millis(1))).await
     }
 }

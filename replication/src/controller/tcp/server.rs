@@ -22,8 +22,9 @@ use openraft::AsyncRuntime;
 
 use super::wire::{encode, read_frame, Frame};
 use super::{TcpConfig, TcpError};
+use crate::controller::liveness::Liveness;
 use crate::controller::network::{dispatch, Reply};
-use crate::controller::{ControllerId, ControllerRaft, GlommioRuntime};
+use crate::controller::{Controller, ControllerId, ControllerRaft, GlommioRuntime};
 
 /// A failing `accept` (out of file descriptors, most likely) is retried
 /// after this rather than in a hot loop.
@@ -67,15 +68,16 @@ impl TcpServer {
         self.local_addr
     }
 
-    /// Serves the RPCs addressed to this node with `raft`, in tasks on the
-    /// current executor, until the handle stops it (or is dropped).
-    pub fn serve(self, raft: ControllerRaft) -> ServerHandle {
+    /// Serves the RPCs addressed to this node with its `Raft`, in tasks on
+    /// the current executor, until the handle stops it (or is dropped).
+    pub fn serve(self, controller: &Controller) -> ServerHandle {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (alive, alive_rx) = mpsc::unbounded();
         let shutdown_timeout = Duration::from_millis(self.config.shutdown_timeout_ms);
         let node = Rc::new(Node {
             id: self.id,
-            raft,
+            raft: controller.raft.clone(),
+            liveness: controller.liveness.clone(),
             config: self.config,
         });
         tracing::info!(node = node.id, addr = %self.local_addr, "controller server listening");
@@ -124,6 +126,7 @@ impl ServerHandle {
 struct Node {
     id: ControllerId,
     raft: ControllerRaft,
+    liveness: Rc<Liveness>,
     config: TcpConfig,
 }
 
@@ -253,7 +256,7 @@ async fn serve_connection(
             let (node, stop, alive, replies) =
                 (node.clone(), stop.clone(), alive.clone(), replies.clone());
             glommio::spawn_local(async move {
-                let served = or(async { Some(dispatch(&node.raft, request).await) }, async {
+                let served = or(async { Some(dispatch(&node.raft, Some(&node.liveness), request).await) }, async {
                     let _ = stop.await;
                     None
                 })
