@@ -1,6 +1,7 @@
-//! Topic administration on shard 0, the metadata owner: create, delete and
-//! grow topics, persist the metadata file, and make every shard apply the
-//! new metadata before answering.
+//! Topic administration on shard 0: requests to create, delete and grow
+//! topics or change their configs are checked here, proposed to the
+//! controller quorum, and answered once every shard of this node has
+//! applied the metadata that holds the change.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -9,6 +10,9 @@ use kafka_protocol::ResponseError as Kafka;
 use uuid::Uuid;
 
 use std::collections::BTreeMap;
+
+use replication::controller::{Command, MetadataError, SubmitError};
+use replication::partition_state::PartitionState;
 
 use crate::mesh::{AdminOp, AdminOutcome, ConfigChange, ShardRequest};
 use crate::metadata::{ClusterMetadata, TopicMeta};
@@ -30,16 +34,16 @@ impl Shard {
             ))];
         };
         let current = self.metadata();
-        let mut next: ClusterMetadata = (*current).clone();
-        let (outcomes, removing) = match op {
+        let live = current.nodes.values().filter(|n| !n.fenced).count().max(1) as i16;
+        match op {
             AdminOp::CreateTopics {
                 topics,
                 validate_only,
             } => {
-                let outcomes: Vec<AdminOutcome> = topics
-                    .into_iter()
-                    .map(|t| {
-                        if next.topics.contains_key(&t.name) {
+                let mut outcomes = Vec::with_capacity(topics.len());
+                for t in topics {
+                    let checked = (|| {
+                        if current.topics.contains_key(&t.name) {
                             return Err((
                                 Kafka::TopicAlreadyExists.code(),
                                 format!("Topic '{}' already exists.", t.name),
@@ -48,40 +52,87 @@ impl Shard {
                         check_partitions(t.partitions, self.config.partitions_per_topic_max)?;
                         topic_config::log_config(&self.default_log, &t.configs)
                             .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
-                        let meta = TopicMeta {
-                            name: t.name.clone(),
-                            topic_id: Uuid::new_v4(),
-                            partitions: t.partitions,
-                            configs: t.configs,
+                        let rf = match t.replication_factor {
+                            -1 => self.config.default_replication_factor,
+                            // The offsets topic: as many as there are, up to its setting.
+                            -2 => self.config.offsets_topic_replication_factor.min(live),
+                            n => n,
                         };
-                        if !validate_only {
-                            next.topics.insert(t.name, meta.clone());
+                        if rf > live {
+                            return Err((
+                                Kafka::InvalidReplicationFactor.code(),
+                                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {live} broker(s) are registered."),
+                            ));
                         }
-                        Ok(meta)
-                    })
-                    .collect();
-                (outcomes, false)
+                        Ok(rf)
+                    })();
+                    let rf = match checked {
+                        Ok(rf) => rf,
+                        Err(e) => {
+                            outcomes.push(Err(e));
+                            continue;
+                        }
+                    };
+                    let topic_id = Uuid::new_v4();
+                    let states = (0..t.partitions)
+                        .map(|_| PartitionState {
+                            replicas: vec![0; rf as usize],
+                            leader: None,
+                            leader_epoch: 0,
+                            isr: Vec::new(),
+                            partition_epoch: 0,
+                        })
+                        .collect();
+                    let mut meta = TopicMeta {
+                        name: t.name.clone(),
+                        topic_id,
+                        partitions: t.partitions,
+                        configs: t.configs.clone(),
+                        states,
+                    };
+                    if validate_only {
+                        outcomes.push(Ok(meta));
+                        continue;
+                    }
+                    let command = Command::CreateTopic {
+                        name: t.name.clone(),
+                        topic_id: topic_id.as_u128(),
+                        partitions: t.partitions as u32,
+                        replication_factor: rf as u16,
+                        configs: t.configs,
+                    };
+                    outcomes.push(self.propose(command).await.map(|()| {
+                        if let Some(created) = self.metadata().topic(&t.name) {
+                            meta = created.clone();
+                        }
+                        meta
+                    }));
+                }
+                outcomes
             }
             AdminOp::DeleteTopics(names) => {
-                let outcomes = names
-                    .into_iter()
-                    .map(|name| {
-                        next.topics.remove(&name).ok_or((
+                let mut outcomes = Vec::with_capacity(names.len());
+                for name in names {
+                    let Some(topic) = current.topic(&name).cloned() else {
+                        outcomes.push(Err((
                             Kafka::UnknownTopicOrPartition.code(),
                             "This server does not host this topic-partition.".into(),
-                        ))
-                    })
-                    .collect();
-                (outcomes, true)
+                        )));
+                        continue;
+                    };
+                    let command = Command::DeleteTopic { name };
+                    outcomes.push(self.propose(command).await.map(|()| topic));
+                }
+                outcomes
             }
             AdminOp::CreatePartitions {
                 topics,
                 validate_only,
             } => {
-                let outcomes = topics
-                    .into_iter()
-                    .map(|(name, count)| {
-                        let Some(topic) = next.topics.get_mut(&name) else {
+                let mut outcomes = Vec::with_capacity(topics.len());
+                for (name, count) in topics {
+                    let checked = (|| {
+                        let Some(topic) = current.topic(&name) else {
                             return Err((
                                 Kafka::UnknownTopicOrPartition.code(),
                                 format!("The topic '{name}' does not exist."),
@@ -105,22 +156,35 @@ impl Shard {
                         check_partitions(count, self.config.partitions_per_topic_max)?;
                         let mut grown = topic.clone();
                         grown.partitions = count;
-                        if !validate_only {
-                            *topic = grown.clone();
-                        }
                         Ok(grown)
-                    })
-                    .collect();
-                (outcomes, false)
+                    })();
+                    let grown = match checked {
+                        Ok(g) if !validate_only => g,
+                        other => {
+                            outcomes.push(other);
+                            continue;
+                        }
+                    };
+                    let command = Command::CreatePartitions {
+                        name: name.clone(),
+                        total: count as u32,
+                    };
+                    outcomes.push(
+                        self.propose(command)
+                            .await
+                            .map(|()| self.metadata().topic(&name).cloned().unwrap_or(grown)),
+                    );
+                }
+                outcomes
             }
             AdminOp::AlterTopicConfigs {
                 changes,
                 validate_only,
             } => {
-                let outcomes = changes
-                    .into_iter()
-                    .map(|(name, change)| {
-                        let Some(topic) = next.topics.get_mut(&name) else {
+                let mut outcomes = Vec::with_capacity(changes.len());
+                for (name, change) in changes {
+                    let checked = (|| {
+                        let Some(topic) = current.topic(&name) else {
                             return Err((
                                 Kafka::UnknownTopicOrPartition.code(),
                                 format!("Topic {name} does not exist"),
@@ -131,51 +195,39 @@ impl Shard {
                             .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
                         let mut altered = topic.clone();
                         altered.configs = configs;
-                        if !validate_only {
-                            *topic = altered.clone();
-                        }
                         Ok(altered)
-                    })
-                    .collect();
-                (outcomes, false)
+                    })();
+                    let altered = match checked {
+                        Ok(a) if !validate_only && a.configs != current.topics[&name].configs => a,
+                        other => {
+                            outcomes.push(other);
+                            continue;
+                        }
+                    };
+                    let command = Command::SetTopicConfigs {
+                        name,
+                        configs: altered.configs.clone(),
+                    };
+                    outcomes.push(self.propose(command).await.map(|()| altered));
+                }
+                outcomes
             }
-        };
-        next.reindex();
-        if next == *current {
-            return outcomes;
         }
-        let next = Arc::new(next);
-        // Deleting: drop the logs first, then forget the topic, so a crash
-        // in between leaves a known topic rather than stray data under a
-        // name that may be re-created. Creating: record the topic first.
-        if removing {
-            self.broadcast(next.clone()).await;
+    }
+
+    /// Runs `command` through the controller and waits until every shard
+    /// has applied it; a refusal or a failure as Kafka's code and message.
+    async fn propose(self: &Rc<Self>, command: Command) -> Result<(), (i16, String)> {
+        match crate::cluster::submit(self, command).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(refusal(e)),
+            Err(SubmitError::Stopped(e)) => Err((Kafka::NotController.code(), e)),
+            Err(e) => Err((Kafka::RequestTimedOut.code(), e.to_string())),
         }
-        // The write and its fsyncs run on a helper thread: a shard never blocks.
-        let (snapshot, dir) = (next.clone(), self.config.data_dir.clone());
-        let saved = glommio::executor()
-            .spawn_blocking(move || snapshot.save(&dir))
-            .await;
-        if let Err(e) = saved {
-            tracing::error!("saving metadata failed: {e}");
-            return outcomes
-                .into_iter()
-                .map(|o| {
-                    o.and(Err((
-                        Kafka::KafkaStorageError.code(),
-                        format!("saving metadata failed: {e}"),
-                    )))
-                })
-                .collect();
-        }
-        if !removing {
-            self.broadcast(next).await;
-        }
-        outcomes
     }
 
     /// Makes every shard (this one included) apply `meta`, and waits.
-    async fn broadcast(self: &Rc<Self>, meta: Arc<ClusterMetadata>) {
+    pub(crate) async fn broadcast(self: &Rc<Self>, meta: Arc<ClusterMetadata>) {
         let tasks: Vec<_> = (0..self.nr_shards)
             .map(|to| {
                 let shard = self.clone();
@@ -189,6 +241,22 @@ impl Shard {
             t.await;
         }
     }
+}
+
+/// The controller's refusal as Kafka says it.
+fn refusal(e: MetadataError) -> (i16, String) {
+    let code = match &e {
+        MetadataError::TopicExists(_) => Kafka::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) | MetadataError::UnknownPartition { .. } => {
+            Kafka::UnknownTopicOrPartition
+        }
+        MetadataError::InvalidPartitions { .. } => Kafka::InvalidPartitions,
+        MetadataError::InvalidReplicationFactor { .. } => Kafka::InvalidReplicationFactor,
+        MetadataError::InvalidTopicId(_) => Kafka::InvalidRequest,
+        MetadataError::UnknownNode(_) => Kafka::BrokerNotAvailable,
+        MetadataError::AlterPartition(_) => Kafka::InvalidRequest,
+    };
+    (code.code(), e.to_string())
 }
 
 /// Partition counts are bounded: opening thousands of logs in one request

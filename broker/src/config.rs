@@ -152,6 +152,32 @@ pub struct Config {
     pub group_initial_rebalance_delay_ms: i64,
     /// `group.max.size`.
     pub group_max_size: usize,
+    /// Address of this node's controller (Raft) listener. Every node runs
+    /// a controller; a single node is a cluster of one voter.
+    pub controller_listen: String,
+    /// The controller quorum, `id@host:port` comma-separated, the same on
+    /// every node; empty: this node alone (at `controller_listen`). A node
+    /// not listed joins as a broker only.
+    pub controller_voters: String,
+    /// Address of this node's replication link listeners: port + shard
+    /// index for each shard (port 0: any free ports).
+    pub link_listen: String,
+    /// `broker.session.timeout.ms`: a node not heard from for this long is
+    /// fenced and its partitions get new leaders.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub broker_heartbeat_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: an in-sync follower that has not caught
+    /// up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// `replica.fetch.wait.max.ms`: how long a leader holds a follower's
+    /// fetch that finds nothing new.
+    pub replica_fetch_wait_max_ms: u64,
+    /// `replica.fetch.max.bytes`, per partition.
+    pub replica_fetch_max_bytes: u32,
+    /// `offsets.topic.replication.factor` (at most the live nodes when
+    /// `__consumer_offsets` is created).
+    pub offsets_topic_replication_factor: i16,
 }
 
 pub const IO_MEMORY_BYTES_MIN: usize = 2 << 20;
@@ -201,6 +227,15 @@ impl Default for Config {
             group_max_session_timeout_ms: 1_800_000,
             group_initial_rebalance_delay_ms: 3_000,
             group_max_size: i32::MAX as usize,
+            controller_listen: "127.0.0.1:0".into(),
+            controller_voters: String::new(),
+            link_listen: "127.0.0.1:0".into(),
+            broker_session_timeout_ms: 9_000,
+            broker_heartbeat_interval_ms: 500,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_max_bytes: 1 << 20,
+            offsets_topic_replication_factor: 3,
         }
     }
 }
@@ -382,8 +417,94 @@ impl Config {
         })
     }
 
+    /// The controller voters as (id, address); this node alone when none
+    /// are configured.
+    pub fn voters(&self) -> Result<Vec<(u64, String)>, ConfigError> {
+        let bad = |value: &str| ConfigError {
+            key: "controller-voters",
+            value: value.to_string(),
+            allowed:
+                "id@host:port entries separated by commas, e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093"
+                    .into(),
+        };
+        if self.controller_voters.trim().is_empty() {
+            return Ok(vec![(self.node_id as u64, self.controller_listen.clone())]);
+        }
+        let mut out: Vec<(u64, String)> = Vec::new();
+        for entry in self.controller_voters.split(',').map(str::trim) {
+            let (id, addr) = entry.split_once('@').ok_or_else(|| bad(entry))?;
+            let id: u64 = id.trim().parse().map_err(|_| bad(entry))?;
+            let addr = addr.trim();
+            if addr.parse::<SocketAddr>().is_err() || out.iter().any(|(i, _)| *i == id) {
+                return Err(bad(entry));
+            }
+            out.push((id, addr.to_string()));
+        }
+        Ok(out)
+    }
+
+    pub fn controller_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.controller_listen.parse().map_err(|_| ConfigError {
+            key: "controller-listen",
+            value: self.controller_listen.clone(),
+            allowed: "an IP address and port, e.g. 127.0.0.1:9093".into(),
+        })
+    }
+
+    pub fn link_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.link_listen.parse().map_err(|_| ConfigError {
+            key: "link-listen",
+            value: self.link_listen.clone(),
+            allowed: "an IP address and port, e.g. 127.0.0.1:9094".into(),
+        })
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        self.controller_addr()?;
+        self.link_addr()?;
+        let voters = self.voters()?;
+        if voters.len() > 1 && self.controller_addr()?.port() == 0 {
+            return Err(ConfigError {
+                key: "controller-listen",
+                value: self.controller_listen.clone(),
+                allowed: "a fixed port when there are several controller voters".into(),
+            });
+        }
+        for (key, value) in [
+            ("broker-session-timeout-ms", self.broker_session_timeout_ms),
+            (
+                "broker-heartbeat-interval-ms",
+                self.broker_heartbeat_interval_ms,
+            ),
+            ("replica-lag-time-max-ms", self.replica_lag_time_max_ms),
+            ("replica-fetch-wait-max-ms", self.replica_fetch_wait_max_ms),
+        ] {
+            if value == 0 {
+                return Err(ConfigError {
+                    key,
+                    value: "0".into(),
+                    allowed: "at least 1".into(),
+                });
+            }
+        }
+        if self.broker_heartbeat_interval_ms >= self.broker_session_timeout_ms {
+            return Err(ConfigError {
+                key: "broker-heartbeat-interval-ms",
+                value: self.broker_heartbeat_interval_ms.to_string(),
+                allowed: "less than broker-session-timeout-ms".into(),
+            });
+        }
+        if self.replica_fetch_max_bytes < 1024 || self.offsets_topic_replication_factor < 1 {
+            return Err(ConfigError {
+                key: "replica-fetch-max-bytes",
+                value: format!(
+                    "{} (offsets-topic-replication-factor {})",
+                    self.replica_fetch_max_bytes, self.offsets_topic_replication_factor
+                ),
+                allowed: "at least 1024, with a replication factor of at least 1".into(),
+            });
+        }
         self.metrics_addr()?;
         self.ingest_addrs()?;
         self.advertised()?;

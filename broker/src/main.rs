@@ -200,6 +200,37 @@ struct ServeArgs {
     /// group.max.size [default: 2147483647].
     #[arg(long)]
     group_max_size: Option<usize>,
+    /// This node's controller (Raft) listener [default: 127.0.0.1:0].
+    #[arg(long, value_name = "HOST:PORT")]
+    controller_listen: Option<String>,
+    /// The controller quorum, e.g. 1@10.0.0.1:9093,2@10.0.0.2:9093,3@10.0.0.3:9093,
+    /// the same on every node; a node not listed is a broker only
+    /// [default: this node alone].
+    #[arg(long, value_name = "ID@HOST:PORT,...")]
+    controller_voters: Option<String>,
+    /// Replication link listener; shard i listens on port + i (port 0: any
+    /// free ports) [default: 127.0.0.1:0].
+    #[arg(long, value_name = "HOST:PORT")]
+    link_listen: Option<String>,
+    /// broker.session.timeout.ms: a silent node is fenced after this
+    /// [default: 9000].
+    #[arg(long)]
+    broker_session_timeout_ms: Option<u64>,
+    /// broker.heartbeat.interval.ms [default: 500].
+    #[arg(long)]
+    broker_heartbeat_interval_ms: Option<u64>,
+    /// replica.lag.time.max.ms [default: 30000].
+    #[arg(long)]
+    replica_lag_time_max_ms: Option<u64>,
+    /// replica.fetch.wait.max.ms [default: 500].
+    #[arg(long)]
+    replica_fetch_wait_max_ms: Option<u64>,
+    /// replica.fetch.max.bytes [default: 1048576].
+    #[arg(long)]
+    replica_fetch_max_bytes: Option<u32>,
+    /// offsets.topic.replication.factor [default: 3, capped at the live nodes].
+    #[arg(long)]
+    offsets_topic_replication_factor: Option<i16>,
 }
 
 impl ServeArgs {
@@ -253,7 +284,16 @@ impl ServeArgs {
             group_min_session_timeout_ms,
             group_max_session_timeout_ms,
             group_initial_rebalance_delay_ms,
-            group_max_size
+            group_max_size,
+            controller_listen,
+            controller_voters,
+            link_listen,
+            broker_session_timeout_ms,
+            broker_heartbeat_interval_ms,
+            replica_lag_time_max_ms,
+            replica_fetch_wait_max_ms,
+            replica_fetch_max_bytes,
+            offsets_topic_replication_factor
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;
@@ -347,11 +387,16 @@ fn log_filter(flag: Option<&str>) -> String {
     // glommio reports a failed iopoll probe as an error on devices without
     // polled queues (every VM disk); it is harmless, so it is hidden unless
     // the filter names glommio itself.
-    if chosen.contains("glommio") {
-        chosen
-    } else {
-        format!("{chosen},glommio::reactor=off")
+    // openraft narrates every election and membership step at info; its
+    // warnings and errors are what an operator needs.
+    let mut filter = chosen.clone();
+    if !chosen.contains("glommio") {
+        filter.push_str(",glommio::reactor=off");
     }
+    if !chosen.contains("openraft") {
+        filter.push_str(",openraft=warn");
+    }
+    filter
 }
 
 fn init_logging(flag: Option<&str>, format: LogFormat) -> anyhow::Result<()> {

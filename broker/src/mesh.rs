@@ -41,6 +41,8 @@ pub enum ShardRequest {
     ApplyMetadata(Arc<ClusterMetadata>),
     /// A consumer-group request, for the shard coordinating the group.
     Group(GroupCall),
+    /// A command for the controller, which shard 0 brings to its leader.
+    Controller(replication::controller::Command),
     /// This shard's metrics, for a scrape.
     Metrics,
 }
@@ -59,11 +61,18 @@ pub enum ShardResponse {
     Applied,
     Group(GroupAnswer),
     Metrics(Box<crate::metrics::ShardSnapshot>),
+    Controller(
+        Result<replication::controller::CommandResult, replication::controller::SubmitError>,
+    ),
 }
 
 pub struct ProduceItem {
     pub tp: TopicPartition,
     pub records: Bytes,
+    /// 1: answer once the leader has it; -1: once the ISR has it.
+    pub acks: i16,
+    /// How long an acks=-1 write may wait for the ISR.
+    pub timeout_ms: i32,
 }
 
 /// Outcome of appending one partition's records.
@@ -133,6 +142,8 @@ pub enum ConfigChange {
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    /// Replicas per partition (-1: the broker's default).
+    pub replication_factor: i16,
     pub configs: std::collections::BTreeMap<String, String>,
 }
 

@@ -1,11 +1,17 @@
-//! Cluster metadata: topics with their ids, partition counts and configs,
-//! and the cluster id. Shard 0 owns changes and persists them atomically in
-//! `<data-dir>/metadata.json`; every shard holds an immutable snapshot.
+//! The cluster metadata as shards see it: topics with their ids, partition
+//! counts, configs and partition states (replicas, leader, ISR, epochs),
+//! the nodes with their addresses, and the cluster id. The controller
+//! quorum owns it; shard 0 turns each version the controller applies into
+//! this form (`from_controller`) and hands every shard an immutable
+//! snapshot. `<data-dir>/metadata.json`, where single nodes kept their
+//! topics before the controller, is read once to import them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use replication::controller::ClusterMetadata as Controlled;
+use replication::partition_state::PartitionState;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,12 +24,42 @@ pub struct TopicMeta {
     pub partitions: i32,
     /// Configs set explicitly on the topic (Kafka's DYNAMIC_TOPIC_CONFIG).
     pub configs: BTreeMap<String, String>,
+    /// Each partition's state, indexed by partition id (empty in a legacy
+    /// metadata file).
+    #[serde(default)]
+    pub states: Vec<PartitionState>,
+}
+
+impl TopicMeta {
+    pub fn state(&self, partition: i32) -> Option<&PartitionState> {
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.states.get(p))
+    }
+}
+
+/// A registered node as clients and peers reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeMeta {
+    pub host: String,
+    pub port: i32,
+    pub link_addrs: Vec<String>,
+    pub shards: u32,
+    pub fenced: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClusterMetadata {
     pub cluster_id: String,
     pub topics: BTreeMap<String, TopicMeta>,
+    #[serde(default)]
+    pub nodes: BTreeMap<i32, NodeMeta>,
+    /// The controller leader as this node last knew it (-1: none).
+    #[serde(default)]
+    pub controller_id: i32,
+    /// The controller log index this version reflects.
+    #[serde(default)]
+    pub applied_index: u64,
     /// Topic names by id, for requests naming topics by id (Fetch v13+,
     /// Produce v13, DeleteTopics v6). Derived from `topics` by `reindex`.
     #[serde(skip)]
@@ -49,7 +85,10 @@ pub enum MetadataError {
 /// The index is derived, so it takes no part in equality.
 impl PartialEq for ClusterMetadata {
     fn eq(&self, other: &Self) -> bool {
-        self.cluster_id == other.cluster_id && self.topics == other.topics
+        self.cluster_id == other.cluster_id
+            && self.topics == other.topics
+            && self.nodes == other.nodes
+            && self.controller_id == other.controller_id
     }
 }
 
@@ -59,9 +98,59 @@ impl ClusterMetadata {
     pub fn new() -> Self {
         ClusterMetadata {
             cluster_id: Uuid::new_v4().simple().to_string(),
-            topics: BTreeMap::new(),
-            by_id: HashMap::new(),
+            ..ClusterMetadata::empty()
         }
+    }
+
+    /// The shards' form of what the controller applied up to `index`.
+    pub fn from_controller(c: &Controlled, index: u64, controller_id: i32) -> ClusterMetadata {
+        let topics = c
+            .topics
+            .iter()
+            .map(|(name, t)| {
+                let meta = TopicMeta {
+                    name: name.clone(),
+                    topic_id: Uuid::from_u128(t.topic_id),
+                    partitions: t.partitions.len() as i32,
+                    configs: t.configs.clone(),
+                    states: t.partitions.clone(),
+                };
+                (name.clone(), meta)
+            })
+            .collect();
+        let nodes = c
+            .nodes
+            .iter()
+            .map(|(&id, n)| {
+                let (host, port) = match n.addr.rsplit_once(':') {
+                    Some((h, p)) => (h.to_string(), p.parse().unwrap_or(-1)),
+                    None => (n.addr.clone(), -1),
+                };
+                let meta = NodeMeta {
+                    host,
+                    port,
+                    link_addrs: n.link_addrs.clone(),
+                    shards: n.shards,
+                    fenced: n.fenced,
+                };
+                (id as i32, meta)
+            })
+            .collect();
+        let mut meta = ClusterMetadata {
+            cluster_id: c.cluster_id.clone(),
+            topics,
+            nodes,
+            controller_id,
+            applied_index: index,
+            by_id: HashMap::new(),
+        };
+        meta.reindex();
+        meta
+    }
+
+    /// Whether `node` is registered and not fenced.
+    pub fn is_live(&self, node: i32) -> bool {
+        self.nodes.get(&node).is_some_and(|n| !n.fenced)
     }
 
     /// No topics and no cluster id: what a shard holds before start-up
@@ -70,6 +159,9 @@ impl ClusterMetadata {
         ClusterMetadata {
             cluster_id: String::new(),
             topics: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            controller_id: -1,
+            applied_index: 0,
             by_id: HashMap::new(),
         }
     }
@@ -212,6 +304,7 @@ mod tests {
                 topic_id: Uuid::new_v4(),
                 partitions: 3,
                 configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+                states: Vec::new(),
             },
         );
         meta.save(dir.path()).expect("saves");

@@ -35,6 +35,8 @@ pub enum StartError {
     MetricsBind { addr: String, reason: String },
     #[error("shard {shard} failed: {reason}")]
     Shard { shard: usize, reason: String },
+    #[error("joining the cluster failed: {reason}. Fix: check --node-id, --controller-listen and --controller-voters (the same list on every node)")]
+    Cluster { reason: String },
 }
 
 impl From<ConfigError> for StartError {

@@ -16,7 +16,6 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 use crate::config::Config;
 use crate::connection;
 use crate::mesh::{Envelope, Mesh, MESH_CHANNEL_CAPACITY};
-use crate::metadata::ClusterMetadata;
 use crate::preflight::StartError;
 use crate::shard::Shard;
 
@@ -27,6 +26,8 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// Counters shared by all shards for start-up and shutdown barriers.
 #[derive(Default)]
 struct Barriers {
+    /// Each shard's replication link address, by shard.
+    link_addrs: std::sync::Mutex<std::collections::BTreeMap<usize, String>>,
     logs_opened: AtomicUsize,
     drained: AtomicUsize,
     readiness: crate::notify::Readiness,
@@ -36,31 +37,6 @@ struct Barriers {
 /// gracefully. Returns once every shard has closed its logs.
 pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
-    let metadata = match ClusterMetadata::load(&data_dir) {
-        Ok(Some(m)) => m,
-        Ok(None) => {
-            let m = ClusterMetadata::new();
-            m.save(&data_dir).map_err(|e| {
-                StartError::Metadata(
-                    e,
-                    data_dir
-                        .join(crate::metadata::METADATA_FILE)
-                        .display()
-                        .to_string(),
-                )
-            })?;
-            m
-        }
-        Err(e) => {
-            return Err(StartError::Metadata(
-                e,
-                data_dir
-                    .join(crate::metadata::METADATA_FILE)
-                    .display()
-                    .to_string(),
-            ))
-        }
-    };
     let shards = config.shards();
     tracing::info!(
         shards,
@@ -68,7 +44,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         data_dir = %data_dir.display(),
         profile = config.profile.name(),
         fsync = config.fsync_policy().map(|p| p.name()).unwrap_or("?"),
-        topics = metadata.topics.len(),
+        node = config.node_id,
         "starting"
     );
     // Bound here, before any shard starts, so a taken port fails start-up
@@ -76,7 +52,6 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
     // shard 0 takes it over.
     let metrics_listener = Arc::new(std::sync::Mutex::new(bind_metrics(&config)?));
     let config = Arc::new(config);
-    let metadata = Arc::new(metadata);
     let barriers = Arc::new(Barriers::default());
     let mesh = MeshBuilder::<Envelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
     let io_memory = config.io_memory_bytes;
@@ -84,7 +59,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         .name("sluice-shard")
         .io_memory(io_memory)
         .on_all_shards(move || async move {
-            shard_main(config, metadata, mesh, shutdown, barriers, metrics_listener).await
+            shard_main(config, mesh, shutdown, barriers, metrics_listener).await
         })
         .map_err(|e| StartError::IoUring {
             reason: e.to_string(),
@@ -113,7 +88,6 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
 
 async fn shard_main(
     config: Arc<Config>,
-    metadata: Arc<ClusterMetadata>,
     mesh: MeshBuilder<Envelope, Full>,
     shutdown: Arc<AtomicBool>,
     barriers: Arc<Barriers>,
@@ -134,7 +108,57 @@ async fn shard_main(
         shutdown.clone(),
     )?);
     spawn_mesh_receivers(&shard, receivers);
-    shard.apply_metadata(metadata).await;
+    let stop_early = |e: StartError| {
+        shutdown.store(true, Ordering::SeqCst);
+        shard.begin_shutdown();
+        e
+    };
+    let link = match crate::replicas::bind_link(&shard) {
+        Ok(l) => l,
+        Err(e) => {
+            let e = stop_early(e);
+            shard.close_logs().await;
+            return Err(e);
+        }
+    };
+    let link_addr = match link.local_addr() {
+        Ok(a) if a.ip().is_unspecified() => format!("{}:{}", shard.advertised.0, a.port()),
+        Ok(a) => a.to_string(),
+        Err(e) => {
+            return Err(stop_early(StartError::Shard {
+                shard: id,
+                reason: e.to_string(),
+            }))
+        }
+    };
+    if let Ok(mut addrs) = barriers.link_addrs.lock() {
+        addrs.insert(id, link_addr);
+    }
+    if id == 0 {
+        // Every shard's link address goes into the node's registration.
+        let addrs = loop {
+            let ready = barriers
+                .link_addrs
+                .lock()
+                .ok()
+                .filter(|a| a.len() == nr_shards)
+                .map(|a| a.values().cloned().collect::<Vec<String>>());
+            if let Some(addrs) = ready {
+                break addrs;
+            }
+            if shutdown.load(Ordering::SeqCst) {
+                shard.begin_shutdown();
+                return Ok(());
+            }
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        };
+        // Joins the cluster and makes every shard apply the metadata.
+        if let Err(e) = crate::cluster::start(&shard, addrs).await {
+            let e = stop_early(e);
+            shard.close_logs().await;
+            return Err(e);
+        }
+    }
     // Nobody accepts before every shard has opened its logs, so no request
     // reaches a shard that does not know its partitions yet.
     barriers.logs_opened.fetch_add(1, Ordering::SeqCst);
@@ -178,6 +202,7 @@ async fn shard_main(
             crate::metrics::http::spawn_server(&shard, listener);
         }
     }
+    crate::replicas::spawn(&shard, link);
     shard.metrics.set_serving(true);
     barriers.readiness.shard_listening(nr_shards);
     crate::metrics::spawn_reactor_probe(&shard);

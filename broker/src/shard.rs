@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use kafka_protocol::ResponseError as Kafka;
+use replication::log_replica::{LogReplica, ReplicaError};
+use replication::partition_state::PartitionState;
+use replication::replica::ReplicaConfig;
 use storage::{LogConfig, PartitionLog};
 use uuid::Uuid;
 
@@ -26,11 +29,13 @@ use crate::metadata::{owner_shard, partition_dir, ClusterMetadata};
 use crate::signal::AppendSignal;
 use crate::topic_config;
 
-/// A partition log owned by this shard, with the topic id it was opened for.
+/// A partition log owned by this shard, with the topic id it was opened
+/// for and its replica (leader or follower).
 #[derive(Clone)]
 pub struct OwnedLog {
     pub topic_id: Uuid,
     pub log: PartitionLog,
+    pub replica: Rc<LogReplica>,
 }
 
 pub struct Shard {
@@ -57,6 +62,10 @@ pub struct Shard {
     pub coordinator: Coordinator,
     /// This shard's counters; only its own thread touches them.
     pub metrics: crate::metrics::ShardMetrics,
+    /// Shard 0's controller and cluster membership.
+    pub cluster: RefCell<Option<Rc<crate::cluster::ClusterNode>>>,
+    /// Followers' fetch loops and the leaders' ISR upkeep.
+    pub replication: crate::replicas::Replication,
 }
 
 impl Shard {
@@ -87,6 +96,8 @@ impl Shard {
             shutdown,
             coordinator: Coordinator::new(group_config),
             metrics: crate::metrics::ShardMetrics::default(),
+            cluster: RefCell::new(None),
+            replication: crate::replicas::Replication::default(),
         })
     }
 
@@ -136,6 +147,40 @@ impl Shard {
         self.logs.borrow().get(tp).map(|o| o.log.clone())
     }
 
+    pub(crate) fn replica(&self, tp: &TopicPartition) -> Option<Rc<LogReplica>> {
+        self.logs.borrow().get(tp).map(|o| o.replica.clone())
+    }
+
+    /// The replicas of this shard, for the replication tasks.
+    pub(crate) fn replicas(&self) -> Vec<Rc<LogReplica>> {
+        self.logs
+            .borrow()
+            .values()
+            .map(|o| o.replica.clone())
+            .collect()
+    }
+
+    /// The log of a partition this node leads, or the Kafka error for a
+    /// client that asked the wrong node.
+    pub(crate) fn led(&self, tp: &TopicPartition) -> Result<Rc<LogReplica>, i16> {
+        match self.replica(tp) {
+            Some(r) if r.is_leader() => Ok(r),
+            Some(_) => Err(code(Kafka::NotLeaderOrFollower)),
+            None if self
+                .metadata()
+                .topic(&tp.0)
+                .is_some_and(|t| tp.1 < t.partitions) =>
+            {
+                Err(code(Kafka::NotLeaderOrFollower))
+            }
+            None => Err(code(Kafka::UnknownTopicOrPartition)),
+        }
+    }
+
+    pub fn node_id(&self) -> u32 {
+        self.config.node_id as u32
+    }
+
     pub fn owned_logs(&self) -> Vec<(TopicPartition, PartitionLog)> {
         self.logs
             .borrow()
@@ -147,7 +192,11 @@ impl Shard {
     /// Runs `request` on shard `to`, locally when that is this shard.
     pub async fn call(self: &Rc<Self>, to: usize, request: ShardRequest) -> Option<ShardResponse> {
         if to == self.id {
-            return Some(self.serve(request).await);
+            // Boxed: serving may call shards again (admin proposes through
+            // shard 0), so the future's type would contain itself.
+            let served: std::pin::Pin<Box<dyn std::future::Future<Output = ShardResponse> + '_>> =
+                Box::pin(self.serve(request));
+            return Some(served.await);
         }
         match self.mesh.call(self.id, to, request).await {
             Ok(response) => Some(response),
@@ -210,20 +259,31 @@ impl Shard {
             ShardRequest::Metrics => {
                 ShardResponse::Metrics(Box::new(crate::metrics::snapshot(self)))
             }
+            ShardRequest::Controller(command) => {
+                ShardResponse::Controller(crate::cluster::submit(self, command).await)
+            }
         }
     }
 
-    /// Makes this shard's logs match `meta`: opens logs of new partitions it
-    /// owns, deletes logs of removed (or re-created) topics, applies config
-    /// changes.
+    /// Makes this shard's logs match `meta`: opens the logs of partitions
+    /// it owns that this node replicates, deletes logs of removed (or
+    /// re-created) topics, applies config changes and partition states.
+    /// An older version than the one applied (broadcasts may cross) is
+    /// ignored.
     pub async fn apply_metadata(self: &Rc<Self>, meta: Arc<ClusterMetadata>) {
+        if meta.applied_index > 0 && meta.applied_index < self.metadata().applied_index {
+            return;
+        }
+        let me = self.node_id();
         let mut gone = Vec::new();
         {
             let logs = self.logs.borrow();
             for (tp, owned) in logs.iter() {
-                let keep = meta
-                    .topic(&tp.0)
-                    .is_some_and(|t| t.topic_id == owned.topic_id && tp.1 < t.partitions);
+                let keep = meta.topic(&tp.0).is_some_and(|t| {
+                    t.topic_id == owned.topic_id
+                        && tp.1 < t.partitions
+                        && state_of(t, tp.1, me).replicas.contains(&me)
+                });
                 if !keep {
                     gone.push(tp.clone());
                 }
@@ -237,6 +297,11 @@ impl Shard {
                 }
             }
         }
+        let now = crate::replicas::now_ms();
+        let replica_config = ReplicaConfig {
+            lag_time_max_ms: self.config.replica_lag_time_max_ms,
+            ..ReplicaConfig::default()
+        };
         for topic in meta.topics.values() {
             let log_config = match topic_config::log_config(&self.default_log, &topic.configs) {
                 Ok(c) => c,
@@ -249,38 +314,59 @@ impl Shard {
                 if self.owner(&topic.name, partition) != self.id {
                     continue;
                 }
+                let state = state_of(topic, partition, me);
+                if !state.replicas.contains(&me) {
+                    continue;
+                }
                 let tp = (topic.name.clone(), partition);
-                let existing = self.log(&tp);
-                match existing {
-                    Some(log) => {
+                let existing = self.replica(&tp);
+                let replica = match existing {
+                    Some(replica) => {
+                        let log = replica.log();
                         if log.config() != log_config {
                             if let Err(e) = log.set_config(log_config.clone()) {
                                 tracing::error!(topic = %topic.name, partition, "config change refused: {e}");
                             }
                         }
+                        replica
                     }
                     None => {
                         let dir = partition_dir(&self.config.data_dir, &topic.name, partition);
                         match PartitionLog::open(&dir, log_config.clone()).await {
                             Ok(log) => {
                                 log.set_cache_budget(self.cache_budget.clone());
+                                let replica = Rc::new(LogReplica::new(
+                                    topic.name.clone(),
+                                    partition,
+                                    me,
+                                    replica_config,
+                                    log.clone(),
+                                ));
                                 self.logs.borrow_mut().insert(
                                     tp,
                                     OwnedLog {
                                         topic_id: topic.topic_id,
                                         log,
+                                        replica: replica.clone(),
                                     },
                                 );
+                                replica
                             }
                             Err(e) => {
-                                tracing::error!(dir = %dir.display(), "opening the log failed: {e}")
+                                tracing::error!(dir = %dir.display(), "opening the log failed: {e}");
+                                continue;
                             }
                         }
                     }
-                }
+                };
+                replica.apply(&state, now);
             }
         }
         *self.metadata.borrow_mut() = meta;
+        // Leaders may have changed: waiting producers and consumers look
+        // again.
+        self.appended.notify();
+        crate::replicas::start_fetchers(self);
         self.coordinator.adopt_partitions(self);
     }
 
@@ -306,39 +392,121 @@ impl Shard {
     }
 
     async fn produce_one(&self, item: ProduceItem) -> PartitionWrite {
-        let Some(log) = self.log(&item.tp) else {
-            return PartitionWrite {
-                error_code: code(Kafka::UnknownTopicOrPartition),
-                base_offset: -1,
-                log_start_offset: -1,
-                ..PartitionWrite::default()
-            };
+        let fail = |error_code: i16, message: Option<String>| PartitionWrite {
+            error_code,
+            error_message: message,
+            base_offset: -1,
+            log_start_offset: -1,
         };
-        let written = append_records(&log, &item.records).await;
-        if written.error_code == 0 {
-            self.appended.notify();
+        let replica = match self.led(&item.tp) {
+            Ok(r) => r,
+            Err(code) => return fail(code, None),
+        };
+        let min_isr = self
+            .metadata()
+            .topic(&item.tp.0)
+            .map_or(1, min_insync_replicas);
+        let short_of_replicas = |replica: &LogReplica| {
+            let isr = replica.isr().map_or(0, |i| i.len() as i64);
+            (isr < min_isr).then(|| {
+                format!(
+                    "the in-sync replicas ({isr}) of {}-{} are fewer than min.insync.replicas ({min_isr})",
+                    item.tp.0, item.tp.1
+                )
+            })
+        };
+        if item.acks == -1 {
+            if let Some(message) = short_of_replicas(&replica) {
+                return fail(code(Kafka::NotEnoughReplicas), Some(message));
+            }
+        }
+        let written = append_records(&replica, &item.records).await;
+        if written.error_code != 0 {
+            return written;
+        }
+        self.appended.notify();
+        if item.acks != -1 {
+            return written;
+        }
+        // acks=all: the ISR must have everything up to the log end as of
+        // this append, which covers these records.
+        let end = replica.log().log_end_offset();
+        let timeout = Duration::from_millis(item.timeout_ms.max(0) as u64);
+        if let Err(error_code) = self
+            .await_high_watermark(&item.tp, &replica, end, timeout)
+            .await
+        {
+            let message = (error_code == code(Kafka::RequestTimedOut)).then(|| {
+                format!(
+                    "the in-sync replicas did not acknowledge within {} ms",
+                    item.timeout_ms
+                )
+            });
+            return fail(error_code, message);
+        }
+        if let Some(message) = short_of_replicas(&replica) {
+            return fail(code(Kafka::NotEnoughReplicasAfterAppend), Some(message));
         }
         written
+    }
+
+    /// Waits until the high watermark reaches `end` while this node leads
+    /// the partition: NOT_LEADER_OR_FOLLOWER if it stops leading,
+    /// REQUEST_TIMED_OUT after `timeout`.
+    pub(crate) async fn await_high_watermark(
+        &self,
+        tp: &TopicPartition,
+        replica: &Rc<LogReplica>,
+        end: i64,
+        timeout: Duration,
+    ) -> Result<(), i16> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let same = self.replica(tp).is_some_and(|r| Rc::ptr_eq(&r, replica));
+            if !replica.is_leader() || !same {
+                return Err(code(Kafka::NotLeaderOrFollower));
+            }
+            if replica.high_watermark() >= end {
+                return Ok(());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.is_shutting_down() {
+                return Err(code(Kafka::RequestTimedOut));
+            }
+            future::or(
+                self.appended.next(),
+                glommio::timer::sleep(left.min(Duration::from_millis(100))),
+            )
+            .await;
+        }
     }
 
     async fn fetch_local(&self, items: Vec<FetchItem>, budget_bytes: usize) -> Vec<PartitionRead> {
         let mut left = budget_bytes;
         let mut out = Vec::with_capacity(items.len());
         for item in items {
-            let Some(log) = self.log(&item.tp) else {
-                out.push(PartitionRead {
-                    error_code: code(Kafka::UnknownTopicOrPartition),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    chunks: Vec::new(),
-                });
-                continue;
+            let failed = |error_code| PartitionRead {
+                error_code,
+                high_watermark: -1,
+                log_start_offset: -1,
+                chunks: Vec::new(),
             };
+            let replica = match self.led(&item.tp) {
+                Ok(r) => r,
+                Err(code) => {
+                    out.push(failed(code));
+                    continue;
+                }
+            };
+            let log = replica.log();
+            // Consumers read what the ISR has: up to the high watermark.
+            let high_watermark = replica.high_watermark();
             let limit = item.partition_max_bytes.min(left);
-            if limit == 0 {
+            if limit == 0 || (item.offset >= high_watermark && item.offset <= log.log_end_offset())
+            {
                 out.push(PartitionRead {
                     error_code: 0,
-                    high_watermark: log.log_end_offset(),
+                    high_watermark,
                     log_start_offset: log.log_start_offset(),
                     chunks: Vec::new(),
                 });
@@ -346,21 +514,17 @@ impl Shard {
             }
             match log.read(item.offset, limit).await {
                 Ok(read) => {
-                    let n: usize = read.chunks.iter().map(|c| c.len()).sum();
+                    let chunks = crate::replicas::clip_to(read.chunks, high_watermark);
+                    let n: usize = chunks.iter().map(|c| c.len()).sum();
                     left = left.saturating_sub(n);
                     out.push(PartitionRead {
                         error_code: 0,
-                        high_watermark: read.log_end_offset,
+                        high_watermark,
                         log_start_offset: read.log_start_offset,
-                        chunks: read.chunks,
+                        chunks,
                     });
                 }
-                Err(e) => out.push(PartitionRead {
-                    error_code: storage_error_code(&e),
-                    high_watermark: -1,
-                    log_start_offset: -1,
-                    chunks: Vec::new(),
-                }),
+                Err(e) => out.push(failed(storage_error_code(&e))),
             }
         }
         out
@@ -371,8 +535,8 @@ impl Shard {
     async fn wait_local(&self, items: &[(TopicPartition, i64)], timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            let ready = items.iter().any(|(tp, offset)| match self.log(tp) {
-                Some(log) => log.log_end_offset() > *offset,
+            let ready = items.iter().any(|(tp, offset)| match self.replica(tp) {
+                Some(r) => !r.is_leader() || r.high_watermark() > *offset,
                 None => true,
             });
             if ready || self.is_shutting_down() {
@@ -391,17 +555,21 @@ impl Shard {
     async fn list_offsets_local(&self, items: Vec<(TopicPartition, i64)>) -> Vec<OffsetAnswer> {
         let mut out = Vec::with_capacity(items.len());
         for (tp, timestamp) in items {
-            let Some(log) = self.log(&tp) else {
-                out.push(OffsetAnswer {
-                    error_code: code(Kafka::UnknownTopicOrPartition),
-                    timestamp: -1,
-                    offset: -1,
-                });
-                continue;
+            let replica = match self.led(&tp) {
+                Ok(r) => r,
+                Err(error_code) => {
+                    out.push(OffsetAnswer {
+                        error_code,
+                        timestamp: -1,
+                        offset: -1,
+                    });
+                    continue;
+                }
             };
+            let log = replica.log().clone();
             let found: Result<Option<(i64, i64)>, i16> = match timestamp {
                 EARLIEST_TIMESTAMP => Ok(Some((-1, log.log_start_offset()))),
-                LATEST_TIMESTAMP => Ok(Some((-1, log.log_end_offset()))),
+                LATEST_TIMESTAMP => Ok(Some((-1, replica.high_watermark()))),
                 MAX_TIMESTAMP => match log.max_timestamp().await {
                     Ok(Some(hit)) => refine(&log, hit, hit.timestamp, true).await,
                     other => other.map(|h| h.map(|h| (h.timestamp, h.offset))),
@@ -439,16 +607,21 @@ impl Shard {
     async fn delete_records_local(&self, items: Vec<(TopicPartition, i64)>) -> Vec<(i16, i64)> {
         let mut out = Vec::with_capacity(items.len());
         for (tp, offset) in items {
-            let Some(log) = self.log(&tp) else {
-                out.push((code(Kafka::UnknownTopicOrPartition), -1));
-                continue;
+            let replica = match self.led(&tp) {
+                Ok(r) => r,
+                Err(error_code) => {
+                    out.push((error_code, -1));
+                    continue;
+                }
             };
+            let log = replica.log().clone();
+            let high_watermark = replica.high_watermark();
             // -1 means "everything up to the high watermark".
-            let offset = if offset == -1 {
-                log.log_end_offset()
-            } else {
-                offset
-            };
+            let offset = if offset == -1 { high_watermark } else { offset };
+            if offset > high_watermark {
+                out.push((code(Kafka::OffsetOutOfRange), -1));
+                continue;
+            }
             out.push(match log.delete_records_before(offset).await {
                 Ok(log_start_offset) => (0, log_start_offset),
                 Err(e) => (storage_error_code(&e), -1),
@@ -503,7 +676,7 @@ pub const MAX_TIMESTAMP: i64 = -3;
 /// Appends the record batches of one partition's produce data. Every batch
 /// is validated before any is appended, so a bad batch leaves the log as it
 /// was, as Kafka does.
-async fn append_records(log: &PartitionLog, records: &bytes::Bytes) -> PartitionWrite {
+async fn append_records(replica: &LogReplica, records: &bytes::Bytes) -> PartitionWrite {
     let fail = |error_code: i16, message: String| PartitionWrite {
         error_code,
         error_message: Some(message),
@@ -542,11 +715,12 @@ async fn append_records(log: &PartitionLog, records: &bytes::Bytes) -> Partition
     }
     let mut first: Option<storage::AppendInfo> = None;
     for batch in batches {
-        match log.append(&batch).await {
+        match replica.append_as_leader(&batch).await {
             Ok(info) => {
                 first.get_or_insert(info);
             }
-            Err(e) => return fail(storage_error_code(&e), e.to_string()),
+            Err(ReplicaError::Storage(e)) => return fail(storage_error_code(&e), e.to_string()),
+            Err(e) => return fail(code(Kafka::NotLeaderOrFollower), e.to_string()),
         }
     }
     match first {
@@ -558,4 +732,25 @@ async fn append_records(log: &PartitionLog, records: &bytes::Bytes) -> Partition
         },
         None => fail(code(Kafka::UnknownServerError), "nothing appended".into()),
     }
+}
+
+/// `min.insync.replicas` of a topic (1 unless set).
+pub fn min_insync_replicas(topic: &crate::metadata::TopicMeta) -> i64 {
+    topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1)
+}
+
+/// A partition's state; a topic made without a controller (tests that
+/// build metadata by hand) is led by this node alone.
+fn state_of(topic: &crate::metadata::TopicMeta, partition: i32, me: u32) -> PartitionState {
+    topic.state(partition).cloned().unwrap_or(PartitionState {
+        replicas: vec![me],
+        leader: Some(me),
+        leader_epoch: 0,
+        isr: vec![me],
+        partition_epoch: 0,
+    })
 }

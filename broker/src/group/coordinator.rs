@@ -30,6 +30,9 @@ const OFFSET_METADATA_MAX_BYTES: usize = 4096;
 
 /// How often group timers (session and rebalance timeouts) are checked.
 const TICK: Duration = Duration::from_millis(100);
+/// How long a commit waits for the in-sync replicas (Kafka's
+/// offsets.commit.timeout.ms).
+const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A group request, routed to the shard owning the group's partition.
 pub enum GroupCall {
@@ -221,8 +224,14 @@ impl Coordinator {
     pub fn adopt_partitions(&self, shard: &Rc<Shard>) {
         let meta = shard.metadata();
         let count = meta.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
+        // Groups live with the partition's leader.
         let owned: Vec<i32> = (0..count)
             .filter(|p| shard.owner(OFFSETS_TOPIC, *p) == shard.id)
+            .filter(|p| {
+                shard
+                    .replica(&(OFFSETS_TOPIC.to_string(), *p))
+                    .is_some_and(|r| r.is_leader())
+            })
             .collect();
         {
             let mut partitions = self.partitions.borrow_mut();
@@ -479,7 +488,7 @@ impl Coordinator {
     }
 
     /// Appends records to a partition of `__consumer_offsets`, returning
-    /// once the log's fsync policy covers them.
+    /// once the log's fsync policy covers them and the ISR has them.
     async fn write(
         &self,
         shard: &Shard,
@@ -487,19 +496,28 @@ impl Coordinator {
         records: Vec<KeyValue>,
         now: i64,
     ) -> Result<(), i16> {
-        let Some(log) = shard.log(&(OFFSETS_TOPIC.to_string(), partition)) else {
+        let tp = (OFFSETS_TOPIC.to_string(), partition);
+        let Some(replica) = shard.replica(&tp).filter(|r| r.is_leader()) else {
             return Err(NOT_COORDINATOR);
         };
         let batch = encode_batch(records, now).map_err(|e| {
             tracing::error!("encoding a {OFFSETS_TOPIC} batch failed: {e}");
             UNKNOWN_SERVER_ERROR
         })?;
-        match log.append(&batch).await {
+        // As Kafka: group state is written with acks=all.
+        match replica.append_as_leader(&batch).await {
             Ok(_) => {
                 shard.appended.notify();
-                Ok(())
+                let end = replica.log().log_end_offset();
+                shard
+                    .await_high_watermark(&tp, &replica, end, OFFSETS_COMMIT_TIMEOUT)
+                    .await
+                    .map_err(|_| NOT_COORDINATOR)
             }
-            Err(storage::StorageError::InvalidBatch(e)) => {
+            Err(replication::log_replica::ReplicaError::NotLeader) => Err(NOT_COORDINATOR),
+            Err(replication::log_replica::ReplicaError::Storage(
+                storage::StorageError::InvalidBatch(e),
+            )) => {
                 tracing::warn!(partition, "{OFFSETS_TOPIC} refused a batch: {e}");
                 Err(INVALID_COMMIT_OFFSET_SIZE)
             }

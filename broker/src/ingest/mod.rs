@@ -22,6 +22,9 @@ use crate::kafka::topics;
 use crate::mesh::ProduceItem;
 use crate::preflight::StartError;
 use crate::route;
+
+/// How long an ingest write may wait for the in-sync replicas.
+const INGEST_TIMEOUT_MS: i32 = 30_000;
 use crate::shard::Shard;
 
 /// Records per batch at most: keeps each batch well under the log's
@@ -272,9 +275,12 @@ impl Ingest {
         for (partition, records) in by_partition {
             let records = encode(records, batch_bytes_max)
                 .map_err(|e| IngestError::Unavailable(format!("encoding a batch failed: {e}")))?;
+            // A 204 promises the write is as safe as the cluster makes it.
             items.push(ProduceItem {
                 tp: (topic.to_string(), partition),
                 records,
+                acks: -1,
+                timeout_ms: INGEST_TIMEOUT_MS,
             });
         }
         let sizes: Vec<(i32, usize)> = items.iter().map(|i| (i.tp.1, i.records.len())).collect();

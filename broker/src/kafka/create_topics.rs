@@ -41,9 +41,10 @@ pub async fn handle(
                     format!("Create topics request from client contains multiple entries for the following topics: {name}"),
                 ));
             }
-            check_topic(shard, t).map(|(partitions, configs)| NewTopic {
+            check_topic(shard, t).map(|(partitions, replication_factor, configs)| NewTopic {
                 name,
                 partitions,
+                replication_factor,
                 configs,
             })
         })
@@ -54,6 +55,7 @@ pub async fn handle(
             Ok(t) => Some(NewTopic {
                 name: t.name.clone(),
                 partitions: t.partitions,
+                replication_factor: t.replication_factor,
                 configs: t.configs.clone(),
             }),
             Err(_) => None,
@@ -92,7 +94,7 @@ pub async fn handle(
             Ok(meta) => {
                 r.topic_id = meta.topic_id;
                 r.num_partitions = meta.partitions;
-                r.replication_factor = 1;
+                r.replication_factor = meta.states.first().map_or(1, |s| s.replicas.len() as i16);
                 r.configs = Some(
                     describe_topic(&shard.config, &meta.configs)
                         .into_iter()
@@ -119,10 +121,10 @@ pub async fn handle(
 fn check_topic(
     shard: &Shard,
     t: &kafka_protocol::messages::create_topics_request::CreatableTopic,
-) -> Result<(i32, BTreeMap<String, String>), Refusal> {
+) -> Result<(i32, i16, BTreeMap<String, String>), Refusal> {
     let name = t.name.0.as_str();
     validate_topic_name(name).map_err(|e| (Kafka::InvalidTopicException.code(), e))?;
-    let partitions = if t.assignments.is_empty() {
+    let (partitions, replication_factor) = if t.assignments.is_empty() {
         let partitions = match t.num_partitions {
             -1 => shard.config.default_partitions,
             n if n < 1 => {
@@ -143,13 +145,7 @@ fn check_topic(
                 "Replication factor must be larger than 0, or -1 to use the default value.".into(),
             ));
         }
-        if replication_factor > 1 {
-            return Err((
-                Kafka::InvalidReplicationFactor.code(),
-                format!("Unable to replicate the partition {replication_factor} time(s): The target replication factor of {replication_factor} cannot be reached because only 1 broker(s) are registered."),
-            ));
-        }
-        partitions
+        (partitions, replication_factor)
     } else {
         if t.num_partitions != -1 || t.replication_factor != -1 {
             return Err((
@@ -171,7 +167,7 @@ fn check_topic(
                 format!("Replica assignments must name partitions 0..n once each, each on broker {node} only."),
             ));
         }
-        t.assignments.len() as i32
+        (t.assignments.len() as i32, 1)
     };
     let mut configs = BTreeMap::new();
     for c in &t.configs {
@@ -186,5 +182,5 @@ fn check_topic(
         };
         configs.insert(c.name.to_string(), value.to_string());
     }
-    Ok((partitions, configs))
+    Ok((partitions, replication_factor, configs))
 }

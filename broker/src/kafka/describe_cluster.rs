@@ -27,11 +27,16 @@ pub async fn handle(
         return respond(frame, &response);
     }
     response.cluster_id = str_bytes(shard.metadata().cluster_id.clone());
-    response.controller_id = BrokerId(shard.config.node_id);
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(shard.config.node_id);
-    b.host = str_bytes(shard.advertised.0.clone());
-    b.port = shard.advertised.1;
-    response.brokers = vec![b];
+    response.controller_id = BrokerId(super::metadata::controller_id(shard));
+    response.brokers = super::metadata::brokers(shard)
+        .into_iter()
+        .map(|m| {
+            let mut b = DescribeClusterBroker::default();
+            b.broker_id = m.node_id;
+            b.host = m.host;
+            b.port = m.port;
+            b
+        })
+        .collect();
     respond(frame, &response)
 }

@@ -1,5 +1,6 @@
-//! FindCoordinator (v0–v6): this node coordinates every group (single-node
-//! cluster); the first request for a group creates `__consumer_offsets`.
+//! FindCoordinator (v0–v6): a group's coordinator is the leader of its
+//! `__consumer_offsets` partition; the first request for a group creates
+//! the topic.
 //! Transaction coordinators do not exist yet, which is said with
 //! COORDINATOR_NOT_AVAILABLE and a message.
 
@@ -12,6 +13,8 @@ use net::RequestFrame;
 
 use super::groups::ensure_offsets_topic;
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::group::coordinator::OFFSETS_TOPIC;
+use crate::group::records::partition_for;
 use crate::shard::Shard;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -38,16 +41,39 @@ pub async fn handle(
     } else {
         ensure_offsets_topic(shard).await
     };
-    let (host, port) = shard.advertised.clone();
-    let node = BrokerId(shard.config.node_id);
+    let meta = shard.metadata();
     let coordinator = |key: &str| {
         let mut c = Coordinator::default();
         c.key = str_bytes(key);
-        match &answer {
-            Ok(()) => {
-                c.node_id = node;
+        let leader = answer.clone().and_then(|()| {
+            let topic = meta.topic(OFFSETS_TOPIC).ok_or((
+                Kafka::CoordinatorNotAvailable.code(),
+                "the offsets topic is not there yet".to_string(),
+            ))?;
+            let partition = partition_for(key, topic.partitions);
+            let leader = match topic.state(partition) {
+                Some(state) => state.leader.map(|l| l as i32),
+                None => Some(shard.config.node_id),
+            };
+            let node = leader.and_then(|l| meta.nodes.get(&l).map(|n| (l, n)));
+            match node {
+                Some((id, n)) => Ok((id, n.host.clone(), n.port)),
+                None if leader == Some(shard.config.node_id) => Ok((
+                    shard.config.node_id,
+                    shard.advertised.0.clone(),
+                    shard.advertised.1,
+                )),
+                None => Err((
+                    Kafka::CoordinatorNotAvailable.code(),
+                    format!("partition {partition} of {OFFSETS_TOPIC} has no leader"),
+                )),
+            }
+        });
+        match &leader {
+            Ok((id, host, port)) => {
+                c.node_id = BrokerId(*id);
                 c.host = str_bytes(host.clone());
-                c.port = port;
+                c.port = *port;
             }
             Err((code, message)) => {
                 c.node_id = BrokerId(-1);

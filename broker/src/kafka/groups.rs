@@ -35,6 +35,9 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), (i16, String)
         topics: vec![NewTopic {
             name: OFFSETS_TOPIC.to_string(),
             partitions: shard.config.offsets_topic_partitions,
+            // Capped at the live nodes by shard 0, so that a small
+            // cluster can still coordinate groups.
+            replication_factor: -2,
             configs,
         }],
         validate_only: false,

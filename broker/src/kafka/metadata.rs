@@ -1,6 +1,7 @@
-//! Metadata: this broker as the only broker and controller, and the topics
-//! asked for (all when the list is null, or empty in v0), auto-creating
-//! unknown ones when the config and the request allow it.
+//! Metadata: the live brokers, the controller leader, and the topics asked
+//! for (all when the list is null, or empty in v0) with each partition's
+//! leader, leader epoch, replicas, ISR and offline replicas, auto-creating
+//! unknown topics when the config and the request allow it.
 
 use std::rc::Rc;
 
@@ -30,9 +31,9 @@ pub async fn handle(
         _ => None,
     };
     let mut response = MetadataResponse::default();
-    response.brokers = vec![broker(shard)];
+    response.brokers = brokers(shard);
     response.cluster_id = Some(str_bytes(shard.metadata().cluster_id.clone()));
-    response.controller_id = BrokerId(shard.config.node_id);
+    response.controller_id = BrokerId(controller_id(shard));
     response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     match requested {
         None => {
@@ -77,16 +78,43 @@ pub async fn handle(
     respond(frame, &response)
 }
 
-pub(crate) fn broker(shard: &Shard) -> MetadataResponseBroker {
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(shard.config.node_id);
-    b.host = str_bytes(shard.advertised.0.clone());
-    b.port = shard.advertised.1;
-    b
+/// The live brokers; this one always, even before its registration is
+/// applied, so that a client always has somewhere to go.
+pub(crate) fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+    let meta = shard.metadata();
+    let mut out: Vec<MetadataResponseBroker> = meta
+        .nodes
+        .iter()
+        .filter(|(&id, n)| !n.fenced || id == shard.config.node_id)
+        .map(|(&id, n)| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(id);
+            b.host = str_bytes(n.host.clone());
+            b.port = n.port;
+            b
+        })
+        .collect();
+    if !meta.nodes.contains_key(&shard.config.node_id) {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(shard.config.node_id);
+        b.host = str_bytes(shard.advertised.0.clone());
+        b.port = shard.advertised.1;
+        out.push(b);
+    }
+    out
+}
+
+/// The controller leader as last known, else this node.
+pub(crate) fn controller_id(shard: &Shard) -> i32 {
+    match shard.metadata().controller_id {
+        -1 => shard.config.node_id,
+        id => id,
+    }
 }
 
 fn topic(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
-    let node = BrokerId(shard.config.node_id);
+    let meta = shard.metadata();
+    let me = shard.config.node_id;
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(str_bytes(t.name.clone())));
     out.topic_id = t.topic_id;
@@ -96,12 +124,30 @@ fn topic(shard: &Shard, t: &TopicMeta) -> MetadataResponseTopic {
         .map(|p| {
             let mut part = MetadataResponsePartition::default();
             part.partition_index = p;
-            part.leader_id = node;
-            // No leader epochs on a single node: -1 tells clients not to
-            // validate offsets against epochs.
-            part.leader_epoch = -1;
-            part.replica_nodes = vec![node];
-            part.isr_nodes = vec![node];
+            let ids = |nodes: &[u32]| nodes.iter().map(|&n| BrokerId(n as i32)).collect();
+            match t.state(p) {
+                Some(state) => {
+                    part.leader_id = BrokerId(state.leader.map_or(-1, |l| l as i32));
+                    part.leader_epoch = state.leader_epoch;
+                    part.replica_nodes = ids(&state.replicas);
+                    part.isr_nodes = ids(&state.isr);
+                    part.offline_replicas = state
+                        .replicas
+                        .iter()
+                        .filter(|&&r| !meta.is_live(r as i32))
+                        .map(|&r| BrokerId(r as i32))
+                        .collect();
+                    if state.leader.is_none() {
+                        part.error_code = Kafka::LeaderNotAvailable.code();
+                    }
+                }
+                None => {
+                    part.leader_id = BrokerId(me);
+                    part.leader_epoch = -1;
+                    part.replica_nodes = vec![BrokerId(me)];
+                    part.isr_nodes = vec![BrokerId(me)];
+                }
+            }
             part
         })
         .collect();

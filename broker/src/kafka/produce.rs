@@ -1,7 +1,10 @@
 //! Produce (v3-v13): appends each partition's record batches, as sent
-//! (compressed or not), on the shard owning the partition; acks 0, 1 and -1
-//! (on a single node 1 and -1 wait for the same thing: the log's fsync
-//! policy). Unknown topics are auto-created when allowed.
+//! (compressed or not), on the shard owning the partition, if this node
+//! leads it (else NOT_LEADER_OR_FOLLOWER, and the client refreshes its
+//! metadata); acks 0 and 1 answer once the leader's log has the records
+//! as its fsync policy requires, acks -1 once the in-sync replicas have
+//! them too (the high watermark covers them), within the request timeout.
+//! Unknown topics are auto-created when allowed.
 
 use std::rc::Rc;
 
@@ -16,17 +19,6 @@ use crate::mesh::{PartitionWrite, ProduceItem};
 use crate::metadata::validate_topic_name;
 use crate::route;
 use crate::shard::Shard;
-
-/// Replicas in sync on a single node: this one.
-const IN_SYNC_REPLICAS: i64 = 1;
-
-fn min_insync_replicas(topic: &crate::metadata::TopicMeta) -> i64 {
-    topic
-        .configs
-        .get("min.insync.replicas")
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(1)
-}
 
 /// First version naming topics by id instead of name.
 const TOPIC_IDS_FROM: i16 = 13;
@@ -74,10 +66,6 @@ pub async fn handle(
                     Some(Kafka::InvalidTopicException)
                 } else if p.index < 0 || p.index >= topic.partitions {
                     Some(Kafka::UnknownTopicOrPartition)
-                } else if acks == -1 && min_insync_replicas(topic) > IN_SYNC_REPLICAS {
-                    // One node is one in-sync replica: acks=all cannot be
-                    // honoured for a topic that asks for more.
-                    Some(Kafka::NotEnoughReplicas)
                 } else {
                     None
                 }
@@ -94,19 +82,15 @@ pub async fn handle(
                     items.push(ProduceItem {
                         tp: (topic.name.clone(), p.index),
                         records: records.clone(),
+                        acks,
+                        timeout_ms: request.timeout_ms,
                     });
                 }
                 (refusal, _, _) => {
                     let error = refusal.unwrap_or(Kafka::InvalidRecord);
-                    let message = (error == Kafka::NotEnoughReplicas).then(|| {
-                        format!(
-                            "the in-sync replicas ({IN_SYNC_REPLICAS}) are fewer than min.insync.replicas of {}",
-                            t.name.0.as_str()
-                        )
-                    });
                     slots.push(Err(PartitionWrite {
                         error_code: error.code(),
-                        error_message: message,
+                        error_message: None,
                         base_offset: -1,
                         log_start_offset: -1,
                     }));

@@ -24,7 +24,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
         .collect();
     missing.sort();
     missing.dedup();
-    if missing.is_empty() || shard.config.default_replication_factor > 1 {
+    if missing.is_empty() {
         return;
     }
     let topics = missing
@@ -32,6 +32,7 @@ pub async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
         .map(|name| NewTopic {
             name,
             partitions: shard.config.default_partitions,
+            replication_factor: -1,
             configs: BTreeMap::new(),
         })
         .collect();

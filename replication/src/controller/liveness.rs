@@ -99,7 +99,9 @@ mod tests {
         let live = Liveness::default();
         let session = Duration::from_millis(30);
         // Not leading: nothing, whatever the times.
-        assert!(live.decide(false, session, [(1, false)].into_iter()).is_empty());
+        assert!(live
+            .decide(false, session, [(1, false)].into_iter())
+            .is_empty());
         // A new leader gives everyone a session.
         assert!(live
             .decide(true, session, [(1, false), (2, false)].into_iter())

@@ -142,6 +142,28 @@ impl Controller {
         network::submit(&self.raft, command).await
     }
 
+    /// Forms the quorum of `voters` (id, controller address) if this
+    /// controller has never been part of one; a no-op otherwise.
+    pub async fn initialize(&self, voters: &[(ControllerId, String)]) -> Result<(), SubmitError> {
+        use openraft::errors::{InitializeError, RaftError};
+        if self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| SubmitError::Stopped(e.to_string()))?
+        {
+            return Ok(());
+        }
+        let members: std::collections::BTreeMap<ControllerId, BasicNode> = voters
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr.clone())))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(SubmitError::Stopped(e.to_string())),
+        }
+    }
+
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<ControllerId> {
         self.raft.metrics().borrow_watched().current_leader

@@ -23,8 +23,8 @@ use openraft::raft::{
 use openraft::{AsyncRuntime, BasicNode, OptionalSend};
 use serde::{Deserialize, Serialize};
 
-use super::runtime::GlommioRuntime;
 use super::liveness::Liveness;
+use super::runtime::GlommioRuntime;
 use super::{
     Command, CommandResult, ControllerId, ControllerRaft, Snapshot, SnapshotMeta, SubmitError,
     TypeConfig, Vote,
@@ -46,7 +46,9 @@ pub(super) enum Request {
     /// A command proposed through this node, which must lead.
     Submit(Command),
     /// A broker's heartbeat to the controller leader.
-    Heartbeat { node: NodeId },
+    Heartbeat {
+        node: NodeId,
+    },
 }
 
 /// The answer to a `Request`.

@@ -32,12 +32,12 @@ where
                 )
                 .expect("shard"),
             );
-            // What an earlier run saved, so that restarts can be tested.
-            let meta = broker::metadata::ClusterMetadata::load(&shard.config.data_dir)
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            shard.apply_metadata(Arc::new(meta)).await;
+            // A one-voter controller in the data dir, as `serve` runs it:
+            // what an earlier run stored comes back, so restarts can be
+            // tested.
+            broker::cluster::start(&shard, Vec::new())
+                .await
+                .expect("the controller starts");
             f(shard.clone()).await;
             shard.close_logs().await;
         })

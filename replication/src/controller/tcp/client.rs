@@ -616,12 +616,7 @@ impl ControllerClient {
             match peers.get(&target) {
                 Some(p) if p.addr == addr => p.clone(),
                 _ => {
-                    let p = Rc::new(Peer::new(
-                        self.local.id,
-                        target,
-                        addr,
-                        self.config.clone(),
-                    ));
+                    let p = Rc::new(Peer::new(self.local.id, target, addr, self.config.clone()));
                     peers.insert(target, p.clone());
                     p
                 }

@@ -256,10 +256,13 @@ async fn serve_connection(
             let (node, stop, alive, replies) =
                 (node.clone(), stop.clone(), alive.clone(), replies.clone());
             glommio::spawn_local(async move {
-                let served = or(async { Some(dispatch(&node.raft, Some(&node.liveness), request).await) }, async {
-                    let _ = stop.await;
-                    None
-                })
+                let served = or(
+                    async { Some(dispatch(&node.raft, Some(&node.liveness), request).await) },
+                    async {
+                        let _ = stop.await;
+                        None
+                    },
+                )
                 .await;
                 let Some(reply) = served else {
                     return;

@@ -1,0 +1,311 @@
+//! This node's place in the cluster, run on shard 0: its controller (every
+//! node is a voter of the controller quorum; a single node is a quorum of
+//! one, the same code path), its registration and heartbeats, and the
+//! loop that turns each metadata version the controller applies into the
+//! shards' `ClusterMetadata` and makes every shard apply it.
+//!
+//! Commands reach the controller leader through `ControllerClient`
+//! wherever it runs; a change is answered to a Kafka client only once this
+//! node's shards have applied the metadata that holds it, so a client that
+//! creates a topic and then asks this node for it finds it.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use replication::controller::file_log::FileLogStore;
+use replication::controller::tcp::{start_controller, ControllerClient, ServerHandle, TcpConfig};
+use replication::controller::{
+    default_config, Command, CommandResult, Controller, MetadataStateMachine, SubmitError,
+};
+use uuid::Uuid;
+
+use crate::mesh::ShardRequest;
+use crate::metadata::ClusterMetadata;
+use crate::preflight::StartError;
+use crate::shard::Shard;
+use crate::signal::AppendSignal;
+
+/// Sent in every controller connection's hello.
+const CLUSTER_NAME: &str = "sluice";
+/// How long a command may take to commit before the client is told.
+pub const SUBMIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the controller leader looks for expired broker sessions.
+const LIVENESS_TICK: Duration = Duration::from_millis(100);
+
+/// Shard 0's handle on the cluster.
+pub struct ClusterNode {
+    pub client: ControllerClient,
+    /// Kept so the controller's listener lives as long as the node.
+    _server: ServerHandle,
+    /// The controller log index of the metadata every shard has applied.
+    published: Cell<u64>,
+    on_publish: AppendSignal,
+}
+
+impl ClusterNode {
+    pub fn controller(&self) -> &Controller {
+        self.client.controller()
+    }
+
+    /// Proposes `command` and waits until every shard of this node has
+    /// applied the metadata that includes it.
+    pub async fn submit(&self, command: Command) -> Result<CommandResult, SubmitError> {
+        let (index, result) = self.client.submit(command, SUBMIT_TIMEOUT).await?;
+        let deadline = Instant::now() + SUBMIT_TIMEOUT;
+        while self.published.get() < index {
+            if Instant::now() >= deadline {
+                return Err(SubmitError::Unknown { leader: None });
+            }
+            futures_lite::future::or(
+                self.on_publish.next(),
+                glommio::timer::sleep(Duration::from_millis(100)),
+            )
+            .await;
+        }
+        Ok(result)
+    }
+}
+
+/// Starts this node's controller on shard 0, joins the cluster, makes
+/// every shard apply the metadata, and keeps it current. `link_addrs` are
+/// the shards' replication listeners, as peers reach them.
+pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), StartError> {
+    let config = shard.config.clone();
+    let node_id = config.node_id as u64;
+    let fail = |reason: String| StartError::Cluster { reason };
+    let dir = config.data_dir.join("controller");
+    let log_store = FileLogStore::open(dir.join("log")).map_err(|e| fail(e.to_string()))?;
+    let state_machine = MetadataStateMachine::open(dir.join("state"))
+        .map_err(|e| fail(format!("opening {}: {e}", dir.join("state").display())))?;
+    let raft = default_config()
+        .validate()
+        .map_err(|e| fail(format!("controller config: {e}")))?;
+    let tcp = TcpConfig {
+        cluster: CLUSTER_NAME.into(),
+        ..TcpConfig::default()
+    };
+    let listen = config.controller_addr()?;
+    let mut voters = config.voters()?;
+    if !voters.iter().any(|(id, _)| *id == node_id) {
+        return Err(fail(format!(
+            "node {node_id} is not among the controller voters ({}); every node must be a voter",
+            config.controller_voters
+        )));
+    }
+    let (controller, server) = start_controller(
+        node_id,
+        listen,
+        tcp.clone(),
+        Arc::new(raft),
+        log_store,
+        state_machine,
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    if config.controller_voters.trim().is_empty() {
+        // A quorum of one, at whatever port it got.
+        voters = vec![(node_id, server.local_addr().to_string())];
+    }
+    controller
+        .initialize(&voters)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+    let client = ControllerClient::new(controller.clone(), tcp).map_err(|e| fail(e.to_string()))?;
+    let node = Rc::new(ClusterNode {
+        client,
+        _server: server,
+        published: Cell::new(0),
+        on_publish: AppendSignal::default(),
+    });
+    *shard.cluster.borrow_mut() = Some(node.clone());
+
+    wait_for_leader(shard, &node).await?;
+    let legacy = ClusterMetadata::load(&config.data_dir).ok().flatten();
+    let cluster_id = legacy.as_ref().map_or_else(
+        || Uuid::new_v4().simple().to_string(),
+        |m| m.cluster_id.clone(),
+    );
+    let (advertised_host, advertised_port) = shard.advertised.clone();
+    let joined = async {
+        // A registration is a sign of life: without it, a leader that
+        // last heard of this node before it restarted would fence it again.
+        let _best_effort = node
+            .client
+            .heartbeat(node_id as u32, SUBMIT_TIMEOUT)
+            .await
+            .is_ok();
+        // Never refused: the first id proposed wins.
+        let _first_wins = node
+            .client
+            .submit(Command::SetClusterId { cluster_id }, SUBMIT_TIMEOUT)
+            .await?
+            .1
+            .is_ok();
+        node.client
+            .submit(
+                Command::RegisterNode {
+                    node_id: node_id as u32,
+                    addr: format!("{advertised_host}:{advertised_port}"),
+                    shards: shard.nr_shards as u32,
+                    link_addrs,
+                },
+                SUBMIT_TIMEOUT,
+            )
+            .await
+    };
+    match joined.await {
+        Ok((_, Ok(_))) => {}
+        Ok((_, Err(e))) => return Err(fail(format!("registering node {node_id}: {e}"))),
+        Err(e) => return Err(fail(format!("registering node {node_id}: {e}"))),
+    }
+    if let Some(legacy) = legacy {
+        import_legacy(&node, &config.data_dir, legacy).await?;
+    }
+    publish(shard, &node).await;
+    tracing::info!(
+        node = node_id,
+        cluster = %shard.metadata().cluster_id,
+        voters = voters.len(),
+        "joined the cluster"
+    );
+    spawn_metadata_loop(shard, &node);
+    spawn_heartbeats(shard, &node);
+    let session = Duration::from_millis(config.broker_session_timeout_ms);
+    glommio::spawn_local(replication::controller::liveness::run(
+        controller,
+        session,
+        LIVENESS_TICK,
+    ))
+    .detach();
+    Ok(())
+}
+
+async fn wait_for_leader(shard: &Rc<Shard>, node: &ClusterNode) -> Result<(), StartError> {
+    let started = Instant::now();
+    let mut said = Instant::now();
+    while node.controller().leader().is_none() {
+        if shard.is_shutting_down() {
+            return Err(StartError::Cluster {
+                reason: "stopped while waiting for the controller quorum".into(),
+            });
+        }
+        if said.elapsed() > Duration::from_secs(5) {
+            said = Instant::now();
+            tracing::warn!(
+                waited_s = started.elapsed().as_secs(),
+                voters = %shard.config.controller_voters,
+                "waiting for a controller leader (a majority of the voters must be up)"
+            );
+        }
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// Brings the topics of a node that kept them in `metadata.json` (before
+/// the controller) into the controller, with their ids, once.
+async fn import_legacy(
+    node: &ClusterNode,
+    data_dir: &std::path::Path,
+    legacy: ClusterMetadata,
+) -> Result<(), StartError> {
+    let have = node.controller().applied().metadata;
+    for topic in legacy.topics.values() {
+        if have.topics.contains_key(&topic.name) {
+            continue;
+        }
+        let command = Command::CreateTopic {
+            name: topic.name.clone(),
+            topic_id: topic.topic_id.as_u128(),
+            partitions: topic.partitions as u32,
+            replication_factor: 1,
+            configs: topic.configs.clone(),
+        };
+        match node.client.submit(command, SUBMIT_TIMEOUT).await {
+            Ok(_) => tracing::info!(topic = %topic.name, "imported from metadata.json"),
+            Err(e) => {
+                return Err(StartError::Cluster {
+                    reason: format!("importing topic {} from metadata.json: {e}", topic.name),
+                })
+            }
+        }
+    }
+    let from: PathBuf = data_dir.join(crate::metadata::METADATA_FILE);
+    let to = data_dir.join(format!("{}.imported", crate::metadata::METADATA_FILE));
+    std::fs::rename(&from, &to).map_err(|e| StartError::Cluster {
+        reason: format!("renaming {}: {e}", from.display()),
+    })
+}
+
+/// Makes every shard apply what the controller has applied, and records
+/// the index it reflects.
+async fn publish(shard: &Rc<Shard>, node: &ClusterNode) {
+    let controller = node.controller();
+    let applied = controller.applied();
+    let index = applied.last_applied.map_or(0, |l| l.index);
+    let leader = controller.leader().map_or(-1, |l| l as i32);
+    let meta = ClusterMetadata::from_controller(&applied.metadata, index, leader);
+    shard.broadcast(Arc::new(meta)).await;
+    node.published.set(node.published.get().max(index));
+    node.on_publish.notify();
+}
+
+fn spawn_metadata_loop(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
+    let (shard, node) = (shard.clone(), node.clone());
+    glommio::spawn_local(async move {
+        let mut watch = node.controller().metadata.clone();
+        let mut leader = node.controller().leader();
+        loop {
+            // Leader changes are not metadata changes, but Metadata
+            // answers name the controller: look now and then.
+            let changed =
+                futures_lite::future::or(async { Some(watch.changed().await.is_some()) }, async {
+                    glommio::timer::sleep(Duration::from_millis(500)).await;
+                    None
+                })
+                .await;
+            if shard.is_shutting_down() || changed == Some(false) {
+                return;
+            }
+            let now_leader = node.controller().leader();
+            if changed.is_none() && now_leader == leader {
+                continue;
+            }
+            leader = now_leader;
+            publish(&shard, &node).await;
+        }
+    })
+    .detach();
+}
+
+fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
+    let (shard, node) = (shard.clone(), node.clone());
+    let interval = Duration::from_millis(shard.config.broker_heartbeat_interval_ms);
+    let node_id = shard.config.node_id as u32;
+    glommio::spawn_local(async move {
+        while shard.nap(interval).await {
+            if let Err(e) = node.client.heartbeat(node_id, interval).await {
+                tracing::debug!("heartbeat not delivered: {e}");
+            }
+        }
+    })
+    .detach();
+}
+
+/// Runs `command` through shard 0's controller client, from any shard.
+pub async fn submit(shard: &Rc<Shard>, command: Command) -> Result<CommandResult, SubmitError> {
+    if shard.id == 0 {
+        let node = shard.cluster.borrow().clone();
+        return match node {
+            Some(node) => node.submit(command).await,
+            None => Err(SubmitError::Stopped("this node runs no controller".into())),
+        };
+    }
+    match shard.call(0, ShardRequest::Controller(command)).await {
+        Some(crate::mesh::ShardResponse::Controller(r)) => r,
+        _ => Err(SubmitError::Stopped("shard 0 did not answer".into())),
+    }
+}

@@ -1,0 +1,513 @@
+//! Data replication between nodes, per shard: the link listener through
+//! which followers fetch from the partitions this shard leads, the fetch
+//! loops through which this shard's follower replicas pull from their
+//! leaders, and the leaders' ISR upkeep (shrinks after
+//! `replica.lag.time.max.ms`, expansions, both proposed to the controller
+//! as AlterPartition).
+//!
+//! Links pair shards: shard `s` of a node listens on its own port, and a
+//! follower replica of a partition fetches from the leader node's shard
+//! that owns it, so a fetch never crosses the leader's mesh. One fetch
+//! loop runs per (leader node, leader shard) and carries every partition
+//! this shard follows there: one `Fetch` frame in, one `FetchReply` out,
+//! in turn. A leader holds a fetch that finds nothing new for up to
+//! `replica.fetch.wait.max.ms`, answering as soon as something is
+//! appended, and a follower fetches again as soon as it has applied an
+//! answer, which is what moves the high watermark: acks=all costs about
+//! two link round trips.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future;
+use glommio::net::{TcpListener, TcpStream};
+use net::link::{self, LinkMessage, PartitionFetch, PartitionFetched};
+use replication::controller::{Applied, Command};
+use replication::log_replica::LogReplica;
+use replication::replica::AlterIsr;
+use rkyv::util::AlignedVec;
+
+use crate::metadata::owner_shard;
+use crate::preflight::StartError;
+use crate::shard::Shard;
+
+/// The largest link frame read (a fetch answer is bounded well below).
+const LINK_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Record bytes one fetch answer carries at most, all partitions together.
+const FETCH_ANSWER_BYTES_MAX: usize = 16 << 20;
+/// How often leaders look for lagging followers.
+const ISR_TICK: Duration = Duration::from_millis(250);
+/// Between failed dials of a leader's link.
+const REDIAL_BACKOFF: Duration = Duration::from_millis(200);
+const DIAL_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a follower waits for an answer beyond the leader's hold time.
+const ANSWER_GRACE: Duration = Duration::from_secs(5);
+
+const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+const KAFKA_STORAGE_ERROR: i16 = 56;
+
+/// Milliseconds on a monotonic clock, for the replicas' lag timing.
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64
+}
+
+/// One shard's replication tasks.
+#[derive(Default)]
+pub struct Replication {
+    /// (leader node, leader shard) pairs with a fetch loop running.
+    fetchers: RefCell<HashSet<(u32, u32)>>,
+}
+
+/// Cuts record batches at the first one that is not wholly below
+/// `high_watermark`: consumers see only what every in-sync replica has.
+pub fn clip_to(chunks: Vec<Bytes>, high_watermark: i64) -> Vec<Bytes> {
+    let mut out = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let mut at = 0;
+        while at < chunk.len() {
+            let rest = &chunk[at..];
+            let Some(size) = storage::batch::peek_batch_size(rest).filter(|&s| s <= rest.len())
+            else {
+                break;
+            };
+            let base = i64::from_be_bytes(rest[0..8].try_into().unwrap_or_default());
+            let delta = i32::from_be_bytes(rest[23..27].try_into().unwrap_or_default());
+            if base + i64::from(delta) >= high_watermark {
+                break;
+            }
+            at += size;
+        }
+        if at == chunk.len() {
+            out.push(chunk);
+            continue;
+        }
+        if at > 0 {
+            out.push(chunk.slice(..at));
+        }
+        return out;
+    }
+    out
+}
+
+/// Binds shard `shard.id`'s link listener: the configured port plus the
+/// shard index, or any free port when the configured port is 0.
+pub fn bind_link(shard: &Shard) -> Result<TcpListener, StartError> {
+    let mut addr = shard.config.link_addr()?;
+    if addr.port() != 0 {
+        addr.set_port(addr.port() + shard.id as u16);
+    }
+    TcpListener::bind(addr).map_err(|e| StartError::Bind {
+        addr: addr.to_string(),
+        reason: format!("replication link listener: {e}"),
+    })
+}
+
+/// Serves followers' fetches on `listener` until shutdown; starts the
+/// leaders' ISR upkeep.
+pub fn spawn(shard: &Rc<Shard>, listener: TcpListener) {
+    let server = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let accepted = future::or(async { Some(listener.accept().await) }, async {
+                server.stopped().await;
+                None
+            })
+            .await;
+            match accepted {
+                None => return,
+                Some(Ok(stream)) => {
+                    let shard = server.clone();
+                    glommio::spawn_local(async move {
+                        let peer = stream.peer_addr().ok();
+                        if let Err(e) = serve_link(&shard, stream).await {
+                            tracing::info!(shard = shard.id, ?peer, "replication link closed: {e}");
+                        }
+                    })
+                    .detach();
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(shard = server.id, "link accept failed: {e}");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        }
+    })
+    .detach();
+    let ticker = shard.clone();
+    glommio::spawn_local(async move {
+        while ticker.nap(ISR_TICK).await {
+            let now = now_ms();
+            for replica in ticker.replicas() {
+                if let Some(change) = replica.tick(now) {
+                    propose_isr(&ticker, replica, change);
+                }
+            }
+        }
+    })
+    .detach();
+}
+
+/// Proposes a leader's ISR change and tells the replica the outcome.
+fn propose_isr(shard: &Rc<Shard>, replica: Rc<LogReplica>, change: AlterIsr) {
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let command = Command::AlterPartition {
+            topic: replica.topic.clone(),
+            partition: replica.partition as u32,
+            from: shard.node_id(),
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            new_isr: change.isr.clone(),
+        };
+        tracing::info!(
+            topic = %replica.topic,
+            partition = replica.partition,
+            isr = ?change.isr,
+            "proposing an ISR change"
+        );
+        match crate::cluster::submit(&shard, command).await {
+            Ok(Ok(Applied::PartitionAltered(_))) | Ok(Ok(_)) => {
+                replica.on_alter_accepted(&change)
+            }
+            Ok(Err(e)) => {
+                tracing::info!(topic = %replica.topic, partition = replica.partition, "ISR change refused: {e}");
+                replica.on_alter_refused(&change)
+            }
+            // Re-sent by the tick after its retry interval.
+            Err(e) => tracing::debug!("ISR change not delivered: {e}"),
+        }
+        shard.appended.notify();
+    })
+    .detach();
+}
+
+async fn serve_link(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> {
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (mut reader, mut writer) = futures_lite::io::split(stream);
+    let mut buf = AlignedVec::<16>::new();
+    let read = |buf: &mut AlignedVec<16>| -> Result<LinkMessage, String> {
+        link::decode(buf).map_err(|e| e.to_string())
+    };
+    if !link::read_frame(&mut reader, &mut buf, LINK_FRAME_BYTES_MAX)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        return Ok(());
+    }
+    let from = match read(&mut buf)? {
+        LinkMessage::Hello {
+            cluster_id,
+            node_id,
+            shard: _,
+        } => {
+            let ours = shard.metadata().cluster_id.clone();
+            if !ours.is_empty() && cluster_id != ours {
+                return Err(format!(
+                    "node {node_id} belongs to cluster {cluster_id}, this is {ours}"
+                ));
+            }
+            node_id
+        }
+        _ => return Err("the first frame was not a hello".into()),
+    };
+    let wait_max = Duration::from_millis(shard.config.replica_fetch_wait_max_ms);
+    loop {
+        if !link::read_frame(&mut reader, &mut buf, LINK_FRAME_BYTES_MAX)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            return Ok(());
+        }
+        let LinkMessage::Fetch {
+            correlation,
+            replica,
+            partitions,
+        } = read(&mut buf)?
+        else {
+            return Err(format!("node {from} sent something other than a fetch"));
+        };
+        let deadline = Instant::now() + wait_max;
+        let answers = loop {
+            let (answers, news) = answer_fetch(shard, replica, &partitions).await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if news || left.is_zero() || shard.is_shutting_down() {
+                break answers;
+            }
+            future::or(shard.appended.next(), glommio::timer::sleep(left)).await;
+        };
+        let reply = LinkMessage::FetchReply {
+            correlation,
+            partitions: answers,
+        };
+        link::write_frame(&mut writer, &reply)
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+}
+
+/// Answers each partition of a follower's fetch; whether any answer is
+/// worth sending before the hold time is up.
+async fn answer_fetch(
+    shard: &Rc<Shard>,
+    from: u32,
+    partitions: &[PartitionFetch],
+) -> (Vec<PartitionFetched>, bool) {
+    let mut out = Vec::with_capacity(partitions.len());
+    let mut news = false;
+    let mut budget = FETCH_ANSWER_BYTES_MAX;
+    for p in partitions {
+        let failed = |error_code| PartitionFetched {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            error_code,
+            high_watermark: -1,
+            log_start_offset: -1,
+            diverging: None,
+            records: Vec::new(),
+        };
+        let Some(replica) = shard.replica(&(p.topic.clone(), p.partition)) else {
+            news = true;
+            out.push(failed(NOT_LEADER_OR_FOLLOWER));
+            continue;
+        };
+        let mut request = p.clone();
+        request.max_bytes = request.max_bytes.min(budget as u32);
+        let high_watermark = replica.high_watermark();
+        let served = replica.serve_fetch(from, &request, now_ms()).await;
+        if replica.high_watermark() > high_watermark {
+            // acks=all producers and consumers waiting on it look again.
+            // Only on a move: every link waits on the same signal, and
+            // waking them for nothing would set them waking each other.
+            shard.appended.notify();
+        }
+        match served {
+            Ok((answer, alter)) => {
+                if let Some(change) = alter {
+                    propose_isr(shard, replica.clone(), change);
+                }
+                budget = budget.saturating_sub(answer.records.len());
+                news |= !answer.records.is_empty()
+                    || answer.diverging.is_some()
+                    || answer.error_code != 0;
+                out.push(answer);
+            }
+            Err(e) => {
+                tracing::warn!(topic = %p.topic, partition = p.partition, "serving a follower failed: {e}");
+                news = true;
+                out.push(failed(KAFKA_STORAGE_ERROR));
+            }
+        }
+    }
+    (out, news)
+}
+
+/// The shard of `leader` that owns a partition.
+fn leader_shard(shard: &Shard, leader: u32, topic: &str, partition: i32) -> Option<u32> {
+    let meta = shard.metadata();
+    let node = meta.nodes.get(&(leader as i32))?;
+    Some(owner_shard(topic, partition, node.shards.max(1) as usize) as u32)
+}
+
+/// Starts a fetch loop for every leader this shard's followers need and
+/// that has none yet.
+pub fn start_fetchers(shard: &Rc<Shard>) {
+    let mut wanted = HashSet::new();
+    for replica in shard.replicas() {
+        if let Some((leader, _)) = replica.next_fetch(0) {
+            if let Some(s) = leader_shard(shard, leader, &replica.topic, replica.partition) {
+                wanted.insert((leader, s));
+            }
+        }
+    }
+    for pair in wanted {
+        if !shard.replication.fetchers.borrow_mut().insert(pair) {
+            continue;
+        }
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            fetch_loop(&shard, pair.0, pair.1).await;
+        })
+        .detach();
+    }
+}
+
+/// Pulls from one leader shard for as long as some replica here follows it.
+async fn fetch_loop(shard: &Rc<Shard>, leader: u32, leader_shard_id: u32) {
+    let me = shard.node_id();
+    let max_bytes = shard.config.replica_fetch_max_bytes;
+    let mut link: Option<(TcpStream, AlignedVec<16>)> = None;
+    let mut correlation = 0u64;
+    tracing::debug!(
+        shard = shard.id,
+        leader,
+        leader_shard_id,
+        "fetching from a leader"
+    );
+    loop {
+        if shard.is_shutting_down() {
+            break;
+        }
+        let mut fetches = Vec::new();
+        let mut replicas = Vec::new();
+        for replica in shard.replicas() {
+            let Some((l, fetch)) = replica.next_fetch(max_bytes) else {
+                continue;
+            };
+            if l == leader
+                && leader_shard(shard, l, &replica.topic, replica.partition)
+                    == Some(leader_shard_id)
+            {
+                fetches.push(fetch);
+                replicas.push(replica);
+            }
+        }
+        if fetches.is_empty() {
+            break;
+        }
+        if link.is_none() {
+            match dial(shard, leader, leader_shard_id).await {
+                Ok(stream) => link = Some((stream, AlignedVec::new())),
+                Err(e) => {
+                    tracing::debug!(leader, "link to the leader not up: {e}");
+                    shard.nap(REDIAL_BACKOFF).await;
+                    continue;
+                }
+            }
+        }
+        correlation += 1;
+        let epochs: Vec<i32> = fetches.iter().map(|f| f.leader_epoch).collect();
+        let request = LinkMessage::Fetch {
+            correlation,
+            replica: me,
+            partitions: fetches,
+        };
+        let Some((stream, buf)) = link.as_mut() else {
+            continue;
+        };
+        let wait = Duration::from_millis(shard.config.replica_fetch_wait_max_ms) + ANSWER_GRACE;
+        let exchanged = future::or(
+            async {
+                link::write_frame(stream, &request)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match link::read_frame(stream, buf, LINK_FRAME_BYTES_MAX).await {
+                    Ok(true) => link::decode(buf).map_err(|e| e.to_string()),
+                    Ok(false) => Err("the leader closed the link".to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            },
+            async {
+                glommio::timer::sleep(wait).await;
+                Err(format!("no answer within {wait:?}"))
+            },
+        )
+        .await;
+        let answers = match exchanged {
+            Ok(LinkMessage::FetchReply {
+                correlation: c,
+                partitions,
+            }) if c == correlation => partitions,
+            Ok(_) => {
+                tracing::warn!(leader, "the leader answered out of turn; redialling");
+                link = None;
+                continue;
+            }
+            Err(e) => {
+                tracing::info!(leader, "replication link failed: {e}");
+                link = None;
+                shard.nap(REDIAL_BACKOFF).await;
+                continue;
+            }
+        };
+        let mut backoff = false;
+        for ((replica, epoch), answer) in replicas.iter().zip(epochs).zip(answers.iter()) {
+            if answer.topic != replica.topic || answer.partition != replica.partition {
+                continue;
+            }
+            if let Err(e) = replica.apply_fetched(epoch, answer).await {
+                // Errors from the leader (not leader yet, epoch not known
+                // yet) settle once the metadata catches up.
+                backoff = true;
+                tracing::debug!(topic = %replica.topic, partition = replica.partition, "fetch answer not applied: {e}");
+            }
+        }
+        if backoff {
+            shard.nap(Duration::from_millis(50)).await;
+        }
+    }
+    shard
+        .replication
+        .fetchers
+        .borrow_mut()
+        .remove(&(leader, leader_shard_id));
+}
+
+async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<TcpStream, String> {
+    let meta = shard.metadata();
+    let addr = meta
+        .nodes
+        .get(&(leader as i32))
+        .and_then(|n| n.link_addrs.get(leader_shard_id as usize))
+        .ok_or_else(|| format!("node {leader} has no link address for shard {leader_shard_id}"))?;
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("link address {addr}: {e}"))?;
+    let mut stream = future::or(
+        async { TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
+        async {
+            glommio::timer::sleep(DIAL_TIMEOUT).await;
+            Err(format!("connecting to {addr} timed out"))
+        },
+    )
+    .await?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let hello = LinkMessage::Hello {
+        cluster_id: meta.cluster_id.clone(),
+        node_id: shard.node_id(),
+        shard: shard.id as u16,
+    };
+    link::write_frame(&mut stream, &hello)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base: i64, count: i32) -> Vec<u8> {
+        let records: Vec<crate::batch::NewRecord> = (0..count)
+            .map(|i| crate::batch::NewRecord {
+                key: None,
+                value: Some(Bytes::from(format!("v{i}"))),
+                timestamp_ms: 0,
+            })
+            .collect();
+        let mut b = crate::batch::encode(records).expect("encodes").to_vec();
+        b[0..8].copy_from_slice(&base.to_be_bytes());
+        b
+    }
+
+    #[test]
+    fn clips_at_the_first_batch_not_below_the_high_watermark() {
+        let mut chunk = batch(0, 3);
+        chunk.extend(batch(3, 2));
+        chunk.extend(batch(5, 4));
+        let chunk = Bytes::from(chunk);
+        let sizes = |v: &[Bytes]| v.iter().map(|c| c.len()).sum::<usize>();
+        let one = batch(0, 3).len();
+        let two = one + batch(3, 2).len();
+        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 9)), chunk.len());
+        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 5)), two);
+        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 4)), one);
+        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 2)), 0);
+        assert!(clip_to(vec![chunk.clone(), chunk], 5).len() == 1);
+    }
+}
