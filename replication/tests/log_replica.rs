@@ -77,8 +77,9 @@ async fn catch_up(leader: &mut LogReplica, follower: &mut LogReplica, now: u64) 
     for round in 0..50 {
         let (to, req) = follower.next_fetch(4 << 10).expect("a follower fetches");
         assert_eq!(to, leader.replica().id);
+        let follower_id = follower.replica().id;
         let (reply, _alter) = leader
-            .serve_fetch(follower.replica().id, &req, now + round)
+            .serve_fetch(follower_id, &req, now + round)
             .await
             .expect("served");
         follower

@@ -423,6 +423,8 @@ fn arbitrary_and_mutated_frames_never_panic_nor_allocate_beyond_the_limit() {
                     topic_id,
                     partitions: 2,
                     configs: Default::default(),
+                    // No states: led by this node alone.
+                    states: Vec::new(),
                 },
             );
             shard.apply_metadata(Arc::new(meta)).await;
