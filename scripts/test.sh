@@ -24,4 +24,5 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/influx.py
 .venv/bin/python tests/python/prometheus.py
 .venv/bin/python tests/python/shippers.py
+.venv/bin/python tests/python/cluster.py
 echo "all tests passed"
