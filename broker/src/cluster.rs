@@ -89,10 +89,10 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
     };
     let listen = config.controller_addr()?;
     let mut voters = config.voters()?;
-    if !voters.iter().any(|(id, _)| *id == node_id) {
+    let voter = voters.iter().any(|(id, _)| *id == node_id);
+    if !voter && listen.port() == 0 {
         return Err(fail(format!(
-            "node {node_id} is not among the controller voters ({}); every node must be a voter",
-            config.controller_voters
+            "node {node_id} is not a voter, so it follows the controller log as a learner: its --controller-listen needs a fixed port the voters can reach"
         )));
     }
     let (controller, server) = start_controller(
@@ -109,11 +109,28 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
         // A quorum of one, at whatever port it got.
         voters = vec![(node_id, server.local_addr().to_string())];
     }
-    controller
-        .initialize(&voters)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
+    if voter {
+        controller
+            .initialize(&voters)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+    }
     let client = ControllerClient::new(controller.clone(), tcp).map_err(|e| fail(e.to_string()))?;
+    if !voter {
+        // A broker-only node: the voters add it as a learner, and it
+        // follows the metadata log like they do.
+        let addr = listen.to_string();
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        loop {
+            match client.join(&voters, &addr, Duration::from_secs(5)).await {
+                Ok(()) => break,
+                Err(e) if Instant::now() < deadline && !shard.is_shutting_down() => {
+                    tracing::warn!("waiting to join the controller quorum as a learner: {e}");
+                }
+                Err(e) => return Err(fail(format!("joining as a learner: {e}"))),
+            }
+        }
+    }
     let node = Rc::new(ClusterNode {
         client,
         _server: server,
@@ -169,6 +186,7 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
         node = node_id,
         cluster = %shard.metadata().cluster_id,
         voters = voters.len(),
+        role = if voter { "broker+controller" } else { "broker" },
         "joined the cluster"
     );
     spawn_metadata_loop(shard, &node);
@@ -293,6 +311,25 @@ fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
         }
     })
     .detach();
+}
+
+/// Controlled shutdown: a node of a multi-node cluster fences itself
+/// before it stops, so that its partitions get new leaders now rather than
+/// after its session expires. Bounded: without a quorum it stops anyway.
+pub async fn leave(shard: &Rc<Shard>) {
+    let node = shard.cluster.borrow().clone();
+    let Some(node) = node else {
+        return;
+    };
+    if shard.metadata().nodes.len() < 2 {
+        return;
+    }
+    let node_id = shard.node_id();
+    let command = Command::FenceNode { node_id };
+    match node.client.submit(command, Duration::from_secs(2)).await {
+        Ok(_) => tracing::info!(node = node_id, "left the cluster: partitions led here move"),
+        Err(e) => tracing::warn!(node = node_id, "could not fence this node before stopping: {e}"),
+    }
 }
 
 /// Runs `command` through shard 0's controller client, from any shard.

@@ -260,6 +260,9 @@ async fn shard_main(
             "shutdown timeout; closing anyway"
         );
     }
+    if id == 0 {
+        crate::cluster::leave(&shard).await;
+    }
     // Logs close only once no shard can forward a request any more.
     barriers.drained.fetch_add(1, Ordering::SeqCst);
     while barriers.drained.load(Ordering::SeqCst) < nr_shards && Instant::now() < deadline {

@@ -108,6 +108,12 @@ pub const TOPIC_KEYS: &[TopicKey] = &[
         kafka_default: "604800000",
     },
     TopicKey {
+        name: "unclean.leader.election.enable",
+        config_type: config_type::BOOLEAN,
+        broker_key: "unclean.leader.election.enable",
+        kafka_default: "false",
+    },
+    TopicKey {
         name: "sluice.fsync",
         config_type: config_type::STRING,
         broker_key: "sluice.fsync",
@@ -136,6 +142,7 @@ pub fn broker_default(config: &Config, key: &str) -> Option<String> {
         "segment.bytes" => config.segment_bytes.to_string(),
         "segment.ms" => config.segment_ms.to_string(),
         "min.insync.replicas" => "1".into(),
+        "unclean.leader.election.enable" => "false".into(),
         "sluice.fsync" => config
             .fsync_policy()
             .map(|p| p.name().to_string())
@@ -172,6 +179,14 @@ pub fn log_config(
             "min.insync.replicas" => {
                 // Enforced by Produce with acks=all; not a log setting.
                 parse_i64(key, value, 1, i32::MAX.into())?;
+            }
+            "unclean.leader.election.enable" => {
+                // Read by the controller when it elects leaders.
+                if !matches!(value.trim(), "true" | "false") {
+                    return Err(format!(
+                        "Invalid value {value} for configuration {key}: Expected value to be either true or false"
+                    ));
+                }
             }
             "sluice.fsync" => {
                 let v = value.trim();

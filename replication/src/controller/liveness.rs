@@ -19,6 +19,10 @@ pub struct Liveness {
     /// this controller led (a fresh leader starts every clock without
     /// having heard anyone).
     last_seen: RefCell<BTreeMap<NodeId, (Instant, bool)>>,
+    /// When each fenced node was first seen fenced: only a heartbeat after
+    /// that unfences it (a node that fenced itself to stop has sent its
+    /// last heartbeat just before).
+    fenced_since: RefCell<BTreeMap<NodeId, Instant>>,
     /// Whether this controller led at the last check.
     leading: Cell<bool>,
 }
@@ -52,12 +56,19 @@ impl Liveness {
             }
         }
         let mut out = Vec::new();
+        let mut fenced_since = self.fenced_since.borrow_mut();
         for (node, fenced) in nodes {
             let (last, heard) = *seen.entry(node).or_insert((now, false));
             let silent = now.saturating_duration_since(last) > session;
-            if silent && !fenced {
-                out.push(Command::FenceNode { node_id: node });
-            } else if !silent && fenced && heard {
+            if !fenced {
+                fenced_since.remove(&node);
+                if silent {
+                    out.push(Command::FenceNode { node_id: node });
+                }
+                continue;
+            }
+            let since = *fenced_since.entry(node).or_insert(now);
+            if !silent && heard && last > since {
                 out.push(Command::UnfenceNode { node_id: node });
             }
         }
@@ -110,8 +121,18 @@ mod tests {
         live.heartbeat(1);
         let out = live.decide(true, session, [(1, false), (2, false)].into_iter());
         assert_eq!(out, vec![Command::FenceNode { node_id: 2 }]);
+        // Seen fenced now: only a later heartbeat unfences it.
+        live.heartbeat(1);
+        assert!(live
+            .decide(true, session, [(1, false), (2, true)].into_iter())
+            .is_empty());
+        std::thread::sleep(Duration::from_millis(2));
         live.heartbeat(2);
         let out = live.decide(true, session, [(1, false), (2, true)].into_iter());
         assert_eq!(out, vec![Command::UnfenceNode { node_id: 2 }]);
+        // A node that fenced itself after its last heartbeat stays fenced.
+        live.heartbeat(1);
+        let out = live.decide(true, session, [(1, true), (2, false)].into_iter());
+        assert!(out.is_empty(), "{out:?}");
     }
 }

@@ -49,6 +49,11 @@ pub(super) enum Request {
     Heartbeat {
         node: NodeId,
     },
+    /// A node that is not a voter asks to follow the log as a learner.
+    Join {
+        node: ControllerId,
+        addr: String,
+    },
 }
 
 /// The answer to a `Request`.
@@ -60,6 +65,7 @@ pub(super) enum Reply {
     /// The log index the command applied at and its result.
     Submitted(Result<(u64, CommandResult), SubmitError>),
     Heartbeat(Result<(), SubmitError>),
+    Joined(Result<(), SubmitError>),
     /// The receiving node could not serve it (stopped, storage failure).
     Failed(String),
 }
@@ -196,6 +202,28 @@ pub(super) async fn dispatch(
                 return Reply::Submitted(Err(SubmitError::NotLeader { leader }));
             }
             Reply::Submitted(submit(raft, command).await)
+        }
+        Request::Join { node, addr } => {
+            let metrics = raft.metrics().borrow_watched().clone();
+            if metrics.current_leader != Some(metrics.id) {
+                return Reply::Joined(Err(SubmitError::NotLeader {
+                    leader: metrics.current_leader,
+                }));
+            }
+            let voter = metrics
+                .membership_config
+                .membership()
+                .voter_ids()
+                .any(|v| v == node);
+            if voter {
+                return Reply::Joined(Ok(()));
+            }
+            // Not blocking: the learner catches up on its own; the caller
+            // waits for the log to reach it.
+            match raft.add_learner(node, BasicNode::new(addr), false).await {
+                Ok(_) => Reply::Joined(Ok(())),
+                Err(e) => Reply::Joined(Err(SubmitError::Stopped(e.to_string()))),
+            }
         }
         Request::Heartbeat { node } => {
             let metrics = raft.metrics().borrow_watched().clone();

@@ -601,6 +601,51 @@ impl ControllerClient {
         }
     }
 
+    /// Makes this node (not a voter) a learner of the quorum: asks the
+    /// voters, at the addresses configured, until the leader has added it.
+    pub async fn join(
+        &self,
+        voters: &[(ControllerId, String)],
+        addr: &str,
+        timeout: Duration,
+    ) -> Result<(), SubmitError> {
+        let deadline = Instant::now() + timeout;
+        let mut last = SubmitError::NotLeader { leader: None };
+        let mut next: Option<ControllerId> = None;
+        loop {
+            let targets: Vec<&(ControllerId, String)> = match next.take() {
+                Some(leader) => voters.iter().filter(|(id, _)| *id == leader).collect(),
+                None => voters.iter().collect(),
+            };
+            for (id, voter_addr) in targets {
+                let request = Request::Join {
+                    node: self.local.id,
+                    addr: addr.to_string(),
+                };
+                match self
+                    .remote_at(*id, voter_addr.clone(), request, deadline)
+                    .await
+                {
+                    Ok(Reply::Joined(Ok(()))) => return Ok(()),
+                    Ok(Reply::Joined(Err(SubmitError::NotLeader { leader }))) => {
+                        last = SubmitError::NotLeader { leader };
+                        if leader.is_some() {
+                            next = leader;
+                            break;
+                        }
+                    }
+                    Ok(Reply::Joined(Err(e))) => last = e,
+                    Ok(_) => last = SubmitError::Stopped("unexpected reply".into()),
+                    Err(e) => tracing::debug!("controller {id} at {voter_addr}: {e}"),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+            glommio::timer::sleep(LEADER_WAIT).await;
+        }
+    }
+
     async fn remote(
         &self,
         target: ControllerId,
@@ -611,6 +656,16 @@ impl ControllerClient {
             .local
             .address_of(target)
             .ok_or_else(|| format!("controller {target} is not in the membership"))?;
+        self.remote_at(target, addr, request, deadline).await
+    }
+
+    async fn remote_at(
+        &self,
+        target: ControllerId,
+        addr: String,
+        request: Request,
+        deadline: Instant,
+    ) -> Result<Reply, String> {
         let peer = {
             let mut peers = self.peers.borrow_mut();
             match peers.get(&target) {
