@@ -119,7 +119,13 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
     if !voter {
         // A broker-only node: the voters add it as a learner, and it
         // follows the metadata log like they do.
-        let addr = listen.to_string();
+        // The address the voters dial back: the advertised host when the
+        // listener takes every address.
+        let addr = if listen.ip().is_unspecified() {
+            format!("{}:{}", shard.advertised.0, listen.port())
+        } else {
+            listen.to_string()
+        };
         let deadline = Instant::now() + Duration::from_secs(3600);
         loop {
             match client.join(&voters, &addr, Duration::from_secs(5)).await {
