@@ -12,7 +12,7 @@ use uuid::Uuid;
 use std::collections::BTreeMap;
 
 use replication::controller::{Command, MetadataError, SubmitError};
-use replication::partition_state::PartitionState;
+use replication::partition_state::{ElectError, PartitionState};
 
 use crate::mesh::{AdminOp, AdminOutcome, ConfigChange, ShardRequest};
 use crate::metadata::{ClusterMetadata, TopicMeta};
@@ -255,6 +255,8 @@ fn refusal(e: MetadataError) -> (i16, String) {
         MetadataError::InvalidTopicId(_) => Kafka::InvalidRequest,
         MetadataError::UnknownNode(_) => Kafka::BrokerNotAvailable,
         MetadataError::AlterPartition(_) => Kafka::InvalidRequest,
+        MetadataError::Elect(ElectError::NotNeeded) => Kafka::ElectionNotNeeded,
+        MetadataError::Elect(ElectError::NotAvailable) => Kafka::EligibleLeadersNotAvailable,
     };
     (code.code(), e.to_string())
 }

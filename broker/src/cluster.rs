@@ -197,6 +197,9 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
     );
     spawn_metadata_loop(shard, &node);
     spawn_heartbeats(shard, &node);
+    if config.auto_leader_rebalance {
+        spawn_leader_balancer(shard, &node);
+    }
     let session = Duration::from_millis(config.broker_session_timeout_ms);
     glommio::spawn_local(replication::controller::liveness::run(
         controller,
@@ -319,6 +322,48 @@ fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
     .detach();
 }
 
+/// On the controller leader: every `leader.imbalance.check.interval`,
+/// partitions whose preferred replica is live and in sync but does not
+/// lead get it back as leader (after a restart, failover left them on the
+/// others).
+fn spawn_leader_balancer(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
+    let (shard, node) = (shard.clone(), node.clone());
+    let interval = Duration::from_millis(shard.config.leader_imbalance_check_interval_ms);
+    glommio::spawn_local(async move {
+        while shard.nap(interval).await {
+            let controller = node.controller();
+            if controller.leader() != Some(controller.id) {
+                continue;
+            }
+            let meta = controller.applied().metadata;
+            for (name, topic) in &meta.topics {
+                for (p, state) in topic.partitions.iter().enumerate() {
+                    let Some(&preferred) = state.replicas.first() else {
+                        continue;
+                    };
+                    let movable = state.leader.is_some()
+                        && state.leader != Some(preferred)
+                        && state.isr.contains(&preferred)
+                        && meta.is_live(preferred);
+                    if !movable {
+                        continue;
+                    }
+                    let command = Command::ElectLeader {
+                        topic: name.clone(),
+                        partition: p as u32,
+                        unclean: false,
+                    };
+                    tracing::info!("leader balance: {command}");
+                    if let Err(e) = node.client.submit(command, SUBMIT_TIMEOUT).await {
+                        tracing::debug!("leader balance: {e}");
+                    }
+                }
+            }
+        }
+    })
+    .detach();
+}
+
 /// Controlled shutdown: a node of a multi-node cluster fences itself
 /// before it stops, so that its partitions get new leaders now rather than
 /// after its session expires. Bounded: without a quorum it stops anyway.
@@ -334,7 +379,10 @@ pub async fn leave(shard: &Rc<Shard>) {
     let command = Command::FenceNode { node_id };
     match node.client.submit(command, Duration::from_secs(2)).await {
         Ok(_) => tracing::info!(node = node_id, "left the cluster: partitions led here move"),
-        Err(e) => tracing::warn!(node = node_id, "could not fence this node before stopping: {e}"),
+        Err(e) => tracing::warn!(
+            node = node_id,
+            "could not fence this node before stopping: {e}"
+        ),
     }
 }
 

@@ -178,6 +178,11 @@ pub struct Config {
     /// `offsets.topic.replication.factor` (at most the live nodes when
     /// `__consumer_offsets` is created).
     pub offsets_topic_replication_factor: i16,
+    /// `auto.leader.rebalance.enable`: the controller leader moves
+    /// leadership back to preferred replicas once they are in sync.
+    pub auto_leader_rebalance: bool,
+    /// `leader.imbalance.check.interval.seconds`, in ms.
+    pub leader_imbalance_check_interval_ms: u64,
 }
 
 pub const IO_MEMORY_BYTES_MIN: usize = 2 << 20;
@@ -236,6 +241,8 @@ impl Default for Config {
             replica_fetch_wait_max_ms: 500,
             replica_fetch_max_bytes: 1 << 20,
             offsets_topic_replication_factor: 3,
+            auto_leader_rebalance: true,
+            leader_imbalance_check_interval_ms: 300_000,
         }
     }
 }
@@ -479,6 +486,10 @@ impl Config {
             ),
             ("replica-lag-time-max-ms", self.replica_lag_time_max_ms),
             ("replica-fetch-wait-max-ms", self.replica_fetch_wait_max_ms),
+            (
+                "leader-imbalance-check-interval-ms",
+                self.leader_imbalance_check_interval_ms,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError {

@@ -231,6 +231,14 @@ struct ServeArgs {
     /// offsets.topic.replication.factor [default: 3, capped at the live nodes].
     #[arg(long)]
     offsets_topic_replication_factor: Option<i16>,
+    /// auto.leader.rebalance.enable: move leaders back to preferred
+    /// replicas once they are in sync [default: true].
+    #[arg(long)]
+    auto_leader_rebalance: Option<bool>,
+    /// How often the controller looks for leaders to move back
+    /// [default: 300000].
+    #[arg(long)]
+    leader_imbalance_check_interval_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -293,7 +301,9 @@ impl ServeArgs {
             replica_lag_time_max_ms,
             replica_fetch_wait_max_ms,
             replica_fetch_max_bytes,
-            offsets_topic_replication_factor
+            offsets_topic_replication_factor,
+            auto_leader_rebalance,
+            leader_imbalance_check_interval_ms
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;

@@ -41,6 +41,15 @@ pub enum AlterError {
     InvalidRequest,
 }
 
+/// Why a leader election was not made (Kafka's error names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ElectError {
+    /// The partition already has the leader asked for.
+    NotNeeded,
+    /// No replica that may lead is live (and in sync, for a preferred one).
+    NotAvailable,
+}
+
 impl PartitionState {
     /// A new partition: the first live replica leads, the live replicas
     /// are in sync. `None` when no replica is live.
@@ -143,6 +152,44 @@ impl PartitionState {
         true
     }
 
+    /// Moves leadership to the preferred replica (the first) when it is
+    /// live and in sync and does not lead already.
+    pub fn elect_preferred(&mut self, live: impl Fn(NodeId) -> bool) -> Result<(), ElectError> {
+        let preferred = *self.replicas.first().ok_or(ElectError::NotAvailable)?;
+        if self.leader == Some(preferred) {
+            return Err(ElectError::NotNeeded);
+        }
+        if !live(preferred) || !self.isr.contains(&preferred) {
+            return Err(ElectError::NotAvailable);
+        }
+        self.leader = Some(preferred);
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+        Ok(())
+    }
+
+    /// A partition without a leader takes any live replica, losing what
+    /// it lacks (an operator's unclean election).
+    pub fn elect_unclean(&mut self, live: impl Fn(NodeId) -> bool) -> Result<(), ElectError> {
+        if self.leader.is_some() {
+            return Err(ElectError::NotNeeded);
+        }
+        let pick = self
+            .isr
+            .iter()
+            .chain(self.replicas.iter())
+            .copied()
+            .find(|&n| live(n))
+            .ok_or(ElectError::NotAvailable)?;
+        self.leader = Some(pick);
+        if !self.isr.contains(&pick) {
+            self.isr = vec![pick];
+        }
+        self.leader_epoch += 1;
+        self.partition_epoch += 1;
+        Ok(())
+    }
+
     fn in_replica_order(&self, nodes: &[NodeId]) -> Vec<NodeId> {
         self.replicas
             .iter()
@@ -221,6 +268,28 @@ mod tests {
             (Some(1), 0, vec![1, 2])
         );
         assert!(!p.on_fenced(3, |n| n != 3, false));
+    }
+
+    #[test]
+    fn preferred_election_needs_the_first_replica_live_and_in_sync() {
+        let mut p = PartitionState::new(vec![1, 2, 3], all_live).expect("live");
+        assert_eq!(p.elect_preferred(all_live), Err(ElectError::NotNeeded));
+        assert!(p.on_fenced(1, |n| n != 1, false));
+        assert_eq!(p.leader, Some(2));
+        assert_eq!(p.elect_preferred(|n| n != 1), Err(ElectError::NotAvailable));
+        p.alter_isr(2, 1, p.partition_epoch, &[1, 2, 3], all_live)
+            .expect("1 back in sync");
+        let epoch = p.leader_epoch;
+        assert_eq!(p.elect_preferred(all_live), Ok(()));
+        assert_eq!((p.leader, p.leader_epoch), (Some(1), epoch + 1));
+        // Unclean: only without a leader.
+        assert_eq!(p.elect_unclean(all_live), Err(ElectError::NotNeeded));
+        p.alter_isr(1, p.leader_epoch, p.partition_epoch, &[1], all_live)
+            .expect("shrink");
+        assert!(p.on_fenced(1, |n| n == 3, false));
+        assert_eq!(p.leader, None);
+        assert_eq!(p.elect_unclean(|n| n == 3), Ok(()));
+        assert_eq!((p.leader, p.isr.clone()), (Some(3), vec![3]));
     }
 
     #[test]

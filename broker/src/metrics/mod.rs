@@ -194,6 +194,8 @@ pub struct ShardSnapshot {
     pub fsync: HistogramSnapshot,
     pub partitions: Vec<PartitionSnapshot>,
     pub committed: Vec<CommittedOffset>,
+    /// Partitions this shard leads whose ISR is smaller than their replicas.
+    pub under_replicated: u64,
 }
 
 /// Reads this shard's counters, logs and groups; runs on the shard itself.
@@ -241,8 +243,20 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             offset,
         })
         .collect();
+    let meta = shard.metadata();
+    let under_replicated = shard
+        .replicas()
+        .iter()
+        .filter(|r| r.is_leader())
+        .filter(|r| {
+            meta.topic(&r.topic)
+                .and_then(|t| t.state(r.partition))
+                .is_some_and(|s| s.isr.len() < s.replicas.len())
+        })
+        .count() as u64;
     ShardSnapshot {
         shard: shard.id,
+        under_replicated,
         serving: m.serving.get() && !shard.is_shutting_down(),
         requests,
         bytes_in: m.bytes_in.get(),

@@ -244,12 +244,12 @@ impl Merged {
             "1 when the partition's log is offline after a failed fsync.",
             &per(|p| i64::from(p.offline)),
         )?;
-        // A single node holds every replica there is.
+        let under: u64 = self.shards.iter().map(|s| s.under_replicated).sum();
         gauge(
             e,
             "sluice_under_replicated_partitions",
-            "Partitions with fewer in-sync replicas than replicas.",
-            &[(vec![], 0)],
+            "Partitions led here with fewer in-sync replicas than replicas.",
+            &[(vec![], under as i64)],
         )
     }
 

@@ -14,7 +14,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::partition_state::{AlterError, PartitionState};
+use crate::partition_state::{AlterError, ElectError, PartitionState};
 use crate::{Epoch, NodeId};
 
 /// A topic id (Kafka's topic UUID, as its 128 bits). Zero is reserved.
@@ -76,6 +76,14 @@ pub enum Command {
         name: String,
         total: u32,
     },
+    /// An operator's (or the leader balancer's) election: the preferred
+    /// replica, or with `unclean` any live replica of a leaderless
+    /// partition.
+    ElectLeader {
+        topic: String,
+        partition: u32,
+        unclean: bool,
+    },
     /// A partition leader's ISR change (a compare-and-set on the leader
     /// epoch and the partition epoch).
     AlterPartition {
@@ -112,6 +120,11 @@ impl fmt::Display for Command {
                 new_isr,
                 ..
             } => write!(f, "AlterPartition({topic}-{partition}, isr {new_isr:?})"),
+            Command::ElectLeader {
+                topic,
+                partition,
+                unclean,
+            } => write!(f, "ElectLeader({topic}-{partition}, unclean {unclean})"),
         }
     }
 }
@@ -151,6 +164,8 @@ pub enum MetadataError {
     InvalidReplicationFactor { requested: u16, live: usize },
     #[error("AlterPartition refused: {0:?}")]
     AlterPartition(AlterError),
+    #[error("election not made: {0:?}")]
+    Elect(ElectError),
 }
 
 /// The answer to a command, carried back to the proposer through Raft.
@@ -329,6 +344,29 @@ impl ClusterMetadata {
                     topic.partitions.extend(states);
                 }
                 Ok(Applied::Done)
+            }
+            Command::ElectLeader {
+                topic,
+                partition,
+                unclean,
+            } => {
+                let nodes = &self.nodes;
+                let p = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    .ok_or_else(|| MetadataError::UnknownPartition {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    })?;
+                let live = |n| is_live(nodes, n);
+                let elected = if *unclean {
+                    p.elect_unclean(live)
+                } else {
+                    p.elect_preferred(live)
+                };
+                elected.map_err(MetadataError::Elect)?;
+                Ok(Applied::PartitionAltered(p.clone()))
             }
             Command::AlterPartition {
                 topic,
