@@ -41,6 +41,9 @@ pub enum ShardRequest {
     ApplyMetadata(Arc<ClusterMetadata>),
     /// A consumer-group request, for the shard coordinating the group.
     Group(GroupCall),
+    /// OffsetForLeaderEpoch: (partition, the client's current leader
+    /// epoch, the epoch asked about).
+    EpochEnds(Vec<(TopicPartition, i32, i32)>),
     /// A command for the controller, which shard 0 brings to its leader.
     Controller(replication::controller::Command),
     /// This shard's metrics, for a scrape.
@@ -64,6 +67,8 @@ pub enum ShardResponse {
     Controller(
         Result<replication::controller::CommandResult, replication::controller::SubmitError>,
     ),
+    /// Per partition: (error code, epoch, end offset).
+    EpochEnds(Vec<(i16, i32, i64)>),
 }
 
 pub struct ProduceItem {

@@ -156,6 +156,25 @@ pub async fn list_offsets(
     .await
 }
 
+/// OffsetForLeaderEpoch per partition: (error code, epoch, end offset).
+pub async fn epoch_ends(
+    shard: &Rc<Shard>,
+    items: Vec<(TopicPartition, i32, i32)>,
+) -> Vec<(i16, i32, i64)> {
+    scatter(
+        shard,
+        items,
+        |i| &i.0,
+        ShardRequest::EpochEnds,
+        |r| match r {
+            ShardResponse::EpochEnds(v) => Some(v),
+            _ => None,
+        },
+        || (Kafka::NotLeaderOrFollower.code(), -1, -1),
+    )
+    .await
+}
+
 pub async fn describe_producers(
     shard: &Rc<Shard>,
     items: Vec<TopicPartition>,

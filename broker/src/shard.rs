@@ -259,6 +259,15 @@ impl Shard {
             ShardRequest::Metrics => {
                 ShardResponse::Metrics(Box::new(crate::metrics::snapshot(self)))
             }
+            ShardRequest::EpochEnds(items) => ShardResponse::EpochEnds(
+                items
+                    .into_iter()
+                    .map(|(tp, current, epoch)| match self.led(&tp) {
+                        Ok(r) => r.epoch_end(current, epoch),
+                        Err(code) => (code, -1, -1),
+                    })
+                    .collect(),
+            ),
             ShardRequest::Controller(command) => {
                 ShardResponse::Controller(crate::cluster::submit(self, command).await)
             }

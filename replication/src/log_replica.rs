@@ -311,6 +311,28 @@ impl LogReplica {
         self.replica.borrow().leader_epoch()
     }
 
+    /// Kafka's OffsetForLeaderEpoch on the leader: the largest epoch at
+    /// most `epoch` in this log and where it ends, as (error code, epoch,
+    /// end offset); -1, -1 when every epoch here is newer. A client's
+    /// `current_leader_epoch` (-1: not given) older than this leader's is
+    /// FENCED_LEADER_EPOCH, a newer one UNKNOWN_LEADER_EPOCH.
+    pub fn epoch_end(&self, current_leader_epoch: i32, epoch: i32) -> (i16, i32, i64) {
+        let r = self.replica.borrow();
+        if !r.is_leader() {
+            return (NOT_LEADER_OR_FOLLOWER, -1, -1);
+        }
+        if current_leader_epoch >= 0 && current_leader_epoch < r.leader_epoch() {
+            return (FENCED_LEADER_EPOCH, -1, -1);
+        }
+        if current_leader_epoch > r.leader_epoch() {
+            return (UNKNOWN_LEADER_EPOCH, -1, -1);
+        }
+        match r.epochs().end_offset_for(epoch, r.log_end()) {
+            Some((found, end)) => (NONE, found, end),
+            None => (NONE, -1, -1),
+        }
+    }
+
     /// The ISR as this leader counts it (None on a follower).
     pub fn isr(&self) -> Option<Vec<NodeId>> {
         self.replica.borrow().isr()

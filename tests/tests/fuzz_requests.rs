@@ -103,6 +103,19 @@ fn seeds(topic_id: uuid::Uuid) -> Vec<Bytes> {
             &ApiVersionsRequest::default(),
         ));
     }
+    for v in [2i16, 4] {
+        let req = OffsetForLeaderEpochRequest::default().with_topics(vec![
+            offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("fuzz")))
+                .with_partitions(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                        .with_partition(1)
+                        .with_current_leader_epoch(0)
+                        .with_leader_epoch(0),
+                ]),
+        ]);
+        out.push(encode(ApiKey::OffsetForLeaderEpoch, v, &req));
+    }
     for v in [1i16, 9, 12] {
         let req = MetadataRequest::default().with_topics(Some(vec![
             metadata_request::MetadataRequestTopic::default().with_name(Some(topic())),

@@ -412,3 +412,83 @@ fn incremental_alter_configs_set_delete_append() {
         );
     });
 }
+
+#[test]
+fn offset_for_leader_epoch_answers_from_the_leaders_epoch_history() {
+    let (_dir, config) = test_config();
+    run(config, |shard| async move {
+        assert_eq!(create(&shard, "e", 1, false).await.topics[0].error_code, 0);
+        let batch = storage::testing::batch_with_values(1000, [b"a".to_vec(), b"b".to_vec()]);
+        let resp: ProduceResponse =
+            call(&shard, ApiKey::Produce, 9, &produce_request("e", 0, batch)).await;
+        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        let meta: MetadataResponse = call(
+            &shard,
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(name("e"))),
+            ])),
+        )
+        .await;
+        let epoch = meta.topics[0].partitions[0].leader_epoch;
+        assert!(epoch >= 0, "a replicated partition has a leader epoch");
+        let ask = |partition: i32, current: i32, asked: i32| {
+            OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![
+                    offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                        .with_topic(name("e"))
+                        .with_partitions(vec![
+                            offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                                .with_partition(partition)
+                                .with_current_leader_epoch(current)
+                                .with_leader_epoch(asked),
+                        ]),
+                ])
+        };
+        let answer = |r: OffsetForLeaderEpochResponse| {
+            let p = &r.topics[0].partitions[0];
+            (p.error_code, p.leader_epoch, p.end_offset)
+        };
+        // The current epoch ends at the log end.
+        let r = call(
+            &shard,
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            &ask(0, epoch, epoch),
+        )
+        .await;
+        assert_eq!(answer(r), (0, epoch, 2));
+        // A newer epoch asked about: the latest this log has.
+        let r = call(
+            &shard,
+            ApiKey::OffsetForLeaderEpoch,
+            3,
+            &ask(0, -1, epoch + 5),
+        )
+        .await;
+        assert_eq!(answer(r), (0, epoch, 2));
+        // A client that knows a newer leader epoch than this leader.
+        let r = call(
+            &shard,
+            ApiKey::OffsetForLeaderEpoch,
+            4,
+            &ask(0, epoch + 1, epoch),
+        )
+        .await;
+        assert_eq!(answer(r).0, Kafka::UnknownLeaderEpoch.code());
+        if epoch > 0 {
+            let r = call(
+                &shard,
+                ApiKey::OffsetForLeaderEpoch,
+                4,
+                &ask(0, epoch - 1, epoch),
+            )
+            .await;
+            assert_eq!(answer(r).0, Kafka::FencedLeaderEpoch.code());
+        }
+        let r = call(&shard, ApiKey::OffsetForLeaderEpoch, 2, &ask(7, -1, epoch)).await;
+        assert_eq!(answer(r).0, Kafka::UnknownTopicOrPartition.code());
+    });
+}

@@ -40,6 +40,7 @@ pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 pub(crate) mod topics;
@@ -246,6 +247,13 @@ pub fn apis() -> &'static [Api] {
                 m::ElectLeadersRequest,
                 0,
                 2
+            ),
+            api!(
+                ApiKey::OffsetForLeaderEpoch,
+                offset_for_leader_epoch,
+                m::OffsetForLeaderEpochRequest,
+                2,
+                4
             ),
             api!(
                 ApiKey::DescribeGroups,
