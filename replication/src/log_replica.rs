@@ -287,6 +287,13 @@ impl LogReplica {
         self.replica
             .borrow_mut()
             .follower_high_watermark(reply.high_watermark);
+        // The leader's log start moved (retention, DeleteRecords): so does
+        // this copy's, as in Kafka, so that deleted records stay deleted.
+        let start = reply.log_start_offset;
+        if start > self.log.log_start_offset() && start <= self.log.log_end_offset() {
+            self.log.delete_records_before(start).await?;
+            self.replica.borrow_mut().observe_log_start(start);
+        }
         Ok(())
     }
 
