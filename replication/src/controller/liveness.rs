@@ -79,6 +79,10 @@ impl Liveness {
 /// Runs on the controller's executor until it stops: every `tick`, the
 /// leader fences silent nodes and unfences returning ones.
 pub async fn run(controller: Controller, session: Duration, tick: Duration) {
+    // A leader cut off from the quorum cannot commit anything: the same
+    // proposal is repeated at most once a second, not every tick.
+    let mut proposed: BTreeMap<String, Instant> = BTreeMap::new();
+    let repeat_after = Duration::from_secs(1);
     loop {
         glommio::timer::sleep(tick).await;
         let leading = controller.leader() == Some(controller.id);
@@ -91,7 +95,14 @@ pub async fn run(controller: Controller, session: Duration, tick: Duration) {
         let commands = controller
             .liveness
             .decide(leading, session, nodes.into_iter());
+        let now = Instant::now();
+        proposed.retain(|_, at| now.duration_since(*at) < repeat_after);
         for command in commands {
+            let key = command.to_string();
+            if proposed.contains_key(&key) {
+                continue;
+            }
+            proposed.insert(key, now);
             tracing::info!(controller = controller.id, "liveness: {command}");
             match controller.submit(command).await {
                 Ok(_) | Err(SubmitError::NotLeader { .. } | SubmitError::Unknown { .. }) => {}
