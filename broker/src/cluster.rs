@@ -308,14 +308,49 @@ fn spawn_metadata_loop(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
     .detach();
 }
 
+/// Heartbeats to the controller leader. A node that has not got one
+/// through for a session knows the others have fenced it by now: it stops
+/// acting as a leader (NOT_LEADER_OR_FOLLOWER) rather than take writes
+/// that the new leaders' logs will not have, and resumes once a heartbeat
+/// gets through and it has applied the metadata up to the leader's.
 fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
     let (shard, node) = (shard.clone(), node.clone());
     let interval = Duration::from_millis(shard.config.broker_heartbeat_interval_ms);
+    let session = Duration::from_millis(shard.config.broker_session_timeout_ms);
     let node_id = shard.config.node_id as u32;
     glommio::spawn_local(async move {
+        let mut last_ok = Instant::now();
+        let mut isolated = false;
         while shard.nap(interval).await {
-            if let Err(e) = node.client.heartbeat(node_id, interval).await {
-                tracing::debug!("heartbeat not delivered: {e}");
+            let caught_up = match node.client.heartbeat(node_id, interval).await {
+                Ok(leader_applied) => {
+                    last_ok = Instant::now();
+                    node.published.get() >= leader_applied
+                }
+                Err(e) => {
+                    tracing::debug!("heartbeat not delivered: {e}");
+                    false
+                }
+            };
+            let now_isolated = if isolated {
+                !caught_up
+            } else {
+                last_ok.elapsed() > session
+            };
+            if now_isolated == isolated {
+                continue;
+            }
+            isolated = now_isolated;
+            if isolated {
+                tracing::warn!(
+                    silent_ms = last_ok.elapsed().as_millis() as u64,
+                    "no heartbeat reached the controller for a session: this node stops leading until it is back"
+                );
+            } else {
+                tracing::info!("heartbeats get through again: leading as the metadata says");
+            }
+            for to in 0..shard.nr_shards {
+                shard.call(to, ShardRequest::SetIsolated(isolated)).await;
             }
         }
     })

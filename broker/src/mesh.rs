@@ -44,6 +44,8 @@ pub enum ShardRequest {
     /// OffsetForLeaderEpoch: (partition, the client's current leader
     /// epoch, the epoch asked about).
     EpochEnds(Vec<(TopicPartition, i32, i32)>),
+    /// This node lost (true) or regained (false) the controller.
+    SetIsolated(bool),
     /// A command for the controller, which shard 0 brings to its leader.
     Controller(replication::controller::Command),
     /// This shard's metrics, for a scrape.

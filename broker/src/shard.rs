@@ -66,6 +66,8 @@ pub struct Shard {
     pub cluster: RefCell<Option<Rc<crate::cluster::ClusterNode>>>,
     /// Followers' fetch loops and the leaders' ISR upkeep.
     pub replication: crate::replicas::Replication,
+    /// Set while this node cannot reach the controller: it leads nothing.
+    isolated: std::cell::Cell<bool>,
 }
 
 impl Shard {
@@ -98,6 +100,7 @@ impl Shard {
             metrics: crate::metrics::ShardMetrics::default(),
             cluster: RefCell::new(None),
             replication: crate::replicas::Replication::default(),
+            isolated: std::cell::Cell::new(false),
         })
     }
 
@@ -164,7 +167,7 @@ impl Shard {
     /// client that asked the wrong node.
     pub(crate) fn led(&self, tp: &TopicPartition) -> Result<Rc<LogReplica>, i16> {
         match self.replica(tp) {
-            Some(r) if r.is_leader() => Ok(r),
+            Some(r) if r.is_leader() && !self.isolated.get() => Ok(r),
             Some(_) => Err(code(Kafka::NotLeaderOrFollower)),
             None if self
                 .metadata()
@@ -258,6 +261,11 @@ impl Shard {
             }
             ShardRequest::Metrics => {
                 ShardResponse::Metrics(Box::new(crate::metrics::snapshot(self)))
+            }
+            ShardRequest::SetIsolated(isolated) => {
+                self.isolated.set(isolated);
+                self.appended.notify();
+                ShardResponse::Applied
             }
             ShardRequest::EpochEnds(items) => ShardResponse::EpochEnds(
                 items

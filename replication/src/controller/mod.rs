@@ -91,6 +91,11 @@ pub fn default_config() -> Config {
     }
 }
 
+/// How long a leader counts itself leader without a quorum's
+/// acknowledgement: twice the longest election timeout, by when the others
+/// have elected another.
+pub const QUORUM_LEASE: std::time::Duration = std::time::Duration::from_millis(1_200);
+
 /// One controller node: its Raft and the watch on its applied metadata.
 #[derive(Clone)]
 pub struct Controller {
@@ -164,9 +169,24 @@ impl Controller {
         }
     }
 
-    /// The leader this node knows of.
+    /// The leader this node knows of. A leader that has not heard from a
+    /// quorum for `QUORUM_LEASE` does not count itself: it may be cut off,
+    /// and another may lead by now (KRaft's check-quorum), so it neither
+    /// fences brokers nor tells its own broker that all is well.
     pub fn leader(&self) -> Option<ControllerId> {
-        self.raft.metrics().borrow_watched().current_leader
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let leader = m.current_leader?;
+        if leader == self.id && m.membership_config.membership().voter_ids().count() > 1 {
+            let fresh = m
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| at.elapsed() < QUORUM_LEASE);
+            if !fresh {
+                return None;
+            }
+        }
+        Some(leader)
     }
 
     /// The address of a controller in the current membership.

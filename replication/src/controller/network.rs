@@ -64,7 +64,9 @@ pub(super) enum Reply {
     Snapshot(SnapshotResponse<TypeConfig>),
     /// The log index the command applied at and its result.
     Submitted(Result<(u64, CommandResult), SubmitError>),
-    Heartbeat(Result<(), SubmitError>),
+    /// The leader's last applied log index: a node that was cut off is
+    /// current again once it has applied up to there.
+    Heartbeat(Result<u64, SubmitError>),
     Joined(Result<(), SubmitError>),
     /// The receiving node could not serve it (stopped, storage failure).
     Failed(String),
@@ -235,7 +237,8 @@ pub(super) async fn dispatch(
             match liveness {
                 Some(l) => {
                     l.heartbeat(node);
-                    Reply::Heartbeat(Ok(()))
+                    let applied = metrics.last_applied.map_or(0, |l| l.index);
+                    Reply::Heartbeat(Ok(applied))
                 }
                 None => Reply::Failed("this controller tracks no liveness".into()),
             }

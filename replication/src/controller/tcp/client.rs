@@ -578,8 +578,9 @@ impl ControllerClient {
         }
     }
 
-    /// Tells the leader that `node` is alive.
-    pub async fn heartbeat(&self, node: NodeId, timeout: Duration) -> Result<(), SubmitError> {
+    /// Tells the leader that `node` is alive; the leader's last applied
+    /// log index.
+    pub async fn heartbeat(&self, node: NodeId, timeout: Duration) -> Result<u64, SubmitError> {
         let deadline = Instant::now() + timeout;
         let leader = self
             .local
@@ -587,7 +588,7 @@ impl ControllerClient {
             .ok_or(SubmitError::NotLeader { leader: None })?;
         if leader == self.local.id {
             self.local.liveness.heartbeat(node);
-            return Ok(());
+            return Ok(self.local.applied().last_applied.map_or(0, |l| l.index));
         }
         match self
             .remote(leader, Request::Heartbeat { node }, deadline)
