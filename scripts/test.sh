@@ -26,4 +26,5 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/shippers.py
 .venv/bin/python tests/python/cluster.py
 .venv/bin/python tests/python/cluster_partition.py
+.venv/bin/python tests/python/cluster_ops.py
 echo "all tests passed"

@@ -84,6 +84,15 @@ pub enum Command {
         partition: u32,
         unclean: bool,
     },
+    /// Reserves `count` producer ids for a node's idempotent producers
+    /// (KRaft's AllocateProducerIds): ids never repeat in the cluster. The
+    /// block starts at `at_least` or later (ids a node handed out before
+    /// the controller existed).
+    AllocateProducerIds {
+        node_id: NodeId,
+        count: u32,
+        at_least: i64,
+    },
     /// A partition leader's ISR change (a compare-and-set on the leader
     /// epoch and the partition epoch).
     AlterPartition {
@@ -125,6 +134,9 @@ impl fmt::Display for Command {
                 partition,
                 unclean,
             } => write!(f, "ElectLeader({topic}-{partition}, unclean {unclean})"),
+            Command::AllocateProducerIds { node_id, count, .. } => {
+                write!(f, "AllocateProducerIds({count} for {node_id})")
+            }
         }
     }
 }
@@ -143,6 +155,10 @@ pub enum Applied {
     },
     /// The partition's state after an accepted AlterPartition.
     PartitionAltered(PartitionState),
+    /// The first of the producer ids reserved.
+    ProducerIds {
+        first: i64,
+    },
 }
 
 /// Why a command was refused. A refused command changes nothing.
@@ -206,6 +222,9 @@ pub struct ClusterMetadata {
     pub cluster_id: String,
     pub nodes: BTreeMap<NodeId, NodeRecord>,
     pub topics: BTreeMap<String, TopicRecord>,
+    /// The next producer id to hand out.
+    #[serde(default)]
+    pub next_producer_id: i64,
     /// Rotates where replica placement starts, topic after topic, so that
     /// leaders spread (Kafka draws this at random; a replicated state
     /// machine cannot).
@@ -344,6 +363,18 @@ impl ClusterMetadata {
                     topic.partitions.extend(states);
                 }
                 Ok(Applied::Done)
+            }
+            Command::AllocateProducerIds {
+                node_id,
+                count,
+                at_least,
+            } => {
+                if !self.nodes.contains_key(node_id) {
+                    return Err(MetadataError::UnknownNode(*node_id));
+                }
+                let first = self.next_producer_id.max(*at_least).max(0);
+                self.next_producer_id = first.saturating_add(i64::from(*count));
+                Ok(Applied::ProducerIds { first })
             }
             Command::ElectLeader {
                 topic,
