@@ -7,8 +7,9 @@
 # Node i (1-based) serves Kafka on 127.0.0.1:(9091+i), its controller on
 # 127.0.0.1:(9191+i) and its replication links from 127.0.0.1:(9300+10*i)
 # (one port per shard). SLUICE_CLUSTER_DIR, SLUICE_BIN and SLUICE_CORES
-# (shards per node, default 1) override the defaults; extra arguments after
-# N go to every `sluice serve`.
+# (shards per node, default 1; one-shard nodes are pinned to CPUs round
+# robin) override the defaults; extra arguments after N go to every
+# `sluice serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,14 +30,22 @@ start() {
     for i in $(seq 1 "$n"); do
         voters="${voters:+$voters,}$i@127.0.0.1:$((9191 + i))"
     done
+    local ncpu
+    ncpu="$(nproc)"
     for i in $(seq 1 "$n"); do
+        # One-shard nodes each get their own CPU, round robin, rather than
+        # all pinning to the first.
+        local pin=()
+        if [ "$cores" = 1 ]; then
+            pin=(--cpus "$(((i - 1) % ncpu))")
+        fi
         "$bin" serve --node-id "$i" --data-dir "$dir/node$i" \
             --listen "127.0.0.1:$((9091 + i))" \
             --controller-listen "127.0.0.1:$((9191 + i))" \
             --controller-voters "$voters" \
             --link-listen "127.0.0.1:$((9300 + 10 * i))" \
             --metrics-listen "127.0.0.1:$((9643 + i))" \
-            --cores "$cores" "$@" >>"$dir/node$i.log" 2>&1 &
+            --cores "$cores" "${pin[@]}" "$@" >>"$dir/node$i.log" 2>&1 &
         echo $! >"$dir/node$i.pid"
     done
     # Each node listens once a controller majority is up and it joined.

@@ -1,5 +1,6 @@
 //! `sluice-bench`: throughput and latency of Sluice or any Kafka-compatible
-//! broker. With no `--bootstrap` it starts a single-node Sluice itself.
+//! broker. With no `--bootstrap` it starts a single-node Sluice itself, or
+//! a local cluster of several nodes with `--cluster N`.
 //! Every failure is a message and exit code 2, never a panic.
 
 use std::path::PathBuf;
@@ -41,7 +42,8 @@ enum Command {
 #[derive(Args, Clone)]
 struct RunArgs {
     /// A built-in scenario (default, metrics-ingest, large-records,
-    /// fan-out, goals), a name under ./perf/scenarios, or a TOML file.
+    /// fan-out, goals, replicated-acks1, replicated-acksall), a name under
+    /// ./perf/scenarios, or a TOML file.
     #[arg(long, default_value = "default")]
     scenario: String,
     /// Run against this broker instead of starting a Sluice.
@@ -82,6 +84,15 @@ struct RunArgs {
     /// Write an SVG of latency percentiles and throughput over time.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// Copy the embedded broker's log (every node's with --cluster) into
+    /// this directory before its data is removed.
+    #[arg(long, value_name = "DIR")]
+    logs_dir: Option<PathBuf>,
+    /// Experiment with --cluster: once the nodes are up, let each node's
+    /// threads run on any CPU instead of the CPU its shard pinned itself to
+    /// (one-shard nodes on one machine all pin to the same CPU).
+    #[arg(long)]
+    unpin_nodes: bool,
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
@@ -152,6 +163,15 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
     let mut scenario = Scenario::load(&args.scenario)?;
     scenario.apply(&args.overrides);
     scenario.validate()?;
+    if args.unpin_nodes && !scenario.is_cluster() {
+        bail!("--unpin-nodes applies to an embedded cluster only (--cluster N, N > 1)");
+    }
+    if args.bootstrap.is_some() && scenario.is_cluster() {
+        bail!(
+            "--bootstrap with a {}-node cluster: sluice-bench starts a cluster only itself; drop --bootstrap or use --cluster 1",
+            scenario.cluster_nodes
+        );
+    }
     if let Some(p) = &args.plot {
         if p.extension().and_then(|e| e.to_str()) != Some("svg") {
             bail!(
@@ -189,6 +209,8 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
         progress: !args.quiet,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         catch_up_time_max: Duration::from_secs_f64(args.catch_up_max),
+        logs_dir: args.logs_dir.clone(),
+        unpin_nodes: args.unpin_nodes,
         cancel: cancel.clone(),
     })
 }

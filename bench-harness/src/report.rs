@@ -43,6 +43,206 @@ pub struct Settings {
     pub open_files_limit: u64,
 }
 
+/// The embedded cluster a run used (`cluster_nodes` > 1).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct ClusterReport {
+    pub nodes: u32,
+    /// Shards (`--cores`) of each node.
+    pub cores_per_node: usize,
+    /// The machine's cores, which the nodes and the harness share.
+    pub machine_cores: usize,
+    pub replication_factor: i16,
+    /// acks as clients write it: 0, 1 or all.
+    pub acks: String,
+    /// `--unpin-nodes`: the harness let every node's threads run on any
+    /// CPU after start (the nodes' own placement pins each shard).
+    pub unpinned_by_harness: bool,
+    pub brokers: Vec<NodeReport>,
+    /// Replicas and ISR once the topic was ready, and after the load.
+    pub partitions_at_start: Vec<PartitionReplicas>,
+    pub partitions_at_end: Option<Vec<PartitionReplicas>>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NodeReport {
+    pub node_id: i32,
+    pub addr: String,
+    pub pid: u32,
+    /// Partitions of the topic it led at the start.
+    pub leader_of: Vec<i32>,
+    /// CPU seconds and average cores during the measured window.
+    pub cpu_s: Option<f64>,
+    pub cores: Option<f64>,
+    pub rss_peak_kib: Option<u64>,
+    /// Threads pinned to fewer CPUs than the process may use (`name: cpu N`).
+    pub pinned_threads: Vec<String>,
+    /// False when the node had exited before the harness stopped it.
+    pub alive_after_load: bool,
+    /// Its exit status once stopped (`exit status: 0` after SIGTERM).
+    pub exit: Option<String>,
+    /// Still running `stop_wait_s` after SIGTERM, so killed (SIGKILL).
+    pub killed_after_stop_wait: bool,
+    pub stop_wait_s: f64,
+    /// WARN and ERROR lines of its log, and the first of them, in each
+    /// phase of the run.
+    pub log: NodeLog,
+    /// Where its log was copied (`--logs-dir`).
+    pub log_copy: Option<String>,
+}
+
+/// What a node logged at WARN and ERROR, by phase: start-up (until the
+/// load starts: voters dial each other before every one listens), the
+/// load (warm-up, measured window, drain and catch-up read) and shutdown
+/// (from the harness's SIGTERM to the node's exit).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct NodeLog {
+    pub startup: LogProblems,
+    pub load: LogProblems,
+    pub shutdown: LogProblems,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct LogProblems {
+    pub warn_lines: u64,
+    pub error_lines: u64,
+    pub samples: Vec<String>,
+}
+
+impl LogProblems {
+    fn brief(&self) -> String {
+        format!("{} WARN, {} ERROR", self.warn_lines, self.error_lines)
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PartitionReplicas {
+    pub partition: i32,
+    pub leader: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+}
+
+impl PartitionReplicas {
+    pub fn of(topic: &crate::client::admin::TopicInfo) -> Vec<PartitionReplicas> {
+        topic
+            .partitions
+            .iter()
+            .map(|p| PartitionReplicas {
+                partition: p.partition,
+                leader: p.leader_id,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
+            })
+            .collect()
+    }
+}
+
+/// "all 6 partitions: 3 replicas, ISR 3" or the partitions that differ.
+pub fn isr_summary(partitions: &[PartitionReplicas], rf: i16) -> String {
+    let short: Vec<String> = partitions
+        .iter()
+        .filter(|p| p.isr.len() < rf.max(1) as usize || p.replicas.len() != rf.max(1) as usize)
+        .map(|p| {
+            format!(
+                "partition {} leader {} replicas {:?} ISR {:?}",
+                p.partition, p.leader, p.replicas, p.isr
+            )
+        })
+        .collect();
+    if short.is_empty() {
+        format!(
+            "all {} partitions: {rf} replicas, {rf} in sync",
+            partitions.len()
+        )
+    } else {
+        format!(
+            "{} of {} partitions short: {}",
+            short.len(),
+            partitions.len(),
+            short.join("; ")
+        )
+    }
+}
+
+impl ClusterReport {
+    /// The cluster's part of the table.
+    pub fn lines(&self) -> String {
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "cluster: {} sluice nodes on loopback, {} core{} (shard) each, sharing this machine's {} cores with the harness; topic replication factor {}, acks={}",
+            self.nodes,
+            self.cores_per_node,
+            if self.cores_per_node == 1 { "" } else { "s" },
+            self.machine_cores,
+            self.replication_factor,
+            self.acks
+        );
+        if self.unpinned_by_harness {
+            let _ = writeln!(
+                o,
+                "  --unpin-nodes: after start the harness let every node thread run on any CPU (not the broker's own placement)"
+            );
+        }
+        for n in &self.brokers {
+            let cpu = match (n.cores, n.rss_peak_kib) {
+                (Some(c), Some(r)) => {
+                    format!("{c:.2} cores, RSS peak {:.1} MiB", r as f64 / 1024.0)
+                }
+                (Some(c), None) => format!("{c:.2} cores"),
+                _ => "no /proc figures".to_string(),
+            };
+            let pinned = if n.pinned_threads.is_empty() {
+                String::new()
+            } else {
+                format!(", pinned {}", n.pinned_threads.join(", "))
+            };
+            let _ = writeln!(
+                o,
+                "  node {} {} pid {}: leads {:?}, {cpu}{pinned}; log: start-up {}, load {}, shutdown {}{}{}",
+                n.node_id,
+                n.addr,
+                n.pid,
+                n.leader_of,
+                n.log.startup.brief(),
+                n.log.load.brief(),
+                n.log.shutdown.brief(),
+                if n.alive_after_load {
+                    String::new()
+                } else {
+                    "; EXITED DURING THE RUN".to_string()
+                },
+                match (&n.exit, n.killed_after_stop_wait) {
+                    (_, true) => format!(
+                        "; DID NOT EXIT within {:.0} s of SIGTERM: killed",
+                        n.stop_wait_s
+                    ),
+                    (Some(e), false) => format!("; stopped: {e}"),
+                    (None, false) => String::new(),
+                }
+            );
+            for (phase, p) in [("load", &n.log.load), ("shutdown", &n.log.shutdown)] {
+                for line in &p.samples {
+                    let _ = writeln!(o, "    [{phase}] {line}");
+                }
+            }
+        }
+        let _ = writeln!(
+            o,
+            "  ISR at start: {}",
+            isr_summary(&self.partitions_at_start, self.replication_factor)
+        );
+        if let Some(end) = &self.partitions_at_end {
+            let _ = writeln!(
+                o,
+                "  ISR after the load: {}",
+                isr_summary(end, self.replication_factor)
+            );
+        }
+        o
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Flow {
     pub records: u64,
@@ -129,6 +329,46 @@ pub struct HarnessUsage {
     pub cores_per_gb_per_s: Option<f64>,
 }
 
+/// The whole machine's CPU during the measured window, so that another
+/// program's load (a build, a test) shows in the report.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct MachineUsage {
+    pub cores: usize,
+    /// Average cores busy (anything but idle and iowait).
+    pub cores_busy: f64,
+    /// `cores_busy` less the broker's and the harness's (when the broker's
+    /// figures are known): other programs and the kernel's own threads.
+    pub other_cores: Option<f64>,
+}
+
+impl MachineUsage {
+    pub fn new(
+        cores: usize,
+        busy_s: f64,
+        seconds: f64,
+        broker_cores: Option<f64>,
+        harness_cores: f64,
+    ) -> MachineUsage {
+        let cores_busy = busy_s.max(0.0) / seconds.max(1e-9);
+        MachineUsage {
+            cores,
+            cores_busy,
+            other_cores: broker_cores.map(|b| (cores_busy - b - harness_cores).max(0.0)),
+        }
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "machine: {:.2} of {} cores busy in the measured window{}",
+            self.cores_busy,
+            self.cores,
+            self.other_cores.map_or(String::new(), |o| format!(
+                ", {o:.2} of them neither broker nor harness"
+            ))
+        )
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub tool: String,
@@ -146,8 +386,12 @@ pub struct Report {
     pub e2e_latency: Percentiles,
     /// Fixed-rate runs measure every record from its intended send time.
     pub corrected_for_coordinated_omission: bool,
+    /// Summed over every node of an embedded cluster.
     pub broker: Option<BrokerUsage>,
+    /// The embedded cluster, when the run started one.
+    pub cluster: Option<ClusterReport>,
     pub harness: HarnessUsage,
+    pub machine: Option<MachineUsage>,
     pub catch_up: Option<CatchUp>,
     pub produce_requests: u64,
     /// Records per Produce request over the whole run (warm-up included):
@@ -280,10 +524,13 @@ impl Report {
             self.version,
             s.name,
             self.target.bootstrap,
-            if self.target.embedded {
-                format!(" (embedded sluice, profile {})", s.profile)
-            } else {
-                String::new()
+            match (&self.cluster, self.target.embedded) {
+                (Some(c), _) => format!(
+                    " (embedded {}-node sluice cluster, replication factor {}, acks={}, --cores {} per node, profile {})",
+                    c.nodes, c.replication_factor, c.acks, c.cores_per_node, s.profile
+                ),
+                (None, true) => format!(" (embedded sluice, profile {})", s.profile),
+                (None, false) => String::new(),
             }
         );
         let rate = if s.rate > 0.0 && s.burst > 1 {
@@ -295,10 +542,14 @@ impl Report {
         };
         let _ = writeln!(
             o,
-            "  {} producers x {} partitions, {} B records, keys {}, acks={}, batch {} B, linger {} ms, {}, {}, {} in flight, {} consumers, {} s + {} s warm-up, {} harness cores",
-            s.producers, s.partitions, s.record_bytes, s.keys, s.acks, s.batch_bytes, s.linger_ms,
-            s.compression, rate, s.in_flight, s.consumers, s.duration_s, s.warmup_s, s.cores
+            "  {} producers x {} partitions (replication factor {}), {} B records, keys {}, acks={}, batch {} B, linger {} ms, {}, {}, {} in flight, {} consumers, {} s + {} s warm-up, {} harness cores",
+            s.producers, s.partitions, s.replication_factor, s.record_bytes, s.keys, s.acks_name(),
+            s.batch_bytes, s.linger_ms, s.compression, rate, s.in_flight, s.consumers, s.duration_s,
+            s.warmup_s, s.cores
         );
+        if let Some(c) = &self.cluster {
+            o.push_str(&c.lines());
+        }
         if let Some(l) = &self.limits {
             let _ = writeln!(
                 o,
@@ -356,7 +607,12 @@ impl Report {
         if let Some(b) = &self.broker {
             let _ = writeln!(
                 o,
-                "broker: {:.2} CPU s ({:.2} cores){}, RSS idle {:.1} MiB, peak {:.1} MiB",
+                "broker{}: {:.2} CPU s ({:.2} cores){}, RSS idle {:.1} MiB, peak {:.1} MiB",
+                if self.cluster.is_some() {
+                    " (all nodes)"
+                } else {
+                    ""
+                },
                 b.cpu_s,
                 b.cores,
                 b.cpu_s_per_gb
@@ -377,6 +633,9 @@ impl Report {
                 .cores_per_gb_per_s
                 .map_or(String::new(), |x| format!(", {x:.2} cores per GB/s"))
         );
+        if let Some(m) = &self.machine {
+            let _ = writeln!(o, "{}", m.line());
+        }
         if self.errors > 0 {
             let _ = writeln!(o, "errors: {}", self.errors);
             for e in &self.error_samples {
@@ -512,6 +771,96 @@ mod tests {
         assert_eq!(json["rss_per_idle_connection_bytes"], 2048.0);
         assert_eq!(json["rss_per_active_connection_bytes"], 51_200.0);
         assert_eq!(connection_memory(&BrokerUsage::default()), None);
+    }
+
+    #[test]
+    fn the_cluster_lines_say_nodes_replication_and_acks() {
+        let partitions = |isr: Vec<i32>| {
+            vec![
+                PartitionReplicas {
+                    partition: 0,
+                    leader: 1,
+                    replicas: vec![1, 2, 3],
+                    isr: vec![1, 2, 3],
+                },
+                PartitionReplicas {
+                    partition: 1,
+                    leader: 2,
+                    replicas: vec![2, 3, 1],
+                    isr,
+                },
+            ]
+        };
+        let c = ClusterReport {
+            nodes: 3,
+            cores_per_node: 1,
+            machine_cores: 2,
+            replication_factor: 3,
+            acks: "all".into(),
+            unpinned_by_harness: false,
+            brokers: vec![NodeReport {
+                node_id: 1,
+                addr: "127.0.0.1:9001".into(),
+                pid: 42,
+                leader_of: vec![0],
+                cores: Some(0.5),
+                alive_after_load: false,
+                exit: Some("signal: 9 (SIGKILL)".into()),
+                killed_after_stop_wait: true,
+                stop_wait_s: 15.0,
+                log: NodeLog {
+                    load: LogProblems {
+                        warn_lines: 2,
+                        error_lines: 0,
+                        samples: vec!["x WARN y".into()],
+                    },
+                    ..NodeLog::default()
+                },
+                ..NodeReport::default()
+            }],
+            partitions_at_start: partitions(vec![2, 3, 1]),
+            partitions_at_end: Some(partitions(vec![2])),
+        };
+        let text = c.lines();
+        assert!(
+            text.contains(
+                "3 sluice nodes on loopback, 1 core (shard) each, sharing this machine's 2 cores"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("replication factor 3, acks=all"), "{text}");
+        assert!(
+            text.contains("node 1 127.0.0.1:9001 pid 42: leads [0], 0.50 cores"),
+            "{text}"
+        );
+        assert!(
+            text.contains("log: start-up 0 WARN, 0 ERROR, load 2 WARN, 0 ERROR, shutdown 0 WARN, 0 ERROR; EXITED DURING THE RUN; DID NOT EXIT within 15 s of SIGTERM: killed"),
+            "{text}"
+        );
+        assert!(text.contains("    [load] x WARN y"), "{text}");
+        assert!(
+            text.contains("ISR at start: all 2 partitions: 3 replicas, 3 in sync"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ISR after the load: 1 of 2 partitions short: partition 1 leader 2 replicas [2, 3, 1] ISR [2]"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn other_programs_show_as_the_machine_less_broker_and_harness() {
+        let m = MachineUsage::new(2, 30.0, 20.0, Some(1.0), 0.25);
+        assert_eq!(m.cores_busy, 1.5);
+        assert_eq!(m.other_cores, Some(0.25));
+        assert_eq!(
+            m.line(),
+            "machine: 1.50 of 2 cores busy in the measured window, 0.25 of them neither broker nor harness"
+        );
+        // Sampling jitter never makes the rest negative.
+        let m = MachineUsage::new(2, 10.0, 10.0, Some(0.9), 0.2);
+        assert_eq!(m.other_cores, Some(0.0));
+        assert_eq!(MachineUsage::new(2, 1.0, 1.0, None, 0.1).other_cores, None);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::records::{parse_compression, VALUE_HEADER_BYTES};
 use crate::error::{BenchError, Result};
 
-pub const BUILTIN: [(&str, &str); 5] = [
+pub const BUILTIN: [(&str, &str); 7] = [
     (
         "default",
         include_str!(concat!(
@@ -45,7 +45,25 @@ pub const BUILTIN: [(&str, &str); 5] = [
             "/../perf/scenarios/goals.toml"
         )),
     ),
+    (
+        "replicated-acks1",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/replicated-acks1.toml"
+        )),
+    ),
+    (
+        "replicated-acksall",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/replicated-acksall.toml"
+        )),
+    ),
 ];
+
+/// Nodes of an embedded cluster, at most: each is a process with its own
+/// controller voter, listener and replication links on loopback.
+pub const CLUSTER_NODES_MAX: u32 = 9;
 
 pub const PROFILES: [&str; 3] = ["durable", "balanced", "throughput"];
 
@@ -92,8 +110,12 @@ pub struct Scenario {
     pub cores: usize,
     /// Broker profile for the embedded broker.
     pub profile: String,
-    /// Shards of the embedded broker.
+    /// Shards of the embedded broker (of each node of an embedded cluster).
     pub broker_cores: usize,
+    /// Nodes of the embedded Sluice: 1, a single node (the default); N > 1,
+    /// a local N-node cluster on loopback, every node a controller voter.
+    /// Ignored with `--bootstrap` (refused there when above 1).
+    pub cluster_nodes: u32,
 }
 
 impl Default for Scenario {
@@ -121,6 +143,7 @@ impl Default for Scenario {
             cores: 1,
             profile: "balanced".into(),
             broker_cores: 1,
+            cluster_nodes: 1,
         }
     }
 }
@@ -181,9 +204,14 @@ pub struct Overrides {
     /// Embedded broker profile: durable, balanced or throughput.
     #[arg(long)]
     pub profile: Option<String>,
-    /// Embedded broker cores.
+    /// Embedded broker cores (per node with --cluster).
     #[arg(long)]
     pub broker_cores: Option<usize>,
+    /// Start a local N-node Sluice cluster instead of a single node; the
+    /// topic's replication factor becomes N unless --replication-factor
+    /// says otherwise (scenario key `cluster_nodes`).
+    #[arg(long, value_name = "N")]
+    pub cluster: Option<u32>,
 }
 
 impl Scenario {
@@ -232,8 +260,24 @@ impl Scenario {
             acks <- acks, batch_bytes <- batch_bytes, linger_ms <- linger_ms,
             compression <- compression, rate <- rate, burst <- burst, in_flight <- in_flight,
             consumers <- consumers, catch_up <- catch_up, cores <- cores,
-            profile <- profile, broker_cores <- broker_cores,
+            profile <- profile, broker_cores <- broker_cores, cluster_nodes <- cluster,
         );
+        if let (Some(n), None) = (o.cluster, o.replication_factor) {
+            self.replication_factor = i16::try_from(n).unwrap_or(i16::MAX);
+        }
+    }
+
+    /// True when the embedded broker is a cluster of several nodes.
+    pub fn is_cluster(&self) -> bool {
+        self.cluster_nodes > 1
+    }
+
+    /// acks as Kafka clients write it: `all` for -1.
+    pub fn acks_name(&self) -> String {
+        match self.acks {
+            -1 => "all".to_string(),
+            a => a.to_string(),
+        }
     }
 
     /// Refuses what cannot run, naming the field, the value and what is allowed.
@@ -258,6 +302,13 @@ impl Scenario {
         }
         if !(1..=100_000).contains(&self.partitions) {
             return bad("partitions", self.partitions, "1 to 100000");
+        }
+        if !(1..=CLUSTER_NODES_MAX).contains(&self.cluster_nodes) {
+            return bad(
+                "cluster",
+                self.cluster_nodes,
+                &format!("1 (a single node) to {CLUSTER_NODES_MAX} nodes"),
+            );
         }
         if self.replication_factor < 1 {
             return bad("replication-factor", self.replication_factor, "at least 1");
@@ -316,6 +367,16 @@ impl Scenario {
         if !PROFILES.contains(&self.profile.as_str()) {
             return bad("profile", &self.profile, "durable, balanced or throughput");
         }
+        if self.is_cluster() && self.replication_factor > self.cluster_nodes as i16 {
+            return bad(
+                "replication-factor",
+                self.replication_factor,
+                &format!(
+                    "at most the cluster's {} nodes (--cluster)",
+                    self.cluster_nodes
+                ),
+            );
+        }
         Ok(())
     }
 }
@@ -370,6 +431,99 @@ mod tests {
         let err = Scenario::parse("partitons = 3", Path::new("x.toml")).expect_err("typo");
         assert!(err.to_string().contains("partitons"), "{err}");
         assert!(Scenario::load("no-such-scenario").is_err());
+    }
+
+    #[test]
+    fn the_replicated_pair_differs_only_in_acks() {
+        let one = Scenario::load("replicated-acks1").expect("acks1");
+        let all = Scenario::load("replicated-acksall").expect("acksall");
+        assert_eq!((one.acks, all.acks), (1, -1));
+        assert_eq!(
+            (one.acks_name(), all.acks_name()),
+            ("1".into(), "all".into())
+        );
+        assert_eq!(one.cluster_nodes, 3);
+        assert_eq!(one.replication_factor, 3);
+        assert!(one.is_cluster());
+        assert_eq!(one.broker_cores, 1, "one core per node on a 2-core machine");
+        let same = Scenario {
+            name: one.name.clone(),
+            description: one.description.clone(),
+            acks: one.acks,
+            ..all
+        };
+        assert_eq!(same, one);
+    }
+
+    #[test]
+    fn cluster_flag_sets_the_replication_factor_unless_given() {
+        let mut s = Scenario::load("default").expect("default");
+        assert_eq!((s.cluster_nodes, s.replication_factor), (1, 1));
+        assert!(!s.is_cluster());
+        s.apply(&Overrides {
+            cluster: Some(3),
+            ..Overrides::default()
+        });
+        assert_eq!((s.cluster_nodes, s.replication_factor), (3, 3));
+        s.validate().expect("3 nodes, RF 3");
+
+        let mut s = Scenario::load("default").expect("default");
+        s.apply(&Overrides {
+            cluster: Some(3),
+            replication_factor: Some(2),
+            ..Overrides::default()
+        });
+        assert_eq!((s.cluster_nodes, s.replication_factor), (3, 2));
+
+        // Back to one node: the replication factor follows.
+        let mut s = Scenario::load("replicated-acksall").expect("acksall");
+        s.apply(&Overrides {
+            cluster: Some(1),
+            ..Overrides::default()
+        });
+        assert_eq!((s.cluster_nodes, s.replication_factor), (1, 1));
+        s.validate().expect("single node");
+    }
+
+    #[test]
+    fn cluster_sizes_and_replication_factors_are_checked() {
+        let key = |s: Scenario| match s.validate() {
+            Err(BenchError::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        assert_eq!(
+            key(Scenario {
+                cluster_nodes: 0,
+                ..Scenario::default()
+            }),
+            "cluster"
+        );
+        assert_eq!(
+            key(Scenario {
+                cluster_nodes: CLUSTER_NODES_MAX + 1,
+                ..Scenario::default()
+            }),
+            "cluster"
+        );
+        assert_eq!(
+            key(Scenario {
+                cluster_nodes: 3,
+                replication_factor: 4,
+                ..Scenario::default()
+            }),
+            "replication-factor"
+        );
+        let parsed = Scenario::parse("cluster_nodes = 3\nreplication_factor = 3", Path::new("x"))
+            .expect("parses");
+        assert_eq!((parsed.cluster_nodes, parsed.replication_factor), (3, 3));
+        // A single node keeps accepting any replication factor: the
+        // broker (or an external cluster) answers for it.
+        Scenario {
+            replication_factor: 3,
+            ..Scenario::default()
+        }
+        .validate()
+        .expect("external clusters choose their own");
     }
 
     #[test]

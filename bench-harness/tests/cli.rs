@@ -27,6 +27,8 @@ fn help_lists_the_main_flags() {
         "--hdr-log",
         "--plot",
         "--rate",
+        "--cluster",
+        "--logs-dir",
     ] {
         assert!(text.contains(flag), "{flag} missing from --help");
     }
@@ -44,6 +46,16 @@ fn bad_values_exit_2_naming_the_flag() {
             "--sluice-bin",
         ),
         (&["--no-such-flag"][..], "unexpected argument"),
+        (&["--cluster", "0"][..], "cluster"),
+        (&["--unpin-nodes"][..], "--unpin-nodes"),
+        (
+            &["--cluster", "3", "--replication-factor", "4"][..],
+            "replication-factor",
+        ),
+        (
+            &["--cluster", "3", "--bootstrap", "127.0.0.1:1"][..],
+            "--bootstrap",
+        ),
     ] {
         let o = bench(args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));

@@ -89,8 +89,11 @@ pub struct Config {
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
     pub data_dir: PathBuf,
-    /// Shards (one per core); `None` = every core.
+    /// Shards (one per core); `None` = every core (every CPU of `cpus`).
     pub cores: Option<usize>,
+    /// CPUs the shards are pinned to, e.g. "0-3" or "1,3"; `None`: any
+    /// of the machine's. Several nodes on one host each take their own.
+    pub cpus: Option<String>,
     pub node_id: i32,
     pub profile: Profile,
     /// `always`, `interval` or `never`: overrides the profile's policy.
@@ -202,6 +205,7 @@ impl Default for Config {
             advertise: None,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
+            cpus: None,
             node_id: 0,
             profile: Profile::Balanced,
             fsync: None,
@@ -468,6 +472,15 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if let (Some(cpus), Some(cores)) = (self.cpu_list()?, self.cores) {
+            if cores > cpus.len() {
+                return Err(ConfigError {
+                    key: "cores",
+                    value: cores.to_string(),
+                    allowed: format!("at most the {} CPUs of --cpus", cpus.len()),
+                });
+            }
+        }
         self.controller_addr()?;
         self.link_addr()?;
         let voters = self.voters()?;
@@ -682,8 +695,44 @@ impl Config {
     }
 
     pub fn shards(&self) -> usize {
+        let cpus = self.cpu_list().ok().flatten().map(|c| c.len());
         self.cores
+            .or(cpus)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+
+    /// The CPUs of `cpus`, in order, without repeats.
+    pub fn cpu_list(&self) -> Result<Option<Vec<usize>>, ConfigError> {
+        let Some(text) = &self.cpus else {
+            return Ok(None);
+        };
+        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let bad = || ConfigError {
+            key: "cpus",
+            value: text.clone(),
+            allowed: format!("CPU numbers below {available} as a list or ranges, e.g. 0-1 or 0,2"),
+        };
+        let mut out: Vec<usize> = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (a.trim(), b.trim()),
+                None => (part, part),
+            };
+            let a: usize = a.parse().map_err(|_| bad())?;
+            let b: usize = b.parse().map_err(|_| bad())?;
+            if a > b || b >= available {
+                return Err(bad());
+            }
+            for cpu in a..=b {
+                if !out.contains(&cpu) {
+                    out.push(cpu);
+                }
+            }
+        }
+        if out.is_empty() {
+            return Err(bad());
+        }
+        Ok(Some(out))
     }
 }
 

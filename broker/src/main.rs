@@ -110,9 +110,13 @@ struct ServeArgs {
     /// Where partition logs and metadata live [default: ./sluice-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Shards, one per core [default: every core].
+    /// Shards, one per core [default: every core, or every CPU of --cpus].
     #[arg(long)]
     cores: Option<usize>,
+    /// CPUs to pin the shards to, e.g. 0-3 or 1,3 [default: any]; give
+    /// each node of a cluster on one host its own.
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
     #[arg(long)]
     node_id: Option<i32>,
     /// durable (fsync always), balanced (fsync on an interval) or
@@ -307,6 +311,9 @@ impl ServeArgs {
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;
+        }
+        if self.cpus.is_some() {
+            c.cpus = self.cpus;
         }
         if self.cores.is_some() {
             c.cores = self.cores;

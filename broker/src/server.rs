@@ -55,7 +55,17 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
     let barriers = Arc::new(Barriers::default());
     let mesh = MeshBuilder::<Envelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
     let io_memory = config.io_memory_bytes;
-    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, None))
+    let cpus = match config.cpu_list()? {
+        Some(list) => Some(
+            glommio::CpuSet::online()
+                .map_err(|e| StartError::IoUring {
+                    reason: format!("reading the machine's CPUs: {e}"),
+                })?
+                .filter(|l| list.contains(&l.cpu)),
+        ),
+        None => None,
+    };
+    let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, cpus))
         .name("sluice-shard")
         .io_memory(io_memory)
         .on_all_shards(move || async move {

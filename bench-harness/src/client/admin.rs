@@ -26,6 +26,9 @@ pub struct PartitionInfo {
     pub partition: i32,
     pub leader_id: i32,
     pub leader_addr: String,
+    /// Nodes holding a replica, and those of them in sync.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +105,8 @@ pub async fn describe_topic(
                         partition: p.partition_index,
                         leader_id: p.leader_id.0,
                         leader_addr: addr.clone(),
+                        replicas: p.replica_nodes.iter().map(|n| n.0).collect(),
+                        isr: p.isr_nodes.iter().map(|n| n.0).collect(),
                     });
                 }
                 if !t.partitions.is_empty() && partitions.len() == t.partitions.len() {
@@ -118,6 +123,40 @@ pub async fn describe_topic(
         if started.elapsed() > wait_max {
             return Err(BenchError::Protocol(format!(
                 "topic {name} is not ready after {} s: {why_not}",
+                wait_max.as_secs()
+            )));
+        }
+        glommio::timer::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the cluster's Metadata lists at least `nodes` brokers (a
+/// node accepts connections before every other one has registered, and a
+/// topic with a replication factor above the registered brokers is
+/// refused). Returns the brokers' addresses by node id.
+pub async fn wait_for_brokers(
+    conn: &mut Connection,
+    nodes: usize,
+    wait_max: Duration,
+) -> Result<HashMap<i32, String>> {
+    let started = Instant::now();
+    loop {
+        let request = MetadataRequest::default()
+            .with_topics(Some(Vec::new()))
+            .with_allow_auto_topic_creation(false);
+        let response = conn.call(&request).await?;
+        let brokers: HashMap<i32, String> = response
+            .brokers
+            .iter()
+            .map(|b| (b.node_id.0, format!("{}:{}", b.host, b.port)))
+            .collect();
+        if brokers.len() >= nodes {
+            return Ok(brokers);
+        }
+        if started.elapsed() > wait_max {
+            return Err(BenchError::Protocol(format!(
+                "{} of {nodes} brokers registered after {} s",
+                brokers.len(),
                 wait_max.as_secs()
             )));
         }

@@ -218,6 +218,8 @@ mod tests {
                     partition: p,
                     leader_id: p % leaders,
                     leader_addr: format!("b{}:9092", p % leaders),
+                    replicas: vec![p % leaders],
+                    isr: vec![p % leaders],
                 })
                 .collect(),
         }

@@ -9,7 +9,9 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use super::{Command, Controller, SubmitError};
+use openraft::AsyncRuntime;
+
+use super::{Command, Controller, GlommioRuntime, SubmitError};
 use crate::NodeId;
 
 /// Heartbeat times seen by this controller while it leads.
@@ -104,9 +106,11 @@ pub async fn run(controller: Controller, session: Duration, tick: Duration) {
             }
             proposed.insert(key, now);
             tracing::info!(controller = controller.id, "liveness: {command}");
-            match controller.submit(command).await {
-                Ok(_) | Err(SubmitError::NotLeader { .. } | SubmitError::Unknown { .. }) => {}
-                Err(SubmitError::Stopped(_)) => return,
+            // Bounded: without a quorum nothing commits, and the loop must
+            // go on noticing that it no longer leads.
+            let submitted = GlommioRuntime::timeout(session, controller.submit(command)).await;
+            if let Ok(Err(SubmitError::Stopped(_))) = submitted {
+                return;
             }
         }
     }

@@ -551,7 +551,17 @@ impl ControllerClient {
         loop {
             let attempt = match self.local.leader() {
                 Some(leader) if leader == self.local.id => {
-                    self.local.submit_indexed(command.clone()).await
+                    // Bounded: a leader that lost its quorum never commits,
+                    // and a caller (a stopping node) must not wait forever.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match GlommioRuntime::timeout(left, self.local.submit_indexed(command.clone()))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(SubmitError::Unknown {
+                            leader: Some(leader),
+                        }),
+                    }
                 }
                 Some(leader) => {
                     match self
