@@ -103,6 +103,7 @@ fn packaged_config_comments_show_the_defaults() {
         .expect("the uncommented file parses: every key exists");
     assert!(all.advertise.take().is_some());
     assert!(all.cores.take().is_some());
+    assert!(all.cpus.take().is_some());
     assert!(all.fsync.take().is_some());
     assert_eq!(
         all, want,
