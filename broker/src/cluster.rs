@@ -187,6 +187,21 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
     if let Some(legacy) = legacy {
         import_legacy(&node, &config.data_dir, legacy).await?;
     }
+    // Producer ids this node handed out before the controller existed are
+    // stepped over cluster-wide before any node hands out new ones.
+    let floor = crate::kafka::init_producer_id::legacy_floor(&config.data_dir)
+        .await
+        .map_err(|e| fail(format!("reading the producer id files: {e}")))?;
+    if floor > 0 {
+        let command = Command::AllocateProducerIds {
+            node_id: node_id as u32,
+            count: 0,
+            at_least: floor,
+        };
+        if let Err(e) = node.client.submit(command, SUBMIT_TIMEOUT).await {
+            return Err(fail(format!("reserving legacy producer ids: {e}")));
+        }
+    }
     publish(shard, &node).await;
     tracing::info!(
         node = node_id,
@@ -322,9 +337,11 @@ fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
         let mut last_ok = Instant::now();
         let mut isolated = false;
         while shard.nap(interval).await {
+            // Measured from the sending: the leader heard this node then.
+            let sent = Instant::now();
             let caught_up = match node.client.heartbeat(node_id, interval).await {
                 Ok(leader_applied) => {
-                    last_ok = Instant::now();
+                    last_ok = sent;
                     node.published.get() >= leader_applied
                 }
                 Err(e) => {
@@ -332,10 +349,12 @@ fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
                     false
                 }
             };
+            // Early by two intervals: the controller fences at the session,
+            // and this loop looks only once an interval.
             let now_isolated = if isolated {
                 !caught_up
             } else {
-                last_ok.elapsed() > session
+                last_ok.elapsed() + 2 * interval > session
             };
             if now_isolated == isolated {
                 continue;

@@ -62,6 +62,24 @@ pub fn now_ms() -> u64 {
 pub struct Replication {
     /// (leader node, leader shard) pairs with a fetch loop running.
     fetchers: RefCell<HashSet<(u32, u32)>>,
+    /// Partitions with an ISR change on its way to the controller.
+    proposing: RefCell<HashSet<(String, i32)>>,
+}
+
+/// Clears a partition's in-flight proposal however the proposal ends.
+struct Proposing {
+    shard: Rc<Shard>,
+    key: (String, i32),
+}
+
+impl Drop for Proposing {
+    fn drop(&mut self) {
+        self.shard
+            .replication
+            .proposing
+            .borrow_mut()
+            .remove(&self.key);
+    }
 }
 
 /// Cuts record batches at the first one that is not wholly below
@@ -153,10 +171,20 @@ pub fn spawn(shard: &Rc<Shard>, listener: TcpListener) {
     .detach();
 }
 
-/// Proposes a leader's ISR change and tells the replica the outcome.
+/// Proposes a leader's ISR change and tells the replica the outcome; one
+/// proposal per partition at a time (the replica re-sends while it waits,
+/// and a slow controller would otherwise collect them).
 fn propose_isr(shard: &Rc<Shard>, replica: Rc<LogReplica>, change: AlterIsr) {
+    let key = (replica.topic.clone(), replica.partition);
+    if !shard.replication.proposing.borrow_mut().insert(key.clone()) {
+        return;
+    }
     let shard = shard.clone();
     glommio::spawn_local(async move {
+        let _done = Proposing {
+            shard: shard.clone(),
+            key,
+        };
         let command = Command::AlterPartition {
             topic: replica.topic.clone(),
             partition: replica.partition as u32,
@@ -217,12 +245,23 @@ async fn serve_link(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> 
         _ => return Err("the first frame was not a hello".into()),
     };
     let wait_max = Duration::from_millis(shard.config.replica_fetch_wait_max_ms);
+    // A follower fetches again as soon as it has an answer: a link quiet
+    // for this long has lost its peer (a host gone without a FIN).
+    let idle = 2 * (wait_max + ANSWER_GRACE);
     loop {
-        if !link::read_frame(&mut reader, &mut buf, LINK_FRAME_BYTES_MAX)
-            .await
-            .map_err(|e| e.to_string())?
-        {
-            return Ok(());
+        let frame = future::or(
+            async { Some(link::read_frame(&mut reader, &mut buf, LINK_FRAME_BYTES_MAX).await) },
+            async {
+                glommio::timer::sleep(idle).await;
+                None
+            },
+        )
+        .await;
+        match frame {
+            None => return Err(format!("nothing from node {from} for {idle:?}")),
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(false)) => return Ok(()),
+            Some(Ok(true)) => {}
         }
         let LinkMessage::Fetch {
             correlation,
@@ -232,11 +271,17 @@ async fn serve_link(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> 
         else {
             return Err(format!("node {from} sent something other than a fetch"));
         };
+        if replica != from {
+            return Err(format!("node {from} fetched as node {replica}"));
+        }
         let deadline = Instant::now() + wait_max;
         let answers = loop {
             let (answers, news) = answer_fetch(shard, replica, &partitions).await;
             let left = deadline.saturating_duration_since(Instant::now());
-            if news || left.is_zero() || shard.is_shutting_down() {
+            // Not cut short at shutdown: an empty answer at once would have
+            // the follower ask again at once, both spinning until the logs
+            // close.
+            if news || left.is_zero() {
                 break answers;
             }
             future::or(shard.appended.next(), glommio::timer::sleep(left)).await;
@@ -278,6 +323,17 @@ async fn answer_fetch(
         };
         let mut request = p.clone();
         request.max_bytes = request.max_bytes.min(budget as u32);
+        if request.max_bytes == 0 {
+            // The answer is full: this partition's records come next round
+            // (a read always returns one whole batch, which could carry
+            // the frame past the limit).
+            out.push(PartitionFetched {
+                high_watermark: replica.high_watermark(),
+                log_start_offset: replica.log().log_start_offset(),
+                ..failed(0)
+            });
+            continue;
+        }
         let high_watermark = replica.high_watermark();
         let served = replica.serve_fetch(from, &request, now_ms()).await;
         if replica.high_watermark() > high_watermark {

@@ -376,7 +376,7 @@ impl Shard {
                         }
                     }
                 };
-                replica.apply(&state, now);
+                replica.apply_state(&state, now).await;
             }
         }
         *self.metadata.borrow_mut() = meta;

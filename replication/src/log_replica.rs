@@ -55,6 +55,11 @@ pub struct LogReplica {
     pub partition: i32,
     replica: RefCell<Replica>,
     log: PartitionLog,
+    /// Held by a follower's whole apply of a fetch answer and by role
+    /// changes: a role change in the middle of a follower append or
+    /// truncation would see a log end that is about to change and lose
+    /// the new epoch's start from the epoch cache.
+    io: glommio::sync::Semaphore,
 }
 
 impl LogReplica {
@@ -84,6 +89,7 @@ impl LogReplica {
             partition,
             replica: RefCell::new(replica),
             log,
+            io: glommio::sync::Semaphore::new(1),
         }
     }
 
@@ -95,7 +101,14 @@ impl LogReplica {
         &self.log
     }
 
-    /// Applies the controller's state for this partition.
+    /// Applies the controller's state once no follower I/O is under way.
+    pub async fn apply_state(&self, state: &PartitionState, now_ms: u64) {
+        let _io = self.io.acquire_permit(1).await;
+        self.apply(state, now_ms);
+    }
+
+    /// Applies the controller's state for this partition (the caller
+    /// makes sure no follower I/O is under way: `apply_state`).
     pub fn apply(&self, state: &PartitionState, now_ms: u64) {
         let mut replica = self.replica.borrow_mut();
         // Appends assigned offsets but not yet answered belong to the old
@@ -232,6 +245,7 @@ impl LogReplica {
         epoch: i32,
         reply: &PartitionFetched,
     ) -> Result<(), ReplicaError> {
+        let _io = self.io.acquire_permit(1).await;
         let current = || {
             let r = self.replica.borrow();
             !r.is_leader() && r.leader_epoch() == epoch

@@ -481,6 +481,11 @@ impl Replica {
     /// A follower appended a batch of `epoch` from `base` (at or past its
     /// log end: a compacted leader leaves gaps) to `next`.
     pub fn follower_appended_batch(&mut self, base: Offset, epoch: Epoch, next: Offset) {
+        if self.is_leader() {
+            // A leader's epochs are its own; a stray follower append
+            // must not truncate them.
+            return;
+        }
         // An epoch starting at the log end has no records (this replica led
         // it without appending): records of the leader's log replace it.
         self.epochs.truncate_to(self.log_end);

@@ -42,7 +42,7 @@ thread_local! {
 }
 
 /// The first id above every id the per-shard files reserved.
-async fn legacy_floor(data_dir: &Path) -> std::io::Result<i64> {
+pub async fn legacy_floor(data_dir: &Path) -> std::io::Result<i64> {
     let dir = data_dir.join("producer-ids");
     glommio::executor()
         .spawn_blocking(move || -> std::io::Result<i64> {

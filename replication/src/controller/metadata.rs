@@ -304,7 +304,13 @@ impl ClusterMetadata {
                 replication_factor,
                 configs,
             } => {
-                if self.topics.contains_key(name) {
+                if let Some(existing) = self.topics.get(name) {
+                    if existing.topic_id == *topic_id {
+                        // A retry of a creation whose answer was lost.
+                        return Ok(Applied::TopicCreated {
+                            topic_id: *topic_id,
+                        });
+                    }
                     return Err(MetadataError::TopicExists(name.clone()));
                 }
                 if *topic_id == 0 || self.topics.values().any(|t| t.topic_id == *topic_id) {

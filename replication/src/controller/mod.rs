@@ -96,6 +96,22 @@ pub fn default_config() -> Config {
 /// have elected another.
 pub const QUORUM_LEASE: std::time::Duration = std::time::Duration::from_millis(1_200);
 
+/// The leader a node's metrics name, except itself when it has not heard
+/// from a quorum within `QUORUM_LEASE` (see `Controller::leader`).
+pub(crate) fn known_leader(m: &openraft::RaftMetrics<TypeConfig>) -> Option<ControllerId> {
+    let leader = m.current_leader?;
+    if leader == m.id && m.membership_config.membership().voter_ids().count() > 1 {
+        let fresh = m
+            .last_quorum_acked
+            .as_ref()
+            .is_some_and(|at| at.elapsed() < QUORUM_LEASE);
+        if !fresh {
+            return None;
+        }
+    }
+    Some(leader)
+}
+
 /// One controller node: its Raft and the watch on its applied metadata.
 #[derive(Clone)]
 pub struct Controller {
@@ -176,17 +192,7 @@ impl Controller {
     pub fn leader(&self) -> Option<ControllerId> {
         let metrics = self.raft.metrics();
         let m = metrics.borrow_watched();
-        let leader = m.current_leader?;
-        if leader == self.id && m.membership_config.membership().voter_ids().count() > 1 {
-            let fresh = m
-                .last_quorum_acked
-                .as_ref()
-                .is_some_and(|at| at.elapsed() < QUORUM_LEASE);
-            if !fresh {
-                return None;
-            }
-        }
-        Some(leader)
+        known_leader(&m)
     }
 
     /// The address of a controller in the current membership.

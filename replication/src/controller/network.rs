@@ -198,19 +198,19 @@ pub(super) async fn dispatch(
 ) -> Reply {
     match request {
         Request::Submit(command) => {
-            let me = raft.metrics().borrow_watched().id;
-            let leader = raft.metrics().borrow_watched().current_leader;
-            if leader != Some(me) {
+            let metrics = raft.metrics().borrow_watched().clone();
+            // A leader cut off from its quorum does not count (check-quorum).
+            let leader = super::known_leader(&metrics);
+            if leader != Some(metrics.id) {
                 return Reply::Submitted(Err(SubmitError::NotLeader { leader }));
             }
             Reply::Submitted(submit(raft, command).await)
         }
         Request::Join { node, addr } => {
             let metrics = raft.metrics().borrow_watched().clone();
-            if metrics.current_leader != Some(metrics.id) {
-                return Reply::Joined(Err(SubmitError::NotLeader {
-                    leader: metrics.current_leader,
-                }));
+            let leader = super::known_leader(&metrics);
+            if leader != Some(metrics.id) {
+                return Reply::Joined(Err(SubmitError::NotLeader { leader }));
             }
             let voter = metrics
                 .membership_config
@@ -229,10 +229,11 @@ pub(super) async fn dispatch(
         }
         Request::Heartbeat { node } => {
             let metrics = raft.metrics().borrow_watched().clone();
-            if metrics.current_leader != Some(metrics.id) {
-                return Reply::Heartbeat(Err(SubmitError::NotLeader {
-                    leader: metrics.current_leader,
-                }));
+            // A leader cut off from its quorum must not tell brokers on
+            // its side that all is well.
+            let leader = super::known_leader(&metrics);
+            if leader != Some(metrics.id) {
+                return Reply::Heartbeat(Err(SubmitError::NotLeader { leader }));
             }
             match liveness {
                 Some(l) => {
