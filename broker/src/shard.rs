@@ -516,8 +516,9 @@ impl Shard {
                 }
             };
             let log = replica.log();
-            // Consumers read what the ISR has: up to the high watermark.
-            let high_watermark = replica.high_watermark();
+            // Consumers read what the ISR has: up to the high watermark
+            // (never past what this log can serve yet).
+            let high_watermark = replica.high_watermark().min(log.log_end_offset());
             let limit = item.partition_max_bytes.min(left);
             if limit == 0 || (item.offset >= high_watermark && item.offset <= log.log_end_offset())
             {
@@ -586,7 +587,10 @@ impl Shard {
             let log = replica.log().clone();
             let found: Result<Option<(i64, i64)>, i16> = match timestamp {
                 EARLIEST_TIMESTAMP => Ok(Some((-1, log.log_start_offset()))),
-                LATEST_TIMESTAMP => Ok(Some((-1, replica.high_watermark()))),
+                LATEST_TIMESTAMP => Ok(Some((
+                    -1,
+                    replica.high_watermark().min(log.log_end_offset()),
+                ))),
                 MAX_TIMESTAMP => match log.max_timestamp().await {
                     Ok(Some(hit)) => refine(&log, hit, hit.timestamp, true).await,
                     other => other.map(|h| h.map(|h| (h.timestamp, h.offset))),
