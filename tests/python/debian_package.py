@@ -196,7 +196,7 @@ def run_extracted(root, work):
         health = subprocess.run([binary, "cluster", "health", "--bootstrap", f"127.0.0.1:{port}"],
                                 capture_output=True, text=True, timeout=DEADLINE_S)
         assert health.returncode == 0, health.stdout + health.stderr
-        assert (data / "metadata.json").exists(), "the --data-dir override was not used"
+        assert (data / "controller").is_dir(), "the --data-dir override was not used"
         proc.send_signal(signal.SIGTERM)
         msg = notify.recv(4096).decode()
         assert msg.split() == ["STOPPING=1"], f"after SIGTERM: {msg!r} (READY=1 twice?)"
