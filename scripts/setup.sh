@@ -30,6 +30,8 @@ dpkg -s rsyslog-kafka >/dev/null 2>&1 || need+=(rsyslog-kafka)
 # Prometheus scrapes the broker and remote-writes into it
 # (tests/python/prometheus.py); the test runs its own instance.
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+# Network namespaces cut one cluster node off (tests/python/cluster_partition.py).
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   $SUDO apt-get update -qq

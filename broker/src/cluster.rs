@@ -146,7 +146,11 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
     *shard.cluster.borrow_mut() = Some(node.clone());
 
     wait_for_leader(shard, &node).await?;
-    let legacy = ClusterMetadata::load(&config.data_dir).ok().flatten();
+    // A damaged file stops start-up rather than leave its topics behind.
+    let legacy = ClusterMetadata::load(&config.data_dir).map_err(|e| {
+        let path = config.data_dir.join(crate::metadata::METADATA_FILE);
+        StartError::Metadata(e, path.display().to_string())
+    })?;
     let cluster_id = legacy.as_ref().map_or_else(
         || Uuid::new_v4().simple().to_string(),
         |m| m.cluster_id.clone(),
