@@ -94,9 +94,9 @@ pub fn clip_to(chunks: Vec<Bytes>, high_watermark: i64) -> Vec<Bytes> {
             else {
                 break;
             };
-            let base = i64::from_be_bytes(rest[0..8].try_into().unwrap_or_default());
-            let delta = i32::from_be_bytes(rest[23..27].try_into().unwrap_or_default());
-            if base + i64::from(delta) >= high_watermark {
+            let visible = storage::batch::parse_header(&rest[..size])
+                .is_ok_and(|h| h.last_offset() < high_watermark);
+            if !visible {
                 break;
             }
             at += size;
