@@ -29,6 +29,11 @@ exactly once (the steady producer's) at the offset its acknowledgement
 named, in order within its partition; every node's log of every partition
 must be the same size (DescribeLogDirs); every node must exit 0 on SIGTERM.
 
+Node 3 is cut off whatever the Raft election gave: when it is also the
+controller, nodes 1 and 2 must elect another before anything moves. The
+`outcome` line names the controller before, during and after the cut, so
+runs can be compared.
+
 Node 3's own Metadata while cut off (leaders, ISR, controller) is sampled
 by the probe and printed, for the record: only its acknowledgements count.
 The probe is this file too, run inside the namespace by the test as
@@ -81,7 +86,9 @@ VETH_ROOT = "slp3a"
 VETH_NS = "slp3b"
 IPS = {1: "10.231.0.1", 2: "10.231.0.2", 3: "10.231.0.3"}
 FALLBACK_ROUTE = ["unreachable", "10.231.0.0/24", "metric", "4000"]
-NS_PORTS = (9092, 9093, 9094)   # node 3's, in a namespace of its own
+# Node 3's: fixed, yet never taken, since nothing else listens in the
+# namespace this test has just made.
+NS_PORTS = (9092, 9093, 9094)
 
 
 def log(msg):
@@ -427,6 +434,24 @@ class Cluster:
             time.sleep(interval)
         raise Failure(f"{what}: not within {timeout}s; last seen: {last}")
 
+    def controller(self, ids=NODES, timeout=5):
+        """The controller nodes `ids` all name, or {node: what it names} if
+        they do not agree within `timeout`. The Raft election decides it:
+        when it is node 3, the cut also costs nodes 1 and 2 their controller
+        and they must elect another before anything moves."""
+        end = time.monotonic() + timeout
+        while True:
+            named = {}
+            for n in ids:
+                v = self.view(n)
+                named[n] = None if v is None else v[1]
+            agreed = set(named.values())
+            if len(agreed) == 1 and agreed <= set(NODES):
+                return agreed.pop()
+            if time.monotonic() >= end:
+                return named
+            time.sleep(0.1)
+
     def full_isr_agreed(self):
         """Every node answers, says every partition has a leader and an ISR
         of all three nodes, and all three say the same."""
@@ -759,7 +784,7 @@ def main():
         before = views[1]
         leaders = {p: leader for p, (_, leader, _) in before.items()}
         led3 = [p for p, leader in leaders.items() if leader == 3]
-        controller = cluster.view(1)[1]
+        controller = cluster.controller()
         log(f"1 formed in {time.monotonic() - t0:.1f}s: node 3 is pid {pid3} ({exe3}) in {NS}; "
             f"leaders of p0..p2 {[leaders[p] for p in range(PARTITIONS)]}, ISR 3 each, "
             f"min.insync.replicas={mir}, controller {controller}, pids "
@@ -769,12 +794,17 @@ def main():
         # 2. The steady producer.
         producer = SteadyProducer(cluster.bootstrap)
         producer.start()
-        time.sleep(1.5)
+        producing = time.monotonic()
+        cluster.wait("every partition acknowledging a record",
+                     lambda: (lambda per: (all(per.values()), (per, producer.sent, producer.errors[:3])))(
+                         producer.per_partition()), 10, 0.05)
+        first_acks_s = time.monotonic() - producing
+        # The cut lands on a producer that has been running a while.
+        time.sleep(max(0.0, 1.5 - first_acks_s))
         per = producer.per_partition()
-        check(all(per.values()), f"not every partition acknowledged a record 1.5s into producing: "
-                                 f"{per} ({producer.sent} sent, errors {producer.errors[:3]})")
-        log(f"2 producing at {RATE}/s (idempotent, acks=all): {producer.acked_count()} acked in "
-            f"1.5s, per partition {[per[p] for p in range(PARTITIONS)]}")
+        log(f"2 producing at {RATE}/s (idempotent, acks=all): every partition acknowledged a record "
+            f"after {first_acks_s:.2f}s; {producer.acked_count()} acked in "
+            f"{time.monotonic() - producing:.1f}s, per partition {[per[p] for p in range(PARTITIONS)]}")
 
         # 3. Node 3 cut off.
         acked_before = producer.acked_count()
@@ -807,14 +837,21 @@ def main():
                                      f"for every partition) within {CUT_DETECT_S}s; nodes 1, 2 see "
                                      f"(brokers, controller, {{p: (error, leader, isr)}}) {last}")
         during = last
+        controller_cut = cluster.controller((1, 2), timeout=2)
         base = producer.per_partition()
-        time.sleep(ACK_WINDOW_S)
-        now = producer.per_partition()
-        window = {p: now[p] - base[p] for p in range(PARTITIONS)}
+        window_at = time.monotonic()
         want = RATE // PARTITIONS * ACK_WINDOW_S // 3
-        check(all(c >= want for c in window.values()),
-              f"cut: acks=all per partition in {ACK_WINDOW_S}s with an ISR of 2: {window}, want >= "
-              f"{want} each; nodes 1, 2 see {during}")
+
+        def acked_in_window():
+            now = producer.per_partition()
+            window = {p: now[p] - base[p] for p in range(PARTITIONS)}
+            return all(c >= want for c in window.values()), window
+        try:
+            window = cluster.wait(f"cut: acks=all on every partition with an ISR of 2, >= {want} each",
+                                  acked_in_window, ACK_WINDOW_S, 0.05)
+        except Failure as e:
+            raise Failure(f"{e}; nodes 1, 2 see {during}")
+        window_s = time.monotonic() - window_at
         time.sleep(max(0.0, cut_at + CUT_MIN_S - time.monotonic()))
         gaps = producer.longest_gap(cut_at, time.monotonic())
         acked_cut = producer.acked_count() - acked_before
@@ -822,7 +859,7 @@ def main():
         log(f"3 cut off node 3 at {cut_utc}: new leaders for {led3} after {moved_at - cut_at:.1f}s "
             f"(p0..p2 {[v1[2][p][1] for p in range(PARTITIONS)]}), node 3 out of every ISR after "
             f"{shrunk_at - cut_at:.1f}s (ISRs {[list(v1[2][p][2]) for p in range(PARTITIONS)]}, "
-            f"brokers listed {v1[0]}, controller {v1[1]}); acks in {ACK_WINDOW_S}s with ISR 2 per "
+            f"brokers listed {v1[0]}, controller {v1[1]}); acks in {window_s:.1f}s with ISR 2 per "
             f"partition {[window[p] for p in range(PARTITIONS)]}; longest ack gap per partition "
             f"{[round(gaps[p], 1) for p in range(PARTITIONS)]}s; {acked_cut} acked in "
             f"{time.monotonic() - cut_at:.1f}s cut off")
@@ -856,7 +893,7 @@ def main():
         check(ok_all, f"heal: the three nodes' views of leaders and ISR did not converge within "
                       f"{HEAL_S}s; last seen {{node: {{p: (error, leader, isr)}}}}: {last}")
         agreed_at = time.monotonic()
-        final_views = views_of(cluster, NODES)
+        controller_healed = cluster.controller()
         try:
             out, _ = probe.communicate(timeout=30)
         except subprocess.TimeoutExpired:
@@ -875,13 +912,16 @@ def main():
                                {int(p): (s[1], s[2]) for p, s in seen[2].items()}))
         log(f"4 healed at {heal_utc} after {cut_s:.1f}s cut off: node 3 back in every ISR after "
             f"{rejoined_at - heal_at:.1f}s, all three views agreeing after {agreed_at - heal_at:.1f}s "
-            f"(p0..p2 leaders {[final_views[3][2][p][1] for p in range(PARTITIONS)]}, controller "
-            f"{final_views[3][1]} on node 3, {final_views[1][1]} on node 1); probe inside {NS}: "
+            f"(p0..p2 leaders {[last[3][p][1] for p in range(PARTITIONS)]}, controller "
+            f"{controller_healed}); probe inside {NS}: "
             f"{result['sent']} sent to node 3's side, {len(early)} acked while cut off, "
             f"{len(probe_acks) - len(early)} acked after the heal"
             f"{f' (within {max(a[3] for a in probe_acks) - heal_at:.1f}s)' if probe_acks else ''}, "
             f"errors {result['errors']}, "
             f"{result['left']} unresolved")
+        log(f"  outcome: controller {controller} when formed"
+            f"{' (node 3 itself, cut off with it)' if controller == 3 else ''}; {controller_cut} as nodes "
+            f"1 and 2 saw it while node 3 was cut off; {controller_healed} after the heal")
         log(f"  node 3's own view while cut off (s after cut, brokers, controller, "
             f"{{p: (leader, isr)}}): "
             f"{claims[:6]}{' ...' if len(claims) > 6 else ''}")
