@@ -35,10 +35,21 @@ def log(msg):
     print(f"[compat] {msg}", flush=True)
 
 
+_handed_out = set()
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port not handed out before in this process: the
+    kernel may give a just-closed ephemeral port again, and a script asking
+    for a listener's and a metrics port in a row must not get one twice."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port not handed out already")
 
 
 class Broker:
