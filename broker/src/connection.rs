@@ -10,9 +10,9 @@ use futures_lite::{future, FutureExt};
 use glommio::net::TcpStream;
 
 use crate::kafka::{self, Reply};
-use crate::shard::Shard;
+use crate::node::Node;
 
-pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+pub async fn serve(shard: Rc<Node>, mut stream: TcpStream) {
     let peer: Option<SocketAddr> = stream.peer_addr().ok();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?peer, "TCP_NODELAY refused: {e}");

@@ -2,7 +2,6 @@
 //! shard owns, topic metadata, and one handler per Kafka API. The `sluice`
 //! binary (main.rs) is a thin CLI over `server::run`.
 
-pub mod admin;
 pub mod alloc;
 pub mod batch;
 pub mod cleaner;
@@ -13,16 +12,19 @@ pub mod errors;
 pub mod group;
 pub mod ingest;
 pub mod kafka;
-pub mod listen;
+pub mod listener;
 pub mod mesh;
 pub mod metadata;
 pub mod metrics;
+pub mod node;
 pub mod notify;
+pub mod partition;
+pub mod peers;
 pub mod preflight;
+pub mod producer_ids;
 pub mod replicas;
 pub mod route;
 pub mod server;
 pub mod shard;
 pub mod signal;
-pub mod timestamps;
 pub mod topic_config;

@@ -20,10 +20,8 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use futures_lite::future;
 use glommio::net::{TcpListener, TcpStream};
 use net::link::{self, LinkMessage, PartitionFetch, PartitionFetched};
@@ -33,6 +31,8 @@ use replication::replica::AlterIsr;
 use rkyv::util::AlignedVec;
 
 use crate::metadata::owner_shard;
+use crate::partition::now_ms;
+use crate::peers::Peers;
 use crate::preflight::StartError;
 use crate::shard::Shard;
 
@@ -51,12 +51,6 @@ const ANSWER_GRACE: Duration = Duration::from_secs(5);
 const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 const KAFKA_STORAGE_ERROR: i16 = 56;
 
-/// Milliseconds on a monotonic clock, for the replicas' lag timing.
-pub fn now_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
 /// One shard's replication tasks.
 #[derive(Default)]
 pub struct Replication {
@@ -66,51 +60,25 @@ pub struct Replication {
     proposing: RefCell<HashSet<(String, i32)>>,
 }
 
+/// What the replication tasks of one shard work with: the shard, its
+/// replication state, and the way to the controller.
+#[derive(Clone)]
+struct Cx {
+    shard: Rc<Shard>,
+    state: Rc<Replication>,
+    peers: Rc<dyn Peers>,
+}
+
 /// Clears a partition's in-flight proposal however the proposal ends.
 struct Proposing {
-    shard: Rc<Shard>,
+    state: Rc<Replication>,
     key: (String, i32),
 }
 
 impl Drop for Proposing {
     fn drop(&mut self) {
-        self.shard
-            .replication
-            .proposing
-            .borrow_mut()
-            .remove(&self.key);
+        self.state.proposing.borrow_mut().remove(&self.key);
     }
-}
-
-/// Cuts record batches at the first one that is not wholly below
-/// `high_watermark`: consumers see only what every in-sync replica has.
-pub fn clip_to(chunks: Vec<Bytes>, high_watermark: i64) -> Vec<Bytes> {
-    let mut out = Vec::with_capacity(chunks.len());
-    for chunk in chunks {
-        let mut at = 0;
-        while at < chunk.len() {
-            let rest = &chunk[at..];
-            let Some(size) = storage::batch::peek_batch_size(rest).filter(|&s| s <= rest.len())
-            else {
-                break;
-            };
-            let visible = storage::batch::parse_header(&rest[..size])
-                .is_ok_and(|h| h.last_offset() < high_watermark);
-            if !visible {
-                break;
-            }
-            at += size;
-        }
-        if at == chunk.len() {
-            out.push(chunk);
-            continue;
-        }
-        if at > 0 {
-            out.push(chunk.slice(..at));
-        }
-        return out;
-    }
-    out
 }
 
 /// Binds shard `shard.id`'s link listener: the configured port plus the
@@ -128,40 +96,54 @@ pub fn bind_link(shard: &Shard) -> Result<TcpListener, StartError> {
 
 /// Serves followers' fetches on `listener` until shutdown; starts the
 /// leaders' ISR upkeep.
-pub fn spawn(shard: &Rc<Shard>, listener: TcpListener) {
-    let server = shard.clone();
+pub fn spawn(
+    shard: &Rc<Shard>,
+    state: &Rc<Replication>,
+    peers: Rc<dyn Peers>,
+    listener: TcpListener,
+) {
+    let cx = Cx {
+        shard: shard.clone(),
+        state: state.clone(),
+        peers,
+    };
+    let server = cx.clone();
     glommio::spawn_local(async move {
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
-                server.stopped().await;
+                server.shard.stopped().await;
                 None
             })
             .await;
             match accepted {
                 None => return,
                 Some(Ok(stream)) => {
-                    let shard = server.clone();
+                    let cx = server.clone();
                     glommio::spawn_local(async move {
                         let peer = stream.peer_addr().ok();
-                        if let Err(e) = serve_link(&shard, stream).await {
-                            tracing::info!(shard = shard.id, ?peer, "replication link closed: {e}");
+                        if let Err(e) = serve_link(&cx, stream).await {
+                            tracing::info!(
+                                shard = cx.shard.id,
+                                ?peer,
+                                "replication link closed: {e}"
+                            );
                         }
                     })
                     .detach();
                 }
                 Some(Err(e)) => {
-                    tracing::warn!(shard = server.id, "link accept failed: {e}");
+                    tracing::warn!(shard = server.shard.id, "link accept failed: {e}");
                     glommio::timer::sleep(Duration::from_millis(10)).await;
                 }
             }
         }
     })
     .detach();
-    let ticker = shard.clone();
+    let ticker = cx;
     glommio::spawn_local(async move {
-        while ticker.nap(ISR_TICK).await {
+        while ticker.shard.nap(ISR_TICK).await {
             let now = now_ms();
-            for replica in ticker.replicas() {
+            for replica in ticker.shard.replicas() {
                 if let Some(change) = replica.tick(now) {
                     propose_isr(&ticker, replica, change);
                 }
@@ -174,17 +156,18 @@ pub fn spawn(shard: &Rc<Shard>, listener: TcpListener) {
 /// Proposes a leader's ISR change and tells the replica the outcome; one
 /// proposal per partition at a time (the replica re-sends while it waits,
 /// and a slow controller would otherwise collect them).
-fn propose_isr(shard: &Rc<Shard>, replica: Rc<LogReplica>, change: AlterIsr) {
+fn propose_isr(cx: &Cx, replica: Rc<LogReplica>, change: AlterIsr) {
     let key = (replica.topic.clone(), replica.partition);
-    if !shard.replication.proposing.borrow_mut().insert(key.clone()) {
+    if !cx.state.proposing.borrow_mut().insert(key.clone()) {
         return;
     }
-    let shard = shard.clone();
+    let cx = cx.clone();
     glommio::spawn_local(async move {
         let _done = Proposing {
-            shard: shard.clone(),
+            state: cx.state.clone(),
             key,
         };
+        let shard = &cx.shard;
         let command = Command::AlterPartition {
             topic: replica.topic.clone(),
             partition: replica.partition as u32,
@@ -199,7 +182,7 @@ fn propose_isr(shard: &Rc<Shard>, replica: Rc<LogReplica>, change: AlterIsr) {
             isr = ?change.isr,
             "proposing an ISR change"
         );
-        match crate::cluster::submit(&shard, command).await {
+        match cx.peers.submit(command).await {
             Ok(Ok(Applied::PartitionAltered(_))) | Ok(Ok(_)) => {
                 replica.on_alter_accepted(&change)
             }
@@ -215,7 +198,8 @@ fn propose_isr(shard: &Rc<Shard>, replica: Rc<LogReplica>, change: AlterIsr) {
     .detach();
 }
 
-async fn serve_link(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> {
+async fn serve_link(cx: &Cx, stream: TcpStream) -> Result<(), String> {
+    let shard = &cx.shard;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let mut buf = AlignedVec::<16>::new();
@@ -276,7 +260,7 @@ async fn serve_link(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> 
         }
         let deadline = Instant::now() + wait_max;
         let answers = loop {
-            let (answers, news) = answer_fetch(shard, replica, &partitions).await;
+            let (answers, news) = answer_fetch(cx, replica, &partitions).await;
             let left = deadline.saturating_duration_since(Instant::now());
             // Not cut short at shutdown: an empty answer at once would have
             // the follower ask again at once, both spinning until the logs
@@ -299,10 +283,11 @@ async fn serve_link(shard: &Rc<Shard>, stream: TcpStream) -> Result<(), String> 
 /// Answers each partition of a follower's fetch; whether any answer is
 /// worth sending before the hold time is up.
 async fn answer_fetch(
-    shard: &Rc<Shard>,
+    cx: &Cx,
     from: u32,
     partitions: &[PartitionFetch],
 ) -> (Vec<PartitionFetched>, bool) {
+    let shard = &cx.shard;
     let mut out = Vec::with_capacity(partitions.len());
     let mut news = false;
     let mut budget = FETCH_ANSWER_BYTES_MAX;
@@ -345,7 +330,7 @@ async fn answer_fetch(
         match served {
             Ok((answer, alter)) => {
                 if let Some(change) = alter {
-                    propose_isr(shard, replica.clone(), change);
+                    propose_isr(cx, replica.clone(), change);
                 }
                 budget = budget.saturating_sub(answer.records.len());
                 news |= !answer.records.is_empty()
@@ -372,7 +357,7 @@ fn leader_shard(shard: &Shard, leader: u32, topic: &str, partition: i32) -> Opti
 
 /// Starts a fetch loop for every leader this shard's followers need and
 /// that has none yet.
-pub fn start_fetchers(shard: &Rc<Shard>) {
+pub fn start_fetchers(shard: &Rc<Shard>, state: &Rc<Replication>) {
     let mut wanted = HashSet::new();
     for replica in shard.replicas() {
         if let Some((leader, _)) = replica.next_fetch(0) {
@@ -382,12 +367,13 @@ pub fn start_fetchers(shard: &Rc<Shard>) {
         }
     }
     for pair in wanted {
-        if !shard.replication.fetchers.borrow_mut().insert(pair) {
+        if !state.fetchers.borrow_mut().insert(pair) {
             continue;
         }
-        let shard = shard.clone();
+        let (shard, state) = (shard.clone(), state.clone());
         glommio::spawn_local(async move {
             fetch_loop(&shard, pair.0, pair.1).await;
+            state.fetchers.borrow_mut().remove(&pair);
         })
         .detach();
     }
@@ -497,11 +483,6 @@ async fn fetch_loop(shard: &Rc<Shard>, leader: u32, leader_shard_id: u32) {
             shard.nap(Duration::from_millis(50)).await;
         }
     }
-    shard
-        .replication
-        .fetchers
-        .borrow_mut()
-        .remove(&(leader, leader_shard_id));
 }
 
 async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<TcpStream, String> {
@@ -532,38 +513,4 @@ async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<TcpStr
         .await
         .map_err(|e| e.to_string())?;
     Ok(stream)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn batch(base: i64, count: i32) -> Vec<u8> {
-        let records: Vec<crate::batch::NewRecord> = (0..count)
-            .map(|i| crate::batch::NewRecord {
-                key: None,
-                value: Some(Bytes::from(format!("v{i}"))),
-                timestamp_ms: 0,
-            })
-            .collect();
-        let mut b = crate::batch::encode(records).expect("encodes").to_vec();
-        b[0..8].copy_from_slice(&base.to_be_bytes());
-        b
-    }
-
-    #[test]
-    fn clips_at_the_first_batch_not_below_the_high_watermark() {
-        let mut chunk = batch(0, 3);
-        chunk.extend(batch(3, 2));
-        chunk.extend(batch(5, 4));
-        let chunk = Bytes::from(chunk);
-        let sizes = |v: &[Bytes]| v.iter().map(|c| c.len()).sum::<usize>();
-        let one = batch(0, 3).len();
-        let two = one + batch(3, 2).len();
-        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 9)), chunk.len());
-        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 5)), two);
-        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 4)), one);
-        assert_eq!(sizes(&clip_to(vec![chunk.clone()], 2)), 0);
-        assert!(clip_to(vec![chunk.clone(), chunk], 5).len() == 1);
-    }
 }

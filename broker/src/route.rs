@@ -7,11 +7,13 @@ use std::time::Duration;
 use futures_lite::future;
 use kafka_protocol::ResponseError as Kafka;
 
-use crate::mesh::{
-    AdminOp, AdminOutcome, FetchItem, OffsetAnswer, PartitionRead, PartitionWrite, ProduceItem,
-    ProducersAnswer, ShardRequest, ShardResponse, TopicPartition,
+use crate::cluster::admin::{AdminOp, AdminOutcome};
+use crate::node::{Node, ShardRequest, ShardResponse};
+use crate::partition::{
+    FetchItem, OffsetAnswer, PartitionRead, PartitionRequest, PartitionResponse, PartitionWrite,
+    ProduceItem, ProducersAnswer,
 };
-use crate::shard::Shard;
+use crate::shard::{Shard, TopicPartition};
 use crate::signal::AppendSignal;
 
 /// Splits `items` by owner shard, remembering each item's position.
@@ -38,11 +40,11 @@ fn group<T>(
 /// Sends each group to its shard concurrently and reassembles the answers;
 /// a shard that cannot answer fills its places with `failed`.
 async fn scatter<T, O>(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     items: Vec<T>,
     tp: impl Fn(&T) -> &TopicPartition,
-    request: impl Fn(Vec<T>) -> ShardRequest,
-    answer: fn(ShardResponse) -> Option<Vec<O>>,
+    request: impl Fn(Vec<T>) -> PartitionRequest,
+    answer: fn(PartitionResponse) -> Option<Vec<O>>,
     failed: impl Fn() -> O,
 ) -> Vec<O>
 where
@@ -54,7 +56,11 @@ where
     // the answers are already in request order.
     if groups.len() == 1 {
         let (owner, _, items) = groups.remove(0);
-        return match shard.call(owner, request(items)).await.and_then(answer) {
+        return match shard
+            .call_partitions(owner, request(items))
+            .await
+            .and_then(answer)
+        {
             Some(answers) if answers.len() == total => answers,
             _ => (0..total).map(|_| failed()).collect(),
         };
@@ -64,8 +70,9 @@ where
         .map(|(owner, positions, items)| {
             let shard = shard.clone();
             let req = request(items);
-            let task =
-                glommio::spawn_local(async move { shard.call(owner, req).await.and_then(answer) });
+            let task = glommio::spawn_local(async move {
+                shard.call_partitions(owner, req).await.and_then(answer)
+            });
             (positions, task)
         })
         .collect();
@@ -87,14 +94,14 @@ where
     out.into_iter().map(|o| o.unwrap_or_else(&failed)).collect()
 }
 
-pub async fn produce(shard: &Rc<Shard>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+pub async fn produce(shard: &Rc<Node>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
     scatter(
         shard,
         items,
         |i| &i.tp,
-        ShardRequest::Produce,
+        PartitionRequest::Produce,
         |r| match r {
-            ShardResponse::Produced(v) => Some(v),
+            PartitionResponse::Produced(v) => Some(v),
             _ => None,
         },
         || PartitionWrite {
@@ -108,7 +115,7 @@ pub async fn produce(shard: &Rc<Shard>, items: Vec<ProduceItem>) -> Vec<Partitio
 }
 
 pub async fn fetch(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     items: Vec<FetchItem>,
     budget_bytes: usize,
 ) -> Vec<PartitionRead> {
@@ -116,12 +123,12 @@ pub async fn fetch(
         shard,
         items,
         |i| &i.tp,
-        |items| ShardRequest::Fetch {
+        |items| PartitionRequest::Fetch {
             items,
             budget_bytes,
         },
         |r| match r {
-            ShardResponse::Fetched(v) => Some(v),
+            PartitionResponse::Fetched(v) => Some(v),
             _ => None,
         },
         || PartitionRead {
@@ -135,16 +142,16 @@ pub async fn fetch(
 }
 
 pub async fn list_offsets(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     items: Vec<(TopicPartition, i64)>,
 ) -> Vec<OffsetAnswer> {
     scatter(
         shard,
         items,
         |i| &i.0,
-        ShardRequest::ListOffsets,
+        PartitionRequest::ListOffsets,
         |r| match r {
-            ShardResponse::Offsets(v) => Some(v),
+            PartitionResponse::Offsets(v) => Some(v),
             _ => None,
         },
         || OffsetAnswer {
@@ -158,16 +165,16 @@ pub async fn list_offsets(
 
 /// OffsetForLeaderEpoch per partition: (error code, epoch, end offset).
 pub async fn epoch_ends(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     items: Vec<(TopicPartition, i32, i32)>,
 ) -> Vec<(i16, i32, i64)> {
     scatter(
         shard,
         items,
         |i| &i.0,
-        ShardRequest::EpochEnds,
+        PartitionRequest::EpochEnds,
         |r| match r {
-            ShardResponse::EpochEnds(v) => Some(v),
+            PartitionResponse::EpochEnds(v) => Some(v),
             _ => None,
         },
         || (Kafka::NotLeaderOrFollower.code(), -1, -1),
@@ -176,16 +183,16 @@ pub async fn epoch_ends(
 }
 
 pub async fn describe_producers(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     items: Vec<TopicPartition>,
 ) -> Vec<ProducersAnswer> {
     scatter(
         shard,
         items,
         |i| i,
-        ShardRequest::DescribeProducers,
+        PartitionRequest::DescribeProducers,
         |r| match r {
-            ShardResponse::Producers(v) => Some(v),
+            PartitionResponse::Producers(v) => Some(v),
             _ => None,
         },
         || ProducersAnswer {
@@ -196,14 +203,14 @@ pub async fn describe_producers(
     .await
 }
 
-pub async fn log_sizes(shard: &Rc<Shard>, items: Vec<TopicPartition>) -> Vec<i64> {
+pub async fn log_sizes(shard: &Rc<Node>, items: Vec<TopicPartition>) -> Vec<i64> {
     scatter(
         shard,
         items,
         |tp| tp,
-        ShardRequest::LogSizes,
+        PartitionRequest::LogSizes,
         |r| match r {
-            ShardResponse::LogSizes(v) => Some(v),
+            PartitionResponse::LogSizes(v) => Some(v),
             _ => None,
         },
         || -1,
@@ -212,16 +219,16 @@ pub async fn log_sizes(shard: &Rc<Shard>, items: Vec<TopicPartition>) -> Vec<i64
 }
 
 pub async fn delete_records(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     items: Vec<(TopicPartition, i64)>,
 ) -> Vec<(i16, i64)> {
     scatter(
         shard,
         items,
         |i| &i.0,
-        ShardRequest::DeleteRecords,
+        PartitionRequest::DeleteRecords,
         |r| match r {
-            ShardResponse::RecordsDeleted(v) => Some(v),
+            PartitionResponse::RecordsDeleted(v) => Some(v),
             _ => None,
         },
         || (Kafka::NotLeaderOrFollower.code(), -1),
@@ -231,11 +238,7 @@ pub async fn delete_records(
 
 /// Resolves when any of the partitions has data past its offset (on any
 /// shard), or after `timeout`.
-pub async fn wait_for_data(
-    shard: &Rc<Shard>,
-    items: Vec<(TopicPartition, i64)>,
-    timeout: Duration,
-) {
+pub async fn wait_for_data(shard: &Rc<Node>, items: Vec<(TopicPartition, i64)>, timeout: Duration) {
     let done = Rc::new(AppendSignal::default());
     let first = done.next();
     for (owner, _, items) in group(shard, items, |i| &i.0) {
@@ -245,7 +248,7 @@ pub async fn wait_for_data(
         // their own by the timeout (bounded), and nobody listens any more.
         glommio::spawn_local(async move {
             shard
-                .call(owner, ShardRequest::WaitForData { items, timeout })
+                .call_partitions(owner, PartitionRequest::WaitForData { items, timeout })
                 .await;
             done.notify();
         })
@@ -255,7 +258,7 @@ pub async fn wait_for_data(
 }
 
 /// Runs a topic administration on shard 0, the metadata owner.
-pub async fn admin(shard: &Rc<Shard>, op: AdminOp) -> Option<Vec<AdminOutcome>> {
+pub async fn admin(shard: &Rc<Node>, op: AdminOp) -> Option<Vec<AdminOutcome>> {
     match shard.call(0, ShardRequest::Admin(op)).await {
         Some(ShardResponse::Admin(v)) => Some(v),
         _ => None,

@@ -1,21 +1,21 @@
-//! The shard runtime: one glommio executor per core, each opening the logs
+//! The node runtime: one glommio executor per core, each opening the logs
 //! of the partitions it owns, joining the channel mesh, binding the listen
 //! port (SO_REUSEPORT) and serving the connections it accepts; and the
 //! graceful shutdown on SIGTERM/SIGINT.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_lite::future;
-use glommio::channels::channel_mesh::{Full, MeshBuilder, Receivers};
+use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
 use crate::connection;
-use crate::mesh::{Envelope, Mesh, MESH_CHANNEL_CAPACITY};
+use crate::listener::Acceptor;
+use crate::mesh::MESH_CHANNEL_CAPACITY;
+use crate::node::{Node, ShardEnvelope};
 use crate::preflight::StartError;
 use crate::shard::Shard;
 
@@ -26,7 +26,7 @@ const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
 /// Counters shared by all shards for start-up and shutdown barriers.
 #[derive(Default)]
 struct Barriers {
-    /// Each shard's replication link address, by shard.
+    /// Each node's replication link address, by node.
     link_addrs: std::sync::Mutex<std::collections::BTreeMap<usize, String>>,
     logs_opened: AtomicUsize,
     drained: AtomicUsize,
@@ -34,7 +34,7 @@ struct Barriers {
 }
 
 /// Runs the broker until SIGTERM/SIGINT (or `shutdown` set), then stops
-/// gracefully. Returns once every shard has closed its logs.
+/// gracefully. Returns once every node has closed its logs.
 pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> {
     let data_dir = config.data_dir.clone();
     let shards = config.shards();
@@ -47,13 +47,13 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         node = config.node_id,
         "starting"
     );
-    // Bound here, before any shard starts, so a taken port fails start-up
+    // Bound here, before any node starts, so a taken port fails start-up
     // with a message rather than leaving a broker without its endpoint;
-    // shard 0 takes it over.
+    // node 0 takes it over.
     let metrics_listener = Arc::new(std::sync::Mutex::new(bind_metrics(&config)?));
     let config = Arc::new(config);
     let barriers = Arc::new(Barriers::default());
-    let mesh = MeshBuilder::<Envelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
+    let mesh = MeshBuilder::<ShardEnvelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
     let io_memory = config.io_memory_bytes;
     let cpus = match config.cpu_list()? {
         Some(list) => Some(
@@ -66,7 +66,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         None => None,
     };
     let handles = LocalExecutorPoolBuilder::new(PoolPlacement::MaxSpread(shards, cpus))
-        .name("sluice-shard")
+        .name("sluice-node")
         .io_memory(io_memory)
         .on_all_shards(move || async move {
             shard_main(config, mesh, shutdown, barriers, metrics_listener).await
@@ -98,7 +98,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
 
 async fn shard_main(
     config: Arc<Config>,
-    mesh: MeshBuilder<Envelope, Full>,
+    mesh: MeshBuilder<ShardEnvelope, Full>,
     shutdown: Arc<AtomicBool>,
     barriers: Arc<Barriers>,
     metrics_listener: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
@@ -110,29 +110,24 @@ async fn shard_main(
         reason: "joining the channel mesh failed".into(),
     })?;
     let id = senders.peer_id();
-    let shard = Rc::new(Shard::new(
-        id,
-        nr_shards,
-        config.clone(),
-        Mesh::new(Some(senders)),
-        shutdown.clone(),
-    )?);
-    spawn_mesh_receivers(&shard, receivers);
+    let shard = Rc::new(Shard::new(id, nr_shards, config.clone(), shutdown.clone())?);
+    let node = Rc::new(Node::new(shard, Some(senders)));
+    node.spawn_mesh_receivers(receivers);
     let stop_early = |e: StartError| {
         shutdown.store(true, Ordering::SeqCst);
-        shard.begin_shutdown();
+        node.begin_shutdown();
         e
     };
-    let link = match crate::replicas::bind_link(&shard) {
+    let link = match crate::replicas::bind_link(&node) {
         Ok(l) => l,
         Err(e) => {
             let e = stop_early(e);
-            shard.close_logs().await;
+            crate::partition::placement::close_logs(&node).await;
             return Err(e);
         }
     };
     let link_addr = match link.local_addr() {
-        Ok(a) if a.ip().is_unspecified() => format!("{}:{}", shard.advertised.0, a.port()),
+        Ok(a) if a.ip().is_unspecified() => format!("{}:{}", node.advertised.0, a.port()),
         Ok(a) => a.to_string(),
         Err(e) => {
             return Err(stop_early(StartError::Shard {
@@ -145,7 +140,7 @@ async fn shard_main(
         addrs.insert(id, link_addr);
     }
     if id == 0 {
-        // Every shard's link address goes into the node's registration.
+        // Every node's link address goes into the node's registration.
         let addrs = loop {
             let ready = barriers
                 .link_addrs
@@ -157,32 +152,32 @@ async fn shard_main(
                 break addrs;
             }
             if shutdown.load(Ordering::SeqCst) {
-                shard.begin_shutdown();
+                node.begin_shutdown();
                 return Ok(());
             }
             glommio::timer::sleep(Duration::from_millis(5)).await;
         };
-        // Joins the cluster and makes every shard apply the metadata.
-        if let Err(e) = crate::cluster::start(&shard, addrs).await {
+        // Joins the cluster and makes every node apply the metadata.
+        if let Err(e) = node.start_cluster(addrs).await {
             let e = stop_early(e);
-            shard.close_logs().await;
+            crate::partition::placement::close_logs(&node).await;
             return Err(e);
         }
     }
-    // Nobody accepts before every shard has opened its logs, so no request
-    // reaches a shard that does not know its partitions yet.
+    // Nobody accepts before every node has opened its logs, so no request
+    // reaches a node that does not know its partitions yet.
     barriers.logs_opened.fetch_add(1, Ordering::SeqCst);
     while barriers.logs_opened.load(Ordering::SeqCst) < nr_shards {
         if shutdown.load(Ordering::SeqCst) {
-            // Another shard failed (or a signal came) during start-up.
-            shard.begin_shutdown();
-            shard.close_logs().await;
+            // Another node failed (or a signal came) during start-up.
+            node.begin_shutdown();
+            crate::partition::placement::close_logs(&node).await;
             return Ok(());
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     let addr = config.listen_addr()?;
-    let listener = crate::listen::bind(addr).map_err(|e| StartError::Bind {
+    let listener = crate::listener::bind(addr).map_err(|e| StartError::Bind {
         addr: addr.to_string(),
         reason: e.to_string(),
     });
@@ -191,15 +186,15 @@ async fn shard_main(
         Err(e) => {
             // Let the other shards stop too instead of serving half a broker.
             shutdown.store(true, Ordering::SeqCst);
-            shard.begin_shutdown();
-            shard.close_logs().await;
+            node.begin_shutdown();
+            crate::partition::placement::close_logs(&node).await;
             return Err(e);
         }
     };
-    if let Err(e) = crate::ingest::start(&shard) {
+    if let Err(e) = crate::ingest::start(&node) {
         shutdown.store(true, Ordering::SeqCst);
-        shard.begin_shutdown();
-        shard.close_logs().await;
+        node.begin_shutdown();
+        crate::partition::placement::close_logs(&node).await;
         return Err(e);
     }
     if id == 0 {
@@ -209,118 +204,74 @@ async fn shard_main(
             if let Ok(local) = listener.local_addr() {
                 tracing::info!(addr = %local, "metrics endpoint listening");
             }
-            crate::metrics::http::spawn_server(&shard, listener);
+            crate::metrics::http::spawn_server(&node.shard, gatherer(&node), listener);
         }
     }
-    crate::replicas::spawn(&shard, link);
-    shard.metrics.set_serving(true);
+    node.spawn_replication(link);
+    node.metrics.set_serving(true);
     barriers.readiness.shard_listening(nr_shards);
-    crate::metrics::spawn_reactor_probe(&shard);
-    spawn_shutdown_watch(&shard);
-    spawn_retention(&shard);
-    crate::cleaner::spawn_cleaner(&shard);
-    let active = Rc::new(Cell::new(0usize));
-    loop {
-        let accepted = future::or(async { Some(listener.accept().await) }, async {
-            shard.stopped().await;
-            None
-        })
+    crate::metrics::spawn_reactor_probe(&node.shard, node.metrics.clone());
+    spawn_shutdown_watch(&node.shard);
+    spawn_retention(&node.shard);
+    crate::cleaner::spawn_cleaner(&node.shard);
+    let acceptor = Acceptor::new(listener, config.connections_per_shard_max, "kafka listener");
+    acceptor
+        .serve_all(
+            node.stopped(),
+            || {
+                node.metrics.connection_refused();
+                tracing::warn!(
+                    shard = id,
+                    "connection limit reached; refusing a connection"
+                );
+            },
+            |stream| {
+                node.metrics.connection_opened();
+                let node = node.clone();
+                async move {
+                    connection::serve(node.clone(), stream).await;
+                    node.metrics.connection_closed();
+                }
+            },
+        )
         .await;
-        let stream = match accepted {
-            None => break,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                tracing::warn!(shard = id, "accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        if active.get() >= config.connections_per_shard_max {
-            shard.metrics.connection_refused();
-            tracing::warn!(
-                shard = id,
-                "connection limit reached; refusing a connection"
-            );
-            drop(stream);
-            continue;
-        }
-        active.set(active.get() + 1);
-        shard.metrics.connection_opened();
-        let shard = shard.clone();
-        let active = active.clone();
-        glommio::spawn_local(async move {
-            connection::serve(shard.clone(), stream).await;
-            shard.metrics.connection_closed();
-            active.set(active.get() - 1);
-        })
-        .detach();
-    }
     barriers.readiness.shard_stopping();
-    drop(listener);
-    shard.metrics.set_serving(false);
+    let open = acceptor.close();
+    node.metrics.set_serving(false);
     // Connections finish the request they are handling, then close.
     let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
-    while active.get() > 0 && Instant::now() < deadline {
+    while open.count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    if active.get() > 0 {
+    if open.count() > 0 {
         tracing::warn!(
             shard = id,
-            connections = active.get(),
+            connections = open.count(),
             "shutdown timeout; closing anyway"
         );
     }
     if id == 0 {
-        crate::cluster::leave(&shard).await;
+        node.leave_cluster().await;
     }
-    // Logs close only once no shard can forward a request any more.
+    // Logs close only once no node can forward a request any more.
     barriers.drained.fetch_add(1, Ordering::SeqCst);
     while barriers.drained.load(Ordering::SeqCst) < nr_shards && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    shard.close_logs().await;
+    crate::partition::placement::close_logs(&node).await;
     Ok(())
 }
 
-/// A shard that panics must not leave a half broker serving, nor the other
+/// A node that panics must not leave a half broker serving, nor the other
 /// shards waiting for it at a barrier: its unwinding sets the shutdown flag.
 struct PanicStopsAll(Arc<AtomicBool>);
 
 impl Drop for PanicStopsAll {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            tracing::error!("a shard panicked; stopping the broker");
+            tracing::error!("a node panicked; stopping the broker");
             self.0.store(true, Ordering::SeqCst);
         }
-    }
-}
-
-fn spawn_mesh_receivers(shard: &Rc<Shard>, receivers: Receivers<Envelope>) {
-    let receivers = Rc::new(receivers);
-    for peer in 0..shard.nr_shards {
-        if peer == shard.id {
-            continue;
-        }
-        let shard = shard.clone();
-        let receivers = receivers.clone();
-        glommio::spawn_local(async move {
-            while let Ok(Some(envelope)) = receivers.recv_from(peer).await {
-                match envelope {
-                    Envelope::Request { id, from, body } => {
-                        // Served in its own task so this loop never blocks
-                        // and answers can flow both ways without deadlock.
-                        let shard = shard.clone();
-                        glommio::spawn_local(async move {
-                            let answer = shard.serve(body).await;
-                            shard.mesh.respond(from, id, answer).await;
-                        })
-                        .detach();
-                    }
-                    Envelope::Response { id, body } => shard.mesh.complete(id, body),
-                }
-            }
-        })
-        .detach();
     }
 }
 
@@ -347,7 +298,7 @@ fn spawn_retention(shard: &Rc<Shard>) {
             if !woke {
                 return;
             }
-            shard.enforce_retention().await;
+            crate::partition::placement::enforce_retention(&shard).await;
         }
     })
     .detach();
@@ -375,4 +326,13 @@ fn bind_metrics(config: &Config) -> Result<Option<std::net::TcpListener>, StartE
             }
         }
     }
+}
+
+/// The metrics endpoint's way to every shard's snapshot.
+fn gatherer(node: &Rc<Node>) -> crate::metrics::http::Gather {
+    let node = node.clone();
+    Rc::new(move |timeout| {
+        let node = node.clone();
+        Box::pin(async move { crate::node::gather(&node, timeout).await })
+    })
 }

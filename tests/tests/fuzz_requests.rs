@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use broker::config::Config;
 use broker::kafka::{self, Reply};
-use broker::mesh::Mesh;
 use broker::metadata::{ClusterMetadata, TopicMeta};
+use broker::node::Node;
 use broker::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures_lite::{future, FutureExt};
@@ -417,16 +417,13 @@ fn arbitrary_and_mutated_frames_never_panic_nor_allocate_beyond_the_limit() {
                 group_initial_rebalance_delay_ms: 0,
                 ..Config::default()
             };
-            let shard = Rc::new(
-                Shard::new(
-                    0,
-                    1,
-                    Arc::new(config),
-                    Mesh::new(None),
-                    Arc::new(AtomicBool::new(false)),
-                )
-                .expect("shard"),
-            );
+            let shard = Rc::new(Node::new(
+                Rc::new(
+                    Shard::new(0, 1, Arc::new(config), Arc::new(AtomicBool::new(false)))
+                        .expect("shard"),
+                ),
+                None,
+            ));
             let topic_id = uuid::Uuid::new_v4();
             let mut meta = ClusterMetadata::new();
             meta.topics.insert(

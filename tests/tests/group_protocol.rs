@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use broker::config::Config;
-use broker::shard::Shard;
+use broker::node::Node;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::inproc::{call, name, run};
 use kafka_protocol::messages::*;
@@ -51,7 +51,7 @@ fn subscription(topics: &[&str]) -> Bytes {
     b.freeze()
 }
 
-async fn find(shard: &Rc<Shard>, group: &str, version: i16) -> FindCoordinatorResponse {
+async fn find(shard: &Rc<Node>, group: &str, version: i16) -> FindCoordinatorResponse {
     let mut req = FindCoordinatorRequest::default();
     if version >= 4 {
         req.coordinator_keys = vec![s(group)];
@@ -61,7 +61,7 @@ async fn find(shard: &Rc<Shard>, group: &str, version: i16) -> FindCoordinatorRe
     call(shard, ApiKey::FindCoordinator, version, &req).await
 }
 
-async fn create(shard: &Rc<Shard>, topic: &str, partitions: i32) {
+async fn create(shard: &Rc<Node>, topic: &str, partitions: i32) {
     let req = CreateTopicsRequest::default().with_topics(vec![
         create_topics_request::CreatableTopic::default()
             .with_name(name(topic))
@@ -73,7 +73,7 @@ async fn create(shard: &Rc<Shard>, topic: &str, partitions: i32) {
 }
 
 async fn join(
-    shard: Rc<Shard>,
+    shard: Rc<Node>,
     group: &str,
     member: &str,
     session_ms: i32,
@@ -93,7 +93,7 @@ async fn join(
 }
 
 /// Joins as a new member: the first answer hands out the member id.
-async fn join_new(shard: &Rc<Shard>, group: &str, session_ms: i32) -> String {
+async fn join_new(shard: &Rc<Node>, group: &str, session_ms: i32) -> String {
     let r = join(shard.clone(), group, "", session_ms, &["t"]).await;
     assert_eq!(r.error_code, Kafka::MemberIdRequired.code());
     assert!(!r.member_id.is_empty());
@@ -101,7 +101,7 @@ async fn join_new(shard: &Rc<Shard>, group: &str, session_ms: i32) -> String {
 }
 
 async fn sync(
-    shard: Rc<Shard>,
+    shard: Rc<Node>,
     group: &str,
     member: &str,
     generation: i32,
@@ -124,7 +124,7 @@ async fn sync(
     call(&shard, ApiKey::SyncGroup, 3, &req).await
 }
 
-async fn heartbeat(shard: &Rc<Shard>, group: &str, member: &str, generation: i32) -> i16 {
+async fn heartbeat(shard: &Rc<Node>, group: &str, member: &str, generation: i32) -> i16 {
     let req = HeartbeatRequest::default()
         .with_group_id(gid(group))
         .with_member_id(s(member))
@@ -133,7 +133,7 @@ async fn heartbeat(shard: &Rc<Shard>, group: &str, member: &str, generation: i32
     r.error_code
 }
 
-async fn leave(shard: &Rc<Shard>, group: &str, member: &str) -> (i16, Vec<i16>) {
+async fn leave(shard: &Rc<Node>, group: &str, member: &str) -> (i16, Vec<i16>) {
     let req = LeaveGroupRequest::default()
         .with_group_id(gid(group))
         .with_members(vec![
@@ -148,7 +148,7 @@ async fn leave(shard: &Rc<Shard>, group: &str, member: &str) -> (i16, Vec<i16>) 
 
 /// Commits (topic, partition, offset, metadata) and returns each error code.
 async fn commit(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     group: &str,
     member: &str,
     generation: i32,
@@ -182,7 +182,7 @@ async fn commit(
 /// Committed offsets of `partitions` of `topic` (v7): group error code and
 /// (partition, offset, metadata).
 async fn fetch(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     group: &str,
     topic: &str,
     partitions: &[i32],
@@ -214,19 +214,19 @@ async fn fetch(
     (r.error_code, offsets)
 }
 
-async fn describe(shard: &Rc<Shard>, group: &str) -> describe_groups_response::DescribedGroup {
+async fn describe(shard: &Rc<Node>, group: &str) -> describe_groups_response::DescribedGroup {
     let req = DescribeGroupsRequest::default().with_groups(vec![gid(group)]);
     let mut r: DescribeGroupsResponse = call(shard, ApiKey::DescribeGroups, 5, &req).await;
     r.groups.remove(0)
 }
 
-async fn delete_group(shard: &Rc<Shard>, group: &str) -> i16 {
+async fn delete_group(shard: &Rc<Node>, group: &str) -> i16 {
     let req = DeleteGroupsRequest::default().with_groups_names(vec![gid(group)]);
     let r: DeleteGroupsResponse = call(shard, ApiKey::DeleteGroups, 2, &req).await;
     r.results[0].error_code
 }
 
-async fn list(shard: &Rc<Shard>) -> Vec<(String, String)> {
+async fn list(shard: &Rc<Node>) -> Vec<(String, String)> {
     let r: ListGroupsResponse =
         call(shard, ApiKey::ListGroups, 4, &ListGroupsRequest::default()).await;
     let mut out: Vec<(String, String)> = r
@@ -239,7 +239,7 @@ async fn list(shard: &Rc<Shard>) -> Vec<(String, String)> {
 }
 
 /// Forms a group of one stable member; returns its id and generation.
-async fn stable_member(shard: &Rc<Shard>, group: &str, session_ms: i32) -> (String, i32) {
+async fn stable_member(shard: &Rc<Node>, group: &str, session_ms: i32) -> (String, i32) {
     let id = join_new(shard, group, session_ms).await;
     let r = join(shard.clone(), group, &id, session_ms, &["t"]).await;
     assert_eq!(r.error_code, 0);

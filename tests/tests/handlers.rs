@@ -5,7 +5,7 @@ mod common;
 
 use std::rc::Rc;
 
-use broker::shard::Shard;
+use broker::node::Node;
 use bytes::{Bytes, BytesMut};
 use common::inproc::{call, name, run, test_config};
 use kafka_protocol::messages::*;
@@ -13,7 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError as Kafka;
 
 async fn create(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     topic: &str,
     partitions: i32,
     validate_only: bool,
@@ -371,7 +371,7 @@ fn incremental_alter_configs_set_delete_append() {
             ])
         };
         let configs =
-            |shard: &Rc<Shard>| shard.metadata().topic("c").expect("topic").configs.clone();
+            |shard: &Rc<Node>| shard.metadata().topic("c").expect("topic").configs.clone();
         let resp: IncrementalAlterConfigsResponse = call(
             &shard,
             ApiKey::IncrementalAlterConfigs,

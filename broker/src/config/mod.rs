@@ -3,6 +3,9 @@
 //! key, the value and what is allowed.
 
 mod cluster;
+mod group;
+
+pub use group::GroupConfig;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -351,10 +354,10 @@ impl Config {
     }
 
     /// What ingested records hold.
-    pub fn ingest_format(&self) -> Result<crate::ingest::Format, ConfigError> {
+    pub fn ingest_format(&self) -> Result<IngestFormat, ConfigError> {
         match self.ingest_format.as_str() {
-            "json" => Ok(crate::ingest::Format::Json),
-            "raw" => Ok(crate::ingest::Format::Raw),
+            "json" => Ok(IngestFormat::Json),
+            "raw" => Ok(IngestFormat::Raw),
             other => Err(ConfigError {
                 key: "ingest_format",
                 value: other.into(),
@@ -405,13 +408,13 @@ impl Config {
         )
     }
 
-    pub fn group_config(&self) -> crate::group::GroupConfig {
-        crate::group::GroupConfig {
+    pub fn group_config(&self) -> GroupConfig {
+        GroupConfig {
             session_timeout_ms_min: self.group_min_session_timeout_ms,
             session_timeout_ms_max: self.group_max_session_timeout_ms,
             initial_rebalance_delay_ms: self.group_initial_rebalance_delay_ms,
             members_max: self.group_max_size,
-            ..crate::group::GroupConfig::default()
+            ..GroupConfig::default()
         }
     }
 
@@ -615,6 +618,16 @@ fn cli_key(storage_key: &'static str) -> &'static str {
         "fsync.interval" => "fsync-interval-ms",
         other => other,
     }
+}
+
+/// What an ingested record holds (`ingest_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IngestFormat {
+    /// One JSON object per record (documented in the README).
+    Json,
+    /// The data as sent: a line-protocol line; a remote-write series as a
+    /// protobuf `prometheus.TimeSeries`.
+    Raw,
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@
 //! error (InfluxDB's shape) otherwise. The request-head parser is a pure
 //! function, unit-tested against malformed input.
 
-use std::cell::Cell;
 use std::io::Read;
 use std::rc::Rc;
 use std::time::Duration;
@@ -19,7 +18,8 @@ use glommio::net::{TcpListener, TcpStream};
 use super::influx_line::{self, Precision};
 use super::remote_write::{self, Version};
 use super::{Ingest, IngestError, RETRY_AFTER_S};
-use crate::metrics::http::{head_end, REQUEST_HEAD_BYTES_MAX};
+use crate::listener::http::{head_end, read_head, HeadRead};
+use crate::listener::Acceptor;
 
 /// Time a client has to send a whole request (head and body) once it
 /// started one, and to take the answer; also the keep-alive idle bound.
@@ -349,42 +349,16 @@ async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refus
     answer
 }
 
-/// Reads until `buf` holds a whole head; `Ok(None)` on a clean close.
-async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<Option<usize>> {
-    let mut chunk = vec![0u8; 16 << 10];
-    let mut searched = 0usize;
-    loop {
-        if let Some(end) = head_end(&buf[searched.saturating_sub(3)..]) {
-            return Ok(Some(searched.saturating_sub(3) + end));
-        }
-        if buf.len() > REQUEST_HEAD_BYTES_MAX {
-            return Err(std::io::Error::other("request head too large"));
-        }
-        searched = buf.len();
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return if buf.is_empty() {
-                Ok(None)
-            } else {
-                Err(std::io::ErrorKind::UnexpectedEof.into())
-            };
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
 /// Serves requests on one connection until it closes or fails; `false`
 /// when the connection must close.
 async fn exchange(ingest: &Ingest, stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
     let end = match read_head(stream, buf).await {
-        Ok(Some(end)) => end,
-        Ok(None) => return false,
-        Err(e) => {
-            if e.kind() == std::io::ErrorKind::Other {
-                let _ = stream
-                    .write_all(&response(&refuse(400, "request head too large"), false))
-                    .await;
-            }
+        Ok(HeadRead::Ready { end }) => end,
+        Ok(HeadRead::Closed) | Err(_) => return false,
+        Ok(HeadRead::TooLarge) => {
+            let _ = stream
+                .write_all(&response(&refuse(400, "request head too large"), false))
+                .await;
             return false;
         }
     };
@@ -502,34 +476,14 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
 pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
     let ingest = ingest.clone();
     glommio::spawn_local(async move {
-        let active = Rc::new(Cell::new(0usize));
-        loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
-                ingest.shard.stopped().await;
-                None
-            })
+        let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "ingest http");
+        acceptor
+            .serve_all(
+                ingest.shard.stopped(),
+                || {},
+                |stream| serve_connection(ingest.clone(), stream),
+            )
             .await;
-            let stream = match accepted {
-                None => return,
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    tracing::warn!("ingest http: accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if active.get() >= CONNECTIONS_MAX {
-                continue;
-            }
-            active.set(active.get() + 1);
-            let ingest = ingest.clone();
-            let active = active.clone();
-            glommio::spawn_local(async move {
-                serve_connection(ingest, stream).await;
-                active.set(active.get() - 1);
-            })
-            .detach();
-        }
     })
     .detach();
 }

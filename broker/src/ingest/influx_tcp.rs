@@ -4,7 +4,6 @@
 //! before more is read, so a slow log slows the sender instead of filling
 //! memory.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,6 +12,7 @@ use glommio::net::{TcpListener, TcpStream};
 
 use super::influx_line::{self, Precision};
 use super::Ingest;
+use crate::listener::Acceptor;
 
 /// A line longer than this is dropped (counted as malformed) whole.
 const LINE_BYTES_MAX: usize = 1 << 20;
@@ -145,34 +145,14 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
 pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
     let ingest = ingest.clone();
     glommio::spawn_local(async move {
-        let active = Rc::new(Cell::new(0usize));
-        loop {
-            let accepted = future::or(async { Some(listener.accept().await) }, async {
-                ingest.shard.stopped().await;
-                None
-            })
+        let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "influx tcp");
+        acceptor
+            .serve_all(
+                ingest.shard.stopped(),
+                || {},
+                |stream| serve_connection(ingest.clone(), stream),
+            )
             .await;
-            let stream = match accepted {
-                None => return,
-                Some(Ok(s)) => s,
-                Some(Err(e)) => {
-                    tracing::warn!("influx tcp: accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            };
-            if active.get() >= CONNECTIONS_MAX {
-                continue;
-            }
-            active.set(active.get() + 1);
-            let ingest = ingest.clone();
-            let active = active.clone();
-            glommio::spawn_local(async move {
-                serve_connection(ingest, stream).await;
-                active.set(active.get() - 1);
-            })
-            .detach();
-        }
     })
     .detach();
 }

@@ -19,13 +19,13 @@ use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, NewRecord};
 use crate::kafka::topics;
-use crate::mesh::ProduceItem;
+use crate::partition::ProduceItem;
 use crate::preflight::StartError;
 use crate::route;
 
 /// How long an ingest write may wait for the in-sync replicas.
 const INGEST_TIMEOUT_MS: i32 = 30_000;
-use crate::shard::Shard;
+use crate::node::Node;
 
 /// Records per batch at most: keeps each batch well under the log's
 /// `max_message_bytes` together with the byte bound below.
@@ -37,15 +37,7 @@ const RECORD_OVERHEAD_BYTES: usize = 32;
 /// Seconds a client is told to wait after a 429 or 503.
 pub const RETRY_AFTER_S: u32 = 1;
 
-/// What an ingested record holds (`ingest_format`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// One JSON object per record (documented in the README).
-    Json,
-    /// The data as sent: a line-protocol line; a remote-write series as a
-    /// protobuf `prometheus.TimeSeries`.
-    Raw,
-}
+pub use crate::config::IngestFormat as Format;
 
 /// One ingested item (a point, a series' samples) as the record it becomes.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,7 +149,7 @@ impl Drop for Permit {
 
 /// One shard's ingest state, shared by its listeners.
 pub struct Ingest {
-    pub shard: Rc<Shard>,
+    pub shard: Rc<Node>,
     pub format: Format,
     queues: Rc<Queues>,
 }
@@ -165,11 +157,11 @@ pub struct Ingest {
 /// Binds this shard's ingest listeners (SO_REUSEPORT, like the Kafka
 /// listener, so every shard parses its share) and serves them; nothing
 /// when both are switched off.
-pub fn start(shard: &Rc<Shard>) -> Result<(), StartError> {
+pub fn start(shard: &Rc<Node>) -> Result<(), StartError> {
     let (http_addr, tcp_addr) = shard.config.ingest_addrs()?;
     let format = shard.config.ingest_format()?;
     let bind = |addr: std::net::SocketAddr| {
-        crate::listen::bind(addr).map_err(|e| StartError::Bind {
+        crate::listener::bind(addr).map_err(|e| StartError::Bind {
             addr: addr.to_string(),
             reason: e.to_string(),
         })

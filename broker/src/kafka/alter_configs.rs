@@ -12,15 +12,15 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::mesh::{AdminOp, ConfigChange};
+use crate::cluster::admin::{AdminOp, ConfigChange};
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 pub(crate) const RESOURCE_TOPIC: i8 = 2;
 pub(crate) const RESOURCE_BROKER: i8 = 4;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: AlterConfigsRequest,
 ) -> Result<Reply, HandlerError> {
@@ -71,7 +71,7 @@ type Outcome = (i8, StrBytes, Result<(), (i16, String)>);
 
 /// Applies topic config changes through shard 0, in request order.
 pub(crate) async fn alter(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     resources: Vec<Resource>,
     validate_only: bool,
 ) -> Vec<Outcome> {

@@ -10,10 +10,10 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{apis, respond, HandlerError, Reply};
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub async fn handle(
-    _shard: &Rc<Shard>,
+    _shard: &Rc<Node>,
     frame: &RequestFrame,
     _request: ApiVersionsRequest,
 ) -> Result<Reply, HandlerError> {

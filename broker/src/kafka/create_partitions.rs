@@ -9,12 +9,12 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::mesh::AdminOp;
+use crate::cluster::admin::AdminOp;
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: CreatePartitionsRequest,
 ) -> Result<Reply, HandlerError> {

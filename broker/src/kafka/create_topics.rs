@@ -13,8 +13,9 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::mesh::{AdminOp, NewTopic};
+use crate::cluster::admin::{AdminOp, NewTopic};
 use crate::metadata::validate_topic_name;
+use crate::node::Node;
 use crate::route;
 use crate::shard::Shard;
 use crate::topic_config::describe_topic;
@@ -22,7 +23,7 @@ use crate::topic_config::describe_topic;
 type Refusal = (i16, String);
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: CreateTopicsRequest,
 ) -> Result<Reply, HandlerError> {

@@ -11,10 +11,10 @@ use super::groups;
 use super::{respond, HandlerError, Reply};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DeleteGroupsRequest,
 ) -> Result<Reply, HandlerError> {

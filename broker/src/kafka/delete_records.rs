@@ -12,11 +12,11 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DeleteRecordsRequest,
 ) -> Result<Reply, HandlerError> {

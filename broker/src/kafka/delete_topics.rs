@@ -10,12 +10,12 @@ use net::RequestFrame;
 use uuid::Uuid;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::mesh::AdminOp;
+use crate::cluster::admin::AdminOp;
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DeleteTopicsRequest,
 ) -> Result<Reply, HandlerError> {

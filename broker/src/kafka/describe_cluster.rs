@@ -9,13 +9,13 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::shard::Shard;
+use crate::node::Node;
 
 /// DescribeCluster endpoint types (KIP-919).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DescribeClusterRequest,
 ) -> Result<Reply, HandlerError> {

@@ -12,14 +12,14 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::shard::Shard;
+use crate::node::Node;
 use crate::topic_config::{describe_broker, describe_topic, Described};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DescribeConfigsRequest,
 ) -> Result<Reply, HandlerError> {

@@ -11,14 +11,14 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 /// Kafka's "volume size unknown".
 const UNKNOWN_VOLUME_BYTES: i64 = -1;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DescribeLogDirsRequest,
 ) -> Result<Reply, HandlerError> {

@@ -12,12 +12,12 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
-use crate::mesh::ProducersAnswer;
+use crate::node::Node;
+use crate::partition::ProducersAnswer;
 use crate::route;
-use crate::shard::Shard;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: DescribeProducersRequest,
 ) -> Result<Reply, HandlerError> {

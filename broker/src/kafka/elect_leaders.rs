@@ -16,13 +16,13 @@ use replication::controller::{Command, MetadataError};
 use replication::partition_state::ElectError;
 
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::shard::Shard;
+use crate::node::Node;
 
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: ElectLeadersRequest,
 ) -> Result<Reply, HandlerError> {
@@ -71,7 +71,7 @@ pub async fn handle(
                     partition: p as u32,
                     unclean,
                 };
-                match crate::cluster::submit(shard, command).await {
+                match crate::cluster::Peers::submit(&**shard, command).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(MetadataError::Elect(ElectError::NotNeeded))) => Err((
                         Kafka::ElectionNotNeeded,

@@ -12,9 +12,9 @@ use net::fetch::{encode_fetch_response, FetchPartitionParts, FetchResponseParts,
 use net::RequestFrame;
 
 use super::{HandlerError, Reply};
-use crate::mesh::{FetchItem, PartitionRead};
+use crate::node::Node;
+use crate::partition::{FetchItem, PartitionRead};
 use crate::route;
-use crate::shard::Shard;
 
 /// First version naming topics by id instead of name.
 const TOPIC_IDS_FROM: i16 = 13;
@@ -23,7 +23,7 @@ const MAX_WAIT_MS_MAX: i32 = 30_000;
 const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: FetchRequest,
 ) -> Result<Reply, HandlerError> {

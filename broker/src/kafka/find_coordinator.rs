@@ -15,12 +15,12 @@ use super::groups::ensure_offsets_topic;
 use super::{respond, str_bytes, HandlerError, Reply};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::group::records::partition_for;
-use crate::shard::Shard;
+use crate::node::Node;
 
 const KEY_TYPE_GROUP: i8 = 0;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: FindCoordinatorRequest,
 ) -> Result<Reply, HandlerError> {

@@ -7,12 +7,13 @@ use std::rc::Rc;
 
 use kafka_protocol::ResponseError as Kafka;
 
+use crate::cluster::admin::{AdminOp, NewTopic};
 use crate::group::coordinator::{GroupAnswer, GroupCall, OFFSETS_TOPIC};
 use crate::group::errors::COORDINATOR_NOT_AVAILABLE;
 use crate::group::records::partition_for;
-use crate::mesh::{AdminOp, NewTopic, ShardRequest, ShardResponse};
+use crate::node::Node;
+use crate::node::{ShardRequest, ShardResponse};
 use crate::route;
-use crate::shard::Shard;
 
 /// `offsets.topic.segment.bytes`: Kafka's 100 MiB, so that compaction has
 /// sealed segments to clean long before the default 1 GiB.
@@ -21,7 +22,7 @@ const OFFSETS_SEGMENT_BYTES: u64 = 100 << 20;
 /// Creates `__consumer_offsets` if it does not exist yet, as Kafka does on
 /// the first FindCoordinator for a group. Errors carry Kafka's code and a
 /// message.
-pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), (i16, String)> {
+pub async fn ensure_offsets_topic(shard: &Rc<Node>) -> Result<(), (i16, String)> {
     if shard.metadata().topic(OFFSETS_TOPIC).is_some() {
         return Ok(());
     }
@@ -62,7 +63,7 @@ pub async fn ensure_offsets_topic(shard: &Rc<Shard>) -> Result<(), (i16, String)
 
 /// Sends `call` to the shard coordinating `group_id`; the error code when
 /// there is no coordinator to ask.
-pub async fn call(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> Result<GroupAnswer, i16> {
+pub async fn call(shard: &Rc<Node>, group_id: &str, call: GroupCall) -> Result<GroupAnswer, i16> {
     let meta = shard.metadata();
     let Some(topic) = meta.topic(OFFSETS_TOPIC) else {
         return Err(COORDINATOR_NOT_AVAILABLE);
@@ -75,7 +76,7 @@ pub async fn call(shard: &Rc<Shard>, group_id: &str, call: GroupCall) -> Result<
 }
 
 /// Asks every shard (ListGroups).
-pub async fn call_all(shard: &Rc<Shard>, make: impl Fn() -> GroupCall) -> Vec<GroupAnswer> {
+pub async fn call_all(shard: &Rc<Node>, make: impl Fn() -> GroupCall) -> Vec<GroupAnswer> {
     let mut out = Vec::with_capacity(shard.nr_shards);
     for to in 0..shard.nr_shards {
         if let Some(ShardResponse::Group(answer)) =

@@ -10,10 +10,10 @@ use super::groups;
 use super::{respond, HandlerError, Reply};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::errors::{INVALID_GROUP_ID, UNKNOWN_SERVER_ERROR};
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: HeartbeatRequest,
 ) -> Result<Reply, HandlerError> {

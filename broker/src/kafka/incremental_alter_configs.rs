@@ -10,11 +10,11 @@ use net::RequestFrame;
 
 use super::alter_configs::alter;
 use super::{respond, str_bytes, HandlerError, Reply};
-use crate::mesh::ConfigChange;
-use crate::shard::Shard;
+use crate::cluster::admin::ConfigChange;
+use crate::node::Node;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: IncrementalAlterConfigsRequest,
 ) -> Result<Reply, HandlerError> {

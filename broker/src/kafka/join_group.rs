@@ -12,10 +12,10 @@ use super::{respond, str_bytes, HandlerError, Reply};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::group::JoinRequest;
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: JoinGroupRequest,
 ) -> Result<Reply, HandlerError> {

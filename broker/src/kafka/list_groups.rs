@@ -10,10 +10,10 @@ use net::RequestFrame;
 use super::groups;
 use super::{respond, str_bytes, HandlerError, Reply};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: ListGroupsRequest,
 ) -> Result<Reply, HandlerError> {

@@ -13,15 +13,16 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
-use crate::mesh::OffsetAnswer;
+use crate::node::Node;
+use crate::partition::OffsetAnswer;
+use crate::partition::EARLIEST_TIMESTAMP;
 use crate::route;
-use crate::shard::{Shard, EARLIEST_TIMESTAMP};
 
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const LATEST_TIERED_TIMESTAMP: i64 = -5;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: ListOffsetsRequest,
 ) -> Result<Reply, HandlerError> {

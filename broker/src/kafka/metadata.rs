@@ -15,13 +15,14 @@ use uuid::Uuid;
 
 use super::{respond, str_bytes, topics, HandlerError, Reply};
 use crate::metadata::{validate_topic_name, TopicMeta};
+use crate::node::Node;
 use crate::shard::Shard;
 
 /// Kafka's "authorized operations not requested" marker.
 const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: MetadataRequest,
 ) -> Result<Reply, HandlerError> {

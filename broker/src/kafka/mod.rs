@@ -11,7 +11,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, Message};
 use net::RequestFrame;
 
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub mod alter_configs;
 pub mod api_versions;
@@ -74,7 +74,7 @@ pub enum HandlerError {
 }
 
 pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Reply, HandlerError>>>>;
-pub type Handler = fn(Rc<Shard>, RequestFrame) -> HandlerFuture;
+pub type Handler = fn(Rc<Node>, RequestFrame) -> HandlerFuture;
 
 pub struct Api {
     pub key: ApiKey,
@@ -88,7 +88,7 @@ pub struct Api {
 /// calls `$module::handle(shard, frame, request)`.
 macro_rules! api {
     ($key:expr, $module:ident, $request:ty, $min:expr, $max:expr) => {{
-        fn run(shard: Rc<Shard>, frame: RequestFrame) -> HandlerFuture {
+        fn run(shard: Rc<Node>, frame: RequestFrame) -> HandlerFuture {
             Box::pin(async move {
                 let request: $request = decode(&frame)?;
                 $module::handle(&shard, &frame, request).await
@@ -280,7 +280,7 @@ pub fn find(key: ApiKey) -> Option<&'static Api> {
 /// Handles one request frame. ApiVersions answers any version (with the v0
 /// fallback when it does not support it); other unsupported versions and
 /// unimplemented keys close the connection, as Kafka does.
-pub async fn dispatch(shard: &Rc<Shard>, frame: RequestFrame) -> Result<Reply, HandlerError> {
+pub async fn dispatch(shard: &Rc<Node>, frame: RequestFrame) -> Result<Reply, HandlerError> {
     let version = frame.api_version();
     let Some(api) = find(frame.api_key) else {
         return Err(HandlerError::NotImplemented(frame.api_key));

@@ -13,10 +13,10 @@ use super::groups;
 use super::{respond, HandlerError, Reply};
 use crate::group::coordinator::{GroupAnswer, GroupCall, OffsetCommit};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
-use crate::shard::Shard;
+use crate::node::Node;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: OffsetCommitRequest,
 ) -> Result<Reply, HandlerError> {

@@ -14,14 +14,14 @@ use super::groups;
 use super::{respond, str_bytes, HandlerError, Reply};
 use crate::group::coordinator::{FetchedOffset, GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
-use crate::shard::Shard;
+use crate::node::Node;
 
 type Topics = Option<Vec<(String, Vec<i32>)>>;
 
 /// One group's answer: a group-level error code and its offsets, grouped by
 /// topic in the order asked (or in topic order when all were asked for).
 async fn fetch(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     group_id: &str,
     topics: Topics,
 ) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
@@ -45,7 +45,7 @@ async fn fetch(
 }
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: OffsetFetchRequest,
 ) -> Result<Reply, HandlerError> {

@@ -13,11 +13,11 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: OffsetForLeaderEpochRequest,
 ) -> Result<Reply, HandlerError> {

@@ -15,16 +15,16 @@ use net::RequestFrame;
 
 use super::{respond, str_bytes, topics, HandlerError, Reply};
 use crate::group::coordinator::OFFSETS_TOPIC;
-use crate::mesh::{PartitionWrite, ProduceItem};
 use crate::metadata::validate_topic_name;
+use crate::node::Node;
+use crate::partition::{PartitionWrite, ProduceItem};
 use crate::route;
-use crate::shard::Shard;
 
 /// First version naming topics by id instead of name.
 const TOPIC_IDS_FROM: i16 = 13;
 
 pub async fn handle(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     frame: &RequestFrame,
     request: ProduceRequest,
 ) -> Result<Reply, HandlerError> {

@@ -4,15 +4,15 @@
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
-use crate::mesh::{AdminOp, AdminOutcome, NewTopic};
+use crate::cluster::admin::{AdminOp, AdminOutcome, NewTopic};
 use crate::metadata::validate_topic_name;
+use crate::node::Node;
 use crate::route;
-use crate::shard::Shard;
 
 /// Creates the missing topics among `names` with the broker defaults, when
 /// auto.create.topics.enable is on. Invalid names are left alone (the
 /// caller reports them) and races with other creators are harmless.
-pub async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
+pub async fn auto_create(shard: &Rc<Node>, names: &[String]) {
     if !shard.config.auto_create_topics {
         return;
     }

@@ -4,19 +4,22 @@
 //! connection. Requests are bounded in size, time and concurrency; the
 //! parser is a pure function so every malformed input is unit-tested.
 
-use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::{Latency, Shares};
 
+use super::ShardSnapshot;
+use crate::listener::http::{read_head, HeadRead};
+use crate::listener::Acceptor;
+use crate::peers::LocalFuture;
 use crate::shard::Shard;
 
-/// A request head (request line and headers) longer than this is refused:
-/// scrapers send a few hundred bytes.
-pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
+/// Asks every shard for its snapshot (the node does, over the mesh);
+/// `Err(i)` names a shard that did not answer within the time given.
+pub type Gather = Rc<dyn Fn(Duration) -> LocalFuture<'static, Result<Vec<ShardSnapshot>, usize>>>;
 
 /// Time a client has to send its request head and take the response.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,11 +101,6 @@ pub fn parse_head(head: &[u8]) -> Parsed {
     }
 }
 
-/// Where a request head ends in `buf`: the index past its blank line.
-pub fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
 /// A whole HTTP/1.1 response that closes the connection.
 pub fn response(status: u16, content_type: &str, body: &str, head_only: bool) -> Vec<u8> {
     let reason = match status {
@@ -129,40 +127,13 @@ pub fn response(status: u16, content_type: &str, body: &str, head_only: bool) ->
 
 const TEXT: &str = "text/plain; charset=utf-8";
 
-/// Reads one request head from `stream`, bounded by `REQUEST_HEAD_BYTES_MAX`.
-/// `Ok(None)`: the client closed before sending a whole head.
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Result<Vec<u8>, ()>>> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            return Ok(None);
-        }
-        // Only the new bytes and the three before them can complete "\r\n\r\n".
-        let from = buf.len().saturating_sub(3);
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = head_end(&buf[from..]) {
-            let end = from + end;
-            if end > REQUEST_HEAD_BYTES_MAX {
-                return Ok(Some(Err(())));
-            }
-            buf.truncate(end - 4);
-            return Ok(Some(Ok(buf)));
-        }
-        if buf.len() > REQUEST_HEAD_BYTES_MAX {
-            return Ok(Some(Err(())));
-        }
-    }
-}
-
-async fn answer(shard: &Rc<Shard>, parsed: Parsed) -> Vec<u8> {
+async fn answer(gather: &Gather, parsed: Parsed) -> Vec<u8> {
     match parsed {
         Parsed::BadRequest(why) => response(400, TEXT, &format!("bad request: {why}\n"), false),
         Parsed::NotFound => response(404, TEXT, "not found: try /metrics or /health\n", false),
         Parsed::MethodNotAllowed => response(405, TEXT, "only GET and HEAD\n", false),
         Parsed::Ok { route, head } => {
-            let gathered = super::gather(shard, GATHER_TIMEOUT).await;
+            let gathered = gather(GATHER_TIMEOUT).await;
             match (route, gathered) {
                 (Route::Metrics, Ok(snapshots)) => response(
                     200,
@@ -191,14 +162,15 @@ async fn answer(shard: &Rc<Shard>, parsed: Parsed) -> Vec<u8> {
     }
 }
 
-async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
+async fn serve_connection(gather: Gather, mut stream: TcpStream) {
     let exchange = async {
-        let reply = match read_head(&mut stream).await {
-            Ok(None) | Err(_) => return,
-            Ok(Some(Err(()))) => {
+        let mut buf = Vec::with_capacity(1024);
+        let reply = match read_head(&mut stream, &mut buf).await {
+            Ok(HeadRead::Closed) | Err(_) => return,
+            Ok(HeadRead::TooLarge) => {
                 response(400, TEXT, "bad request: request head too large\n", false)
             }
-            Ok(Some(Ok(head))) => answer(&shard, parse_head(&head)).await,
+            Ok(HeadRead::Ready { end }) => answer(&gather, parse_head(&buf[..end - 4])).await,
         };
         if stream.write_all(&reply).await.is_ok() {
             let _ = stream.flush().await;
@@ -223,7 +195,7 @@ async fn serve_connection(shard: Rc<Shard>, mut stream: TcpStream) {
 
 /// Serves the endpoint on `listener` (bound before the shards started)
 /// until the shard shuts down.
-pub fn spawn_server(shard: &Rc<Shard>, listener: std::net::TcpListener) {
+pub fn spawn_server(shard: &Rc<Shard>, gather: Gather, listener: std::net::TcpListener) {
     use std::os::fd::{FromRawFd, IntoRawFd};
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::warn!("metrics endpoint: {e}");
@@ -240,35 +212,14 @@ pub fn spawn_server(shard: &Rc<Shard>, listener: std::net::TcpListener) {
     let shard = shard.clone();
     let task = glommio::spawn_local_into(
         async move {
-            let active = Rc::new(Cell::new(0usize));
-            loop {
-                let accepted = future::or(async { Some(listener.accept().await) }, async {
-                    shard.stopped().await;
-                    None
-                })
+            let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "metrics endpoint");
+            acceptor
+                .serve_all(
+                    shard.stopped(),
+                    || {},
+                    |stream| serve_connection(gather.clone(), stream),
+                )
                 .await;
-                let stream = match accepted {
-                    None => return,
-                    Some(Ok(s)) => s,
-                    Some(Err(e)) => {
-                        tracing::warn!("metrics endpoint: accept failed: {e}");
-                        glommio::timer::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                if active.get() >= CONNECTIONS_MAX {
-                    drop(stream);
-                    continue;
-                }
-                active.set(active.get() + 1);
-                let shard = shard.clone();
-                let active = active.clone();
-                glommio::spawn_local(async move {
-                    serve_connection(shard, stream).await;
-                    active.set(active.get() - 1);
-                })
-                .detach();
-            }
         },
         queue,
     );
@@ -354,12 +305,6 @@ mod tests {
                 let _ = parse_head(&v);
             }
         }
-    }
-
-    #[test]
-    fn head_end_finds_the_blank_line() {
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n\r\nbody"), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.1\r\n"), None);
     }
 
     #[test]

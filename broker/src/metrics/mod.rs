@@ -22,7 +22,7 @@ pub use render::{health, render};
 pub const API_KEYS_MAX: usize = 128;
 
 /// How often each shard checks how late its reactor runs a timer.
-const REACTOR_PROBE_INTERVAL: Duration = Duration::from_millis(100);
+pub const REACTOR_PROBE_INTERVAL: Duration = Duration::from_millis(100);
 
 /// A timer this late means the shard held its core without polling: a
 /// stall. glommio's budget per task-queue run is 100 ms (its preemption
@@ -81,7 +81,79 @@ impl Default for ShardMetrics {
     }
 }
 
-fn add(c: &Cell<u64>, n: u64) {
+impl ShardMetrics {
+    /// Reads this shard's counters and logs, with the committed offsets
+    /// of the groups it coordinates; runs on the shard itself.
+    pub fn snapshot(&self, shard: &Shard, committed: Vec<CommittedOffset>) -> ShardSnapshot {
+        let m = self;
+        add(
+            &m.busy_ns,
+            glommio::executor()
+                .executor_stats()
+                .total_runtime()
+                .as_nanos()
+                .min(u64::MAX as u128) as u64,
+        );
+        let requests = m
+            .requests
+            .iter()
+            .enumerate()
+            .filter_map(|(key, h)| {
+                let s = h.snapshot();
+                let key = if key < API_KEYS_MAX { key as i16 } else { -1 };
+                (s.count() > 0).then_some((key, s))
+            })
+            .collect();
+        let partitions = shard
+            .owned_logs()
+            .into_iter()
+            .map(|((topic, partition), log)| PartitionSnapshot {
+                topic,
+                partition,
+                log_start_offset: log.log_start_offset(),
+                log_end_offset: log.next_offset(),
+                high_watermark: log.log_end_offset(),
+                size_bytes: log.size_bytes(),
+                offline: log.is_offline(),
+            })
+            .collect();
+        let meta = shard.metadata();
+        let under_replicated = shard
+            .replicas()
+            .iter()
+            .filter(|r| r.is_leader())
+            .filter(|r| {
+                meta.topic(&r.topic)
+                    .and_then(|t| t.state(r.partition))
+                    .is_some_and(|s| s.isr.len() < s.replicas.len())
+            })
+            .count() as u64;
+        ShardSnapshot {
+            shard: shard.id,
+            under_replicated,
+            serving: m.serving.get() && !shard.is_shutting_down(),
+            requests,
+            bytes_in: m.bytes_in.get(),
+            bytes_out: m.bytes_out.get(),
+            connections_active: m.connections_active.get(),
+            connections_accepted: m.connections_accepted.get(),
+            connections_refused: m.connections_refused.get(),
+            influx_points: m.influx_points.get(),
+            influx_lines_malformed: m.influx_lines_malformed.get(),
+            prometheus_samples: m.prometheus_samples.get(),
+            prometheus_writes_malformed: m.prometheus_writes_malformed.get(),
+            ingest_writes_busy: m.ingest_writes_busy.get(),
+            busy_ns: m.busy_ns.get(),
+            reactor_lag: m.reactor_lag.snapshot(),
+            stalls: m.stalls.get(),
+            fsync: storage::stats::fsync_latency(),
+            partitions,
+            committed,
+        }
+    }
+}
+
+pub fn add(c: &Cell<u64>, n: u64) {
     c.set(c.get().wrapping_add(n));
 }
 
@@ -198,122 +270,11 @@ pub struct ShardSnapshot {
     pub under_replicated: u64,
 }
 
-/// Reads this shard's counters, logs and groups; runs on the shard itself.
-pub fn snapshot(shard: &Shard) -> ShardSnapshot {
-    let m = &shard.metrics;
-    add(
-        &m.busy_ns,
-        glommio::executor()
-            .executor_stats()
-            .total_runtime()
-            .as_nanos()
-            .min(u64::MAX as u128) as u64,
-    );
-    let requests = m
-        .requests
-        .iter()
-        .enumerate()
-        .filter_map(|(key, h)| {
-            let s = h.snapshot();
-            let key = if key < API_KEYS_MAX { key as i16 } else { -1 };
-            (s.count() > 0).then_some((key, s))
-        })
-        .collect();
-    let partitions = shard
-        .owned_logs()
-        .into_iter()
-        .map(|((topic, partition), log)| PartitionSnapshot {
-            topic,
-            partition,
-            log_start_offset: log.log_start_offset(),
-            log_end_offset: log.next_offset(),
-            high_watermark: log.log_end_offset(),
-            size_bytes: log.size_bytes(),
-            offline: log.is_offline(),
-        })
-        .collect();
-    let committed = shard
-        .coordinator
-        .committed_offsets()
-        .into_iter()
-        .map(|(group, topic, partition, offset)| CommittedOffset {
-            group,
-            topic,
-            partition,
-            offset,
-        })
-        .collect();
-    let meta = shard.metadata();
-    let under_replicated = shard
-        .replicas()
-        .iter()
-        .filter(|r| r.is_leader())
-        .filter(|r| {
-            meta.topic(&r.topic)
-                .and_then(|t| t.state(r.partition))
-                .is_some_and(|s| s.isr.len() < s.replicas.len())
-        })
-        .count() as u64;
-    ShardSnapshot {
-        shard: shard.id,
-        under_replicated,
-        serving: m.serving.get() && !shard.is_shutting_down(),
-        requests,
-        bytes_in: m.bytes_in.get(),
-        bytes_out: m.bytes_out.get(),
-        connections_active: m.connections_active.get(),
-        connections_accepted: m.connections_accepted.get(),
-        connections_refused: m.connections_refused.get(),
-        influx_points: m.influx_points.get(),
-        influx_lines_malformed: m.influx_lines_malformed.get(),
-        prometheus_samples: m.prometheus_samples.get(),
-        prometheus_writes_malformed: m.prometheus_writes_malformed.get(),
-        ingest_writes_busy: m.ingest_writes_busy.get(),
-        busy_ns: m.busy_ns.get(),
-        reactor_lag: m.reactor_lag.snapshot(),
-        stalls: m.stalls.get(),
-        fsync: storage::stats::fsync_latency(),
-        partitions,
-        committed,
-    }
-}
-
-/// Gathers every shard's snapshot, from shard `shard`; `Err(i)` names a
-/// shard that did not answer within `timeout`.
-pub async fn gather(shard: &Rc<Shard>, timeout: Duration) -> Result<Vec<ShardSnapshot>, usize> {
-    // Asked concurrently, so a scrape costs one mesh round trip.
-    let tasks: Vec<_> = (0..shard.nr_shards)
-        .map(|to| {
-            let shard = shard.clone();
-            glommio::spawn_local(async move {
-                futures_lite::future::or(
-                    async {
-                        match shard.call(to, crate::mesh::ShardRequest::Metrics).await {
-                            Some(crate::mesh::ShardResponse::Metrics(s)) => Some(*s),
-                            _ => None,
-                        }
-                    },
-                    async {
-                        glommio::timer::sleep(timeout).await;
-                        None
-                    },
-                )
-                .await
-            })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for (i, task) in tasks.into_iter().enumerate() {
-        out.push(task.await.ok_or(i)?);
-    }
-    Ok(out)
-}
-
 /// Measures, every `REACTOR_PROBE_INTERVAL`, how late the shard's reactor
 /// fires a timer: the time this shard's tasks kept the core without
 /// polling. glommio's own stall detector arms and disarms a timerfd and
 /// allocates on every task-queue run, too dear for the request path.
-pub fn spawn_reactor_probe(shard: &Rc<Shard>) {
+pub fn spawn_reactor_probe(shard: &Rc<Shard>, metrics: Rc<ShardMetrics>) {
     let shard = shard.clone();
     glommio::spawn_local(async move {
         loop {
@@ -322,9 +283,9 @@ pub fn spawn_reactor_probe(shard: &Rc<Shard>) {
                 return;
             }
             let late = started.elapsed().saturating_sub(REACTOR_PROBE_INTERVAL);
-            shard.metrics.reactor_lag.observe(late);
+            metrics.reactor_lag.observe(late);
             if late >= STALL_THRESHOLD {
-                add(&shard.metrics.stalls, 1);
+                add(&metrics.stalls, 1);
                 tracing::warn!(
                     shard = shard.id,
                     late_ms = late.as_millis() as u64,

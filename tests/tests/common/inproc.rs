@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use broker::config::Config;
 use broker::kafka::{self, Reply};
-use broker::mesh::Mesh;
+use broker::node::Node;
 use broker::shard::Shard;
 use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::*;
@@ -16,26 +16,24 @@ use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 pub fn run<F, Fut>(config: Config, f: F)
 where
-    F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+    F: FnOnce(Rc<Node>) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
 {
     glommio::LocalExecutorBuilder::default()
         .io_memory(2 << 20)
         .spawn(move || async move {
-            let shard = Rc::new(
-                Shard::new(
-                    0,
-                    1,
-                    Arc::new(config),
-                    Mesh::new(None),
-                    Arc::new(AtomicBool::new(false)),
-                )
-                .expect("shard"),
-            );
+            let shard = Rc::new(Node::new(
+                Rc::new(
+                    Shard::new(0, 1, Arc::new(config), Arc::new(AtomicBool::new(false)))
+                        .expect("shard"),
+                ),
+                None,
+            ));
             // A one-voter controller in the data dir, as `serve` runs it:
             // what an earlier run stored comes back, so restarts can be
             // tested.
-            broker::cluster::start(&shard, Vec::new())
+            shard
+                .start_cluster(Vec::new())
                 .await
                 .expect("the controller starts");
             f(shard.clone()).await;
@@ -47,7 +45,7 @@ where
 }
 
 pub async fn call<Q: Encodable, R: Decodable>(
-    shard: &Rc<Shard>,
+    shard: &Rc<Node>,
     key: ApiKey,
     version: i16,
     req: &Q,

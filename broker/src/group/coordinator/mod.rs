@@ -221,7 +221,7 @@ impl Coordinator {
 
     /// Starts loading the `__consumer_offsets` partitions this shard owns
     /// and has not loaded yet; forgets those it no longer has.
-    pub fn adopt_partitions(&self, shard: &Rc<Shard>) {
+    pub fn adopt_partitions(self: &Rc<Self>, shard: &Rc<Shard>) {
         let meta = shard.metadata();
         let count = meta.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions);
         // Groups live with the partition's leader.
@@ -249,15 +249,15 @@ impl Coordinator {
             }
         }
         for p in new {
-            let shard = shard.clone();
+            let (this, shard) = (self.clone(), shard.clone());
             glommio::spawn_local(async move {
-                shard.coordinator.load(&shard, p).await;
+                this.load(&shard, p).await;
             })
             .detach();
         }
         if !self.timers_started.replace(true) {
-            let shard = shard.clone();
-            glommio::spawn_local(async move { run_timers(shard).await }).detach();
+            let (this, shard) = (self.clone(), shard.clone());
+            glommio::spawn_local(async move { run_timers(this, shard).await }).detach();
         }
         let meta = shard.metadata();
         let stale = self
@@ -266,9 +266,9 @@ impl Coordinator {
             .values()
             .any(|e| e.offsets.keys().any(|(t, _)| meta.topic(t).is_none()));
         if stale {
-            let shard = shard.clone();
+            let (this, shard) = (self.clone(), shard.clone());
             glommio::spawn_local(async move {
-                shard.coordinator.forget_deleted_topics(&shard).await;
+                this.forget_deleted_topics(&shard).await;
             })
             .detach();
         }
@@ -509,10 +509,15 @@ impl Coordinator {
             Ok(_) => {
                 shard.appended.notify();
                 let end = replica.log().log_end_offset();
-                shard
-                    .await_high_watermark(&tp, &replica, end, OFFSETS_COMMIT_TIMEOUT)
-                    .await
-                    .map_err(|_| NOT_COORDINATOR)
+                crate::partition::await_high_watermark(
+                    shard,
+                    &tp,
+                    &replica,
+                    end,
+                    OFFSETS_COMMIT_TIMEOUT,
+                )
+                .await
+                .map_err(|_| NOT_COORDINATOR)
             }
             Err(replication::log_replica::ReplicaError::NotLeader) => Err(NOT_COORDINATOR),
             Err(replication::log_replica::ReplicaError::Storage(
@@ -632,32 +637,27 @@ fn encode_batch(records: Vec<KeyValue>, now: i64) -> Result<Bytes, String> {
 
 /// The coordinator's clock: group timers every `TICK`, offset expiry every
 /// `offsets_retention_check_interval_ms`, until shutdown.
-async fn run_timers(shard: Rc<Shard>) {
+async fn run_timers(coordinator: Rc<Coordinator>, shard: Rc<Shard>) {
     let check_every = shard.config.offsets_retention_check_interval_ms as i64;
     let retention = shard.config.offsets_retention_ms;
     let mut next_expiry = now_ms() + check_every;
     loop {
         let woke = shard.nap(TICK).await;
         if !woke {
-            shard.coordinator.release_waiting();
+            coordinator.release_waiting();
             return;
         }
         let now = now_ms();
-        shard.coordinator.tick(&shard, now).await;
+        coordinator.tick(&shard, now).await;
         if now >= next_expiry {
             next_expiry = now + check_every;
-            shard
-                .coordinator
-                .expire_offsets(&shard, retention, now)
-                .await;
+            coordinator.expire_offsets(&shard, retention, now).await;
         }
     }
 }
 
-#[path = "coordinator_offsets.rs"]
 mod offsets;
 
-#[path = "coordinator_load.rs"]
 mod load;
 
 #[cfg(test)]

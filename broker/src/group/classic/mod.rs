@@ -671,9 +671,7 @@ pub(crate) fn sync_error(error_code: i16) -> SyncResponse {
     }
 }
 
-#[path = "classic_sync.rs"]
 mod sync;
 
 #[cfg(test)]
-#[path = "classic_tests.rs"]
 mod tests;

@@ -7,9 +7,15 @@
 //! Commands reach the controller leader through `ControllerClient`
 //! wherever it runs; a change is answered to a Kafka client only once this
 //! node's shards have applied the metadata that holds it, so a client that
-//! creates a topic and then asks this node for it finds it.
+//! creates a topic and then asks this node for it finds it. Topic
+//! administration (`admin`) is proposed from here too.
+//!
+//! The rest of the node is reached through `Peers`, which the node
+//! implements: this module never names the mesh's messages.
 
-use std::cell::Cell;
+pub mod admin;
+
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -22,8 +28,8 @@ use replication::controller::{
 };
 use uuid::Uuid;
 
-use crate::mesh::ShardRequest;
 use crate::metadata::ClusterMetadata;
+pub use crate::peers::Peers;
 use crate::preflight::StartError;
 use crate::shard::Shard;
 use crate::signal::AppendSignal;
@@ -72,7 +78,14 @@ impl ClusterNode {
 /// Starts this node's controller on shard 0, joins the cluster, makes
 /// every shard apply the metadata, and keeps it current. `link_addrs` are
 /// the shards' replication listeners, as peers reach them.
-pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), StartError> {
+/// The node is put in `slot` as soon as it exists, so that commands from
+/// other shards reach it while it joins.
+pub async fn start(
+    shard: &Rc<Shard>,
+    peers: Rc<dyn Peers>,
+    slot: &RefCell<Option<Rc<ClusterNode>>>,
+    link_addrs: Vec<String>,
+) -> Result<(), StartError> {
     let config = shard.config.clone();
     let node_id = config.node_id as u64;
     let fail = |reason: String| StartError::Cluster { reason };
@@ -143,7 +156,7 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
         published: Cell::new(0),
         on_publish: AppendSignal::default(),
     });
-    *shard.cluster.borrow_mut() = Some(node.clone());
+    *slot.borrow_mut() = Some(node.clone());
 
     wait_for_leader(shard, &node).await?;
     // A damaged file stops start-up rather than leave its topics behind.
@@ -193,7 +206,7 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
     }
     // Producer ids this node handed out before the controller existed are
     // stepped over cluster-wide before any node hands out new ones.
-    let floor = crate::kafka::init_producer_id::legacy_floor(&config.data_dir)
+    let floor = crate::producer_ids::legacy_floor(&config.data_dir)
         .await
         .map_err(|e| fail(format!("reading the producer id files: {e}")))?;
     if floor > 0 {
@@ -206,7 +219,7 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
             return Err(fail(format!("reserving legacy producer ids: {e}")));
         }
     }
-    publish(shard, &node).await;
+    publish(&*peers, &node).await;
     tracing::info!(
         node = node_id,
         cluster = %shard.metadata().cluster_id,
@@ -214,8 +227,8 @@ pub async fn start(shard: &Rc<Shard>, link_addrs: Vec<String>) -> Result<(), Sta
         role = if voter { "broker+controller" } else { "broker" },
         "joined the cluster"
     );
-    spawn_metadata_loop(shard, &node);
-    spawn_heartbeats(shard, &node);
+    spawn_metadata_loop(shard, &peers, &node);
+    spawn_heartbeats(shard, &peers, &node);
     if config.auto_leader_rebalance {
         spawn_leader_balancer(shard, &node);
     }
@@ -288,19 +301,19 @@ async fn import_legacy(
 
 /// Makes every shard apply what the controller has applied, and records
 /// the index it reflects.
-async fn publish(shard: &Rc<Shard>, node: &ClusterNode) {
+async fn publish(peers: &dyn Peers, node: &ClusterNode) {
     let controller = node.controller();
     let applied = controller.applied();
     let index = applied.last_applied.map_or(0, |l| l.index);
     let leader = controller.leader().map_or(-1, |l| l as i32);
     let meta = ClusterMetadata::from_controller(&applied.metadata, index, leader);
-    shard.broadcast(Arc::new(meta)).await;
+    peers.apply_everywhere(Arc::new(meta)).await;
     node.published.set(node.published.get().max(index));
     node.on_publish.notify();
 }
 
-fn spawn_metadata_loop(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
-    let (shard, node) = (shard.clone(), node.clone());
+fn spawn_metadata_loop(shard: &Rc<Shard>, peers: &Rc<dyn Peers>, node: &Rc<ClusterNode>) {
+    let (shard, peers, node) = (shard.clone(), peers.clone(), node.clone());
     glommio::spawn_local(async move {
         let mut watch = node.controller().metadata.clone();
         let mut leader = node.controller().leader();
@@ -321,7 +334,7 @@ fn spawn_metadata_loop(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
                 continue;
             }
             leader = now_leader;
-            publish(&shard, &node).await;
+            publish(&*peers, &node).await;
         }
     })
     .detach();
@@ -332,8 +345,8 @@ fn spawn_metadata_loop(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
 /// acting as a leader (NOT_LEADER_OR_FOLLOWER) rather than take writes
 /// that the new leaders' logs will not have, and resumes once a heartbeat
 /// gets through and it has applied the metadata up to the leader's.
-fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
-    let (shard, node) = (shard.clone(), node.clone());
+fn spawn_heartbeats(shard: &Rc<Shard>, peers: &Rc<dyn Peers>, node: &Rc<ClusterNode>) {
+    let (shard, peers, node) = (shard.clone(), peers.clone(), node.clone());
     let interval = Duration::from_millis(shard.config.broker_heartbeat_interval_ms);
     let session = Duration::from_millis(shard.config.broker_session_timeout_ms);
     let node_id = shard.config.node_id as u32;
@@ -372,9 +385,7 @@ fn spawn_heartbeats(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
             } else {
                 tracing::info!("heartbeats get through again: leading as the metadata says");
             }
-            for to in 0..shard.nr_shards {
-                shard.call(to, ShardRequest::SetIsolated(isolated)).await;
-            }
+            peers.set_isolated_everywhere(isolated).await;
         }
     })
     .detach();
@@ -425,8 +436,7 @@ fn spawn_leader_balancer(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
 /// Controlled shutdown: a node of a multi-node cluster fences itself
 /// before it stops, so that its partitions get new leaders now rather than
 /// after its session expires. Bounded: without a quorum it stops anyway.
-pub async fn leave(shard: &Rc<Shard>) {
-    let node = shard.cluster.borrow().clone();
+pub async fn leave(shard: &Shard, node: Option<Rc<ClusterNode>>) {
     let Some(node) = node else {
         return;
     };
@@ -441,20 +451,5 @@ pub async fn leave(shard: &Rc<Shard>) {
             node = node_id,
             "could not fence this node before stopping: {e}"
         ),
-    }
-}
-
-/// Runs `command` through shard 0's controller client, from any shard.
-pub async fn submit(shard: &Rc<Shard>, command: Command) -> Result<CommandResult, SubmitError> {
-    if shard.id == 0 {
-        let node = shard.cluster.borrow().clone();
-        return match node {
-            Some(node) => node.submit(command).await,
-            None => Err(SubmitError::Stopped("this node runs no controller".into())),
-        };
-    }
-    match shard.call(0, ShardRequest::Controller(command)).await {
-        Some(crate::mesh::ShardResponse::Controller(r)) => r,
-        _ => Err(SubmitError::Stopped("shard 0 did not answer".into())),
     }
 }

@@ -3,9 +3,6 @@
 //! controller quorum, and answered once every shard of this node has
 //! applied the metadata that holds the change.
 
-use std::rc::Rc;
-use std::sync::Arc;
-
 use kafka_protocol::ResponseError as Kafka;
 use uuid::Uuid;
 
@@ -14,26 +11,77 @@ use std::collections::BTreeMap;
 use replication::controller::{Command, MetadataError, SubmitError};
 use replication::partition_state::{ElectError, PartitionState};
 
-use crate::mesh::{AdminOp, AdminOutcome, ConfigChange, ShardRequest};
-use crate::metadata::{ClusterMetadata, TopicMeta};
+use crate::metadata::TopicMeta;
+use crate::peers::Peers;
 use crate::shard::Shard;
 use crate::topic_config;
 
-impl Shard {
-    pub(crate) async fn admin_local(self: &Rc<Self>, op: AdminOp) -> Vec<AdminOutcome> {
-        if self.id != 0 {
+/// Topic administration, done by shard 0 (the metadata owner).
+pub enum AdminOp {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics(Vec<String>),
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    /// Topic config changes, one per topic.
+    AlterTopicConfigs {
+        changes: Vec<(String, ConfigChange)>,
+        validate_only: bool,
+    },
+}
+
+/// How a topic's configs change.
+pub enum ConfigChange {
+    /// AlterConfigs: the given set replaces every config of the topic.
+    Replace(BTreeMap<String, String>),
+    /// IncrementalAlterConfigs: `(key, operation, value)` with Kafka's
+    /// operations 0 SET, 1 DELETE, 2 APPEND, 3 SUBTRACT.
+    Incremental(Vec<(String, i8, Option<String>)>),
+}
+
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    /// Replicas per partition (-1: the broker's default).
+    pub replication_factor: i16,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// Per topic: the topic as it now is, or a Kafka error code and message.
+pub type AdminOutcome = Result<TopicMeta, (i16, String)>;
+
+/// Shard 0's topic administration: one change at a time.
+pub struct TopicAdmin {
+    gate: glommio::sync::Semaphore,
+}
+
+impl Default for TopicAdmin {
+    fn default() -> Self {
+        TopicAdmin {
+            gate: glommio::sync::Semaphore::new(1),
+        }
+    }
+}
+
+impl TopicAdmin {
+    pub async fn handle(&self, shard: &Shard, peers: &dyn Peers, op: AdminOp) -> Vec<AdminOutcome> {
+        if shard.id != 0 {
             return vec![Err((
                 Kafka::NotController.code(),
                 "topic administration runs on shard 0".into(),
             ))];
         }
-        let Ok(_permit) = self.admin_gate.acquire_permit(1).await else {
+        let Ok(_permit) = self.gate.acquire_permit(1).await else {
             return vec![Err((
                 Kafka::UnknownServerError.code(),
                 "shutting down".into(),
             ))];
         };
-        let current = self.metadata();
+        let current = shard.metadata();
         let live = current.nodes.values().filter(|n| !n.fenced).count().max(1) as i16;
         match op {
             AdminOp::CreateTopics {
@@ -49,13 +97,13 @@ impl Shard {
                                 format!("Topic '{}' already exists.", t.name),
                             ));
                         }
-                        check_partitions(t.partitions, self.config.partitions_per_topic_max)?;
-                        topic_config::log_config(&self.default_log, &t.configs)
+                        check_partitions(t.partitions, shard.config.partitions_per_topic_max)?;
+                        topic_config::log_config(&shard.default_log, &t.configs)
                             .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
                         let rf = match t.replication_factor {
-                            -1 => self.config.default_replication_factor,
+                            -1 => shard.config.default_replication_factor,
                             // The offsets topic: as many as there are, up to its setting.
-                            -2 => self.config.offsets_topic_replication_factor.min(live),
+                            -2 => shard.config.offsets_topic_replication_factor.min(live),
                             n => n,
                         };
                         if rf > live {
@@ -101,8 +149,8 @@ impl Shard {
                         replication_factor: rf as u16,
                         configs: t.configs,
                     };
-                    outcomes.push(self.propose(command).await.map(|()| {
-                        if let Some(created) = self.metadata().topic(&t.name) {
+                    outcomes.push(propose(peers, command).await.map(|()| {
+                        if let Some(created) = shard.metadata().topic(&t.name) {
                             meta = created.clone();
                         }
                         meta
@@ -121,7 +169,7 @@ impl Shard {
                         continue;
                     };
                     let command = Command::DeleteTopic { name };
-                    outcomes.push(self.propose(command).await.map(|()| topic));
+                    outcomes.push(propose(peers, command).await.map(|()| topic));
                 }
                 outcomes
             }
@@ -153,7 +201,7 @@ impl Shard {
                                 format!("Topic already has {count} partitions."),
                             ));
                         }
-                        check_partitions(count, self.config.partitions_per_topic_max)?;
+                        check_partitions(count, shard.config.partitions_per_topic_max)?;
                         let mut grown = topic.clone();
                         grown.partitions = count;
                         Ok(grown)
@@ -170,9 +218,9 @@ impl Shard {
                         total: count as u32,
                     };
                     outcomes.push(
-                        self.propose(command)
+                        propose(peers, command)
                             .await
-                            .map(|()| self.metadata().topic(&name).cloned().unwrap_or(grown)),
+                            .map(|()| shard.metadata().topic(&name).cloned().unwrap_or(grown)),
                     );
                 }
                 outcomes
@@ -191,7 +239,7 @@ impl Shard {
                             ));
                         };
                         let configs = changed_configs(&topic.configs, change)?;
-                        topic_config::log_config(&self.default_log, &configs)
+                        topic_config::log_config(&shard.default_log, &configs)
                             .map_err(|e| (Kafka::InvalidConfig.code(), e))?;
                         let mut altered = topic.clone();
                         altered.configs = configs;
@@ -208,38 +256,22 @@ impl Shard {
                         name,
                         configs: altered.configs.clone(),
                     };
-                    outcomes.push(self.propose(command).await.map(|()| altered));
+                    outcomes.push(propose(peers, command).await.map(|()| altered));
                 }
                 outcomes
             }
         }
     }
+}
 
-    /// Runs `command` through the controller and waits until every shard
-    /// has applied it; a refusal or a failure as Kafka's code and message.
-    async fn propose(self: &Rc<Self>, command: Command) -> Result<(), (i16, String)> {
-        match crate::cluster::submit(self, command).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(refusal(e)),
-            Err(SubmitError::Stopped(e)) => Err((Kafka::NotController.code(), e)),
-            Err(e) => Err((Kafka::RequestTimedOut.code(), e.to_string())),
-        }
-    }
-
-    /// Makes every shard (this one included) apply `meta`, and waits.
-    pub(crate) async fn broadcast(self: &Rc<Self>, meta: Arc<ClusterMetadata>) {
-        let tasks: Vec<_> = (0..self.nr_shards)
-            .map(|to| {
-                let shard = self.clone();
-                let meta = meta.clone();
-                glommio::spawn_local(async move {
-                    shard.call(to, ShardRequest::ApplyMetadata(meta)).await;
-                })
-            })
-            .collect();
-        for t in tasks {
-            t.await;
-        }
+/// Runs `command` through the controller and waits until every shard has
+/// applied it; a refusal or a failure as Kafka's code and message.
+async fn propose(peers: &dyn Peers, command: Command) -> Result<(), (i16, String)> {
+    match peers.submit(command).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(refusal(e)),
+        Err(SubmitError::Stopped(e)) => Err((Kafka::NotController.code(), e)),
+        Err(e) => Err((Kafka::RequestTimedOut.code(), e.to_string())),
     }
 }
 

@@ -1,0 +1,192 @@
+//! Produce on a partition this node leads: the batches checked before any
+//! is appended, `min.insync.replicas` enforced for acks=all, and the wait
+//! for the in-sync replicas before an acks=all write is answered.
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::future;
+use kafka_protocol::ResponseError as Kafka;
+use replication::log_replica::{LogReplica, ReplicaError};
+
+use super::{PartitionWrite, ProduceItem};
+use crate::errors::{code, storage_error_code};
+use crate::shard::{Shard, TopicPartition};
+
+pub async fn produce(shard: &Rc<Shard>, mut items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+    if items.len() == 1 {
+        let item = items.remove(0);
+        return vec![produce_one(shard, item).await];
+    }
+    // Partitions append concurrently so that one fsync can cover them
+    // all (group commit); batches of one partition stay in order.
+    let tasks: Vec<_> = items
+        .into_iter()
+        .map(|item| {
+            let shard = shard.clone();
+            glommio::spawn_local(async move { produce_one(&shard, item).await })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
+}
+
+async fn produce_one(shard: &Shard, item: ProduceItem) -> PartitionWrite {
+    let fail = |error_code: i16, message: Option<String>| PartitionWrite {
+        error_code,
+        error_message: message,
+        base_offset: -1,
+        log_start_offset: -1,
+    };
+    let replica = match shard.led(&item.tp) {
+        Ok(r) => r,
+        Err(code) => return fail(code, None),
+    };
+    let min_isr = shard
+        .metadata()
+        .topic(&item.tp.0)
+        .map_or(1, min_insync_replicas);
+    let short_of_replicas = |replica: &LogReplica| {
+        let isr = replica.isr().map_or(0, |i| i.len() as i64);
+        (isr < min_isr).then(|| {
+            format!(
+                "the in-sync replicas ({isr}) of {}-{} are fewer than min.insync.replicas ({min_isr})",
+                item.tp.0, item.tp.1
+            )
+        })
+    };
+    if item.acks == -1 {
+        if let Some(message) = short_of_replicas(&replica) {
+            return fail(code(Kafka::NotEnoughReplicas), Some(message));
+        }
+    }
+    let written = append_records(&replica, &item.records).await;
+    if written.error_code != 0 {
+        return written;
+    }
+    shard.appended.notify();
+    if item.acks != -1 {
+        return written;
+    }
+    // acks=all: the ISR must have everything up to the log end as of
+    // this append, which covers these records.
+    let end = replica.log().log_end_offset();
+    let timeout = Duration::from_millis(item.timeout_ms.max(0) as u64);
+    if let Err(error_code) = await_high_watermark(shard, &item.tp, &replica, end, timeout).await {
+        let message = (error_code == code(Kafka::RequestTimedOut)).then(|| {
+            format!(
+                "the in-sync replicas did not acknowledge within {} ms",
+                item.timeout_ms
+            )
+        });
+        return fail(error_code, message);
+    }
+    if let Some(message) = short_of_replicas(&replica) {
+        return fail(code(Kafka::NotEnoughReplicasAfterAppend), Some(message));
+    }
+    written
+}
+
+/// Waits until the high watermark reaches `end` while this node leads
+/// the partition: NOT_LEADER_OR_FOLLOWER if it stops leading,
+/// REQUEST_TIMED_OUT after `timeout`.
+pub async fn await_high_watermark(
+    shard: &Shard,
+    tp: &TopicPartition,
+    replica: &Rc<LogReplica>,
+    end: i64,
+    timeout: Duration,
+) -> Result<(), i16> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let same = shard.replica(tp).is_some_and(|r| Rc::ptr_eq(&r, replica));
+        if !replica.is_leader() || !same {
+            return Err(code(Kafka::NotLeaderOrFollower));
+        }
+        if replica.high_watermark() >= end {
+            return Ok(());
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || shard.is_shutting_down() {
+            return Err(code(Kafka::RequestTimedOut));
+        }
+        future::or(
+            shard.appended.next(),
+            glommio::timer::sleep(left.min(Duration::from_millis(100))),
+        )
+        .await;
+    }
+}
+
+/// Appends the record batches of one partition's produce data. Every batch
+/// is validated before any is appended, so a bad batch leaves the log as it
+/// was, as Kafka does.
+async fn append_records(replica: &LogReplica, records: &bytes::Bytes) -> PartitionWrite {
+    let fail = |error_code: i16, message: String| PartitionWrite {
+        error_code,
+        error_message: Some(message),
+        base_offset: -1,
+        log_start_offset: -1,
+    };
+    let mut batches = Vec::new();
+    let mut at = 0;
+    while at < records.len() {
+        let rest = &records[at..];
+        let size = match storage::batch::peek_batch_size(rest) {
+            Some(size) if size <= rest.len() => size,
+            _ => {
+                return fail(
+                    code(Kafka::CorruptMessage),
+                    format!("record batch at byte {at} is truncated"),
+                )
+            }
+        };
+        batches.push(records.slice(at..at + size));
+        at += size;
+    }
+    // The log validates every batch it appends; with several, all are
+    // checked first so that a bad one leaves the log as it was. One batch
+    // (what producers send) is checked once, by the log.
+    if batches.len() > 1 {
+        for batch in &batches {
+            if let Err(e) = storage::batch::validate(batch) {
+                let err = storage::StorageError::InvalidBatch(e);
+                return fail(storage_error_code(&err), err.to_string());
+            }
+        }
+    }
+    if batches.is_empty() {
+        return fail(code(Kafka::InvalidRecord), "no record batch".into());
+    }
+    let mut first: Option<storage::AppendInfo> = None;
+    for batch in batches {
+        match replica.append_as_leader(&batch).await {
+            Ok(info) => {
+                first.get_or_insert(info);
+            }
+            Err(ReplicaError::Storage(e)) => return fail(storage_error_code(&e), e.to_string()),
+            Err(e) => return fail(code(Kafka::NotLeaderOrFollower), e.to_string()),
+        }
+    }
+    match first {
+        Some(info) => PartitionWrite {
+            error_code: 0,
+            error_message: None,
+            base_offset: info.base_offset,
+            log_start_offset: info.log_start_offset,
+        },
+        None => fail(code(Kafka::UnknownServerError), "nothing appended".into()),
+    }
+}
+
+/// `min.insync.replicas` of a topic (1 unless set).
+pub fn min_insync_replicas(topic: &crate::metadata::TopicMeta) -> i64 {
+    topic
+        .configs
+        .get("min.insync.replicas")
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1)
+}
