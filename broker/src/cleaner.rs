@@ -8,7 +8,7 @@
 use std::rc::Rc;
 use std::time::Duration;
 
-use glommio::{Latency, Shares};
+use crate::rt::{Latency, Shares};
 
 use crate::shard::Shard;
 
@@ -20,12 +20,12 @@ const CLEANER_SHARES: usize = 100;
 pub fn spawn_cleaner(shard: &Rc<Shard>) {
     let shard = shard.clone();
     let interval = Duration::from_millis(shard.config.log_cleaner_backoff_ms);
-    let queue = glommio::executor().create_task_queue(
+    let queue = crate::rt::executor().create_task_queue(
         Shares::Static(CLEANER_SHARES),
         Latency::NotImportant,
         "log-cleaner",
     );
-    let task = glommio::spawn_local_into(
+    let task = crate::rt::spawn_local_into(
         async move {
             loop {
                 let woke = shard.nap(interval).await;
@@ -68,6 +68,6 @@ async fn clean_due_logs(shard: &Rc<Shard>) {
             ),
             Err(e) => tracing::warn!(%topic, partition, "log compaction failed: {e}"),
         }
-        glommio::yield_if_needed().await;
+        crate::rt::yield_if_needed().await;
     }
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::rt::TcpStream;
 use futures_lite::{future, FutureExt};
-use glommio::net::TcpStream;
 
 use crate::kafka::{self, Reply};
 use crate::node::Node;
@@ -28,7 +28,7 @@ pub async fn serve(shard: Rc<Node>, mut stream: TcpStream) {
                     None
                 },
                 async {
-                    glommio::timer::sleep(idle).await;
+                    crate::rt::sleep(idle).await;
                     tracing::debug!(?peer, "closing idle connection");
                     None
                 },

@@ -24,6 +24,7 @@ pub mod preflight;
 pub mod producer_ids;
 pub mod replicas;
 pub mod route;
+pub mod rt;
 pub mod server;
 pub mod shard;
 pub mod signal;

@@ -8,7 +8,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use futures_channel::oneshot;
-use glommio::channels::channel_mesh::Senders;
+pub use glommio::channels::channel_mesh::{Receivers, Senders};
 
 pub enum Envelope<Req, Resp> {
     Request { id: u64, from: usize, body: Req },

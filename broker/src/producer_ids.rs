@@ -31,14 +31,14 @@ struct Allocator {
 /// the controller one request at a time.
 pub struct ProducerIds {
     allocator: RefCell<Allocator>,
-    refill: glommio::sync::Semaphore,
+    refill: crate::rt::Semaphore,
 }
 
 impl Default for ProducerIds {
     fn default() -> Self {
         ProducerIds {
             allocator: RefCell::new(Allocator::default()),
-            refill: glommio::sync::Semaphore::new(1),
+            refill: crate::rt::Semaphore::new(1),
         }
     }
 }
@@ -46,7 +46,7 @@ impl Default for ProducerIds {
 /// The first id above every id the per-shard files reserved.
 pub async fn legacy_floor(data_dir: &Path) -> std::io::Result<i64> {
     let dir = data_dir.join("producer-ids");
-    glommio::executor()
+    crate::rt::executor()
         .spawn_blocking(move || -> std::io::Result<i64> {
             let entries = match std::fs::read_dir(&dir) {
                 Ok(e) => e,

@@ -22,8 +22,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::rt::{TcpListener, TcpStream};
 use futures_lite::future;
-use glommio::net::{TcpListener, TcpStream};
 use net::link::{self, LinkMessage, PartitionFetch, PartitionFetched};
 use replication::controller::{Applied, Command};
 use replication::log_replica::LogReplica;
@@ -108,7 +108,7 @@ pub fn spawn(
         peers,
     };
     let server = cx.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         loop {
             let accepted = future::or(async { Some(listener.accept().await) }, async {
                 server.shard.stopped().await;
@@ -119,7 +119,7 @@ pub fn spawn(
                 None => return,
                 Some(Ok(stream)) => {
                     let cx = server.clone();
-                    glommio::spawn_local(async move {
+                    crate::rt::spawn_local(async move {
                         let peer = stream.peer_addr().ok();
                         if let Err(e) = serve_link(&cx, stream).await {
                             tracing::info!(
@@ -133,14 +133,14 @@ pub fn spawn(
                 }
                 Some(Err(e)) => {
                     tracing::warn!(shard = server.shard.id, "link accept failed: {e}");
-                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    crate::rt::sleep(Duration::from_millis(10)).await;
                 }
             }
         }
     })
     .detach();
     let ticker = cx;
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         while ticker.shard.nap(ISR_TICK).await {
             let now = now_ms();
             for replica in ticker.shard.replicas() {
@@ -162,7 +162,7 @@ fn propose_isr(cx: &Cx, replica: Rc<LogReplica>, change: AlterIsr) {
         return;
     }
     let cx = cx.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let _done = Proposing {
             state: cx.state.clone(),
             key,
@@ -236,7 +236,7 @@ async fn serve_link(cx: &Cx, stream: TcpStream) -> Result<(), String> {
         let frame = future::or(
             async { Some(link::read_frame(&mut reader, &mut buf, LINK_FRAME_BYTES_MAX).await) },
             async {
-                glommio::timer::sleep(idle).await;
+                crate::rt::sleep(idle).await;
                 None
             },
         )
@@ -268,7 +268,7 @@ async fn serve_link(cx: &Cx, stream: TcpStream) -> Result<(), String> {
             if news || left.is_zero() {
                 break answers;
             }
-            future::or(shard.appended.next(), glommio::timer::sleep(left)).await;
+            future::or(shard.appended.next(), crate::rt::sleep(left)).await;
         };
         let reply = LinkMessage::FetchReply {
             correlation,
@@ -371,7 +371,7 @@ pub fn start_fetchers(shard: &Rc<Shard>, state: &Rc<Replication>) {
             continue;
         }
         let (shard, state) = (shard.clone(), state.clone());
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             fetch_loop(&shard, pair.0, pair.1).await;
             state.fetchers.borrow_mut().remove(&pair);
         })
@@ -445,7 +445,7 @@ async fn fetch_loop(shard: &Rc<Shard>, leader: u32, leader_shard_id: u32) {
                 }
             },
             async {
-                glommio::timer::sleep(wait).await;
+                crate::rt::sleep(wait).await;
                 Err(format!("no answer within {wait:?}"))
             },
         )
@@ -498,7 +498,7 @@ async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<TcpStr
     let mut stream = future::or(
         async { TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
         async {
-            glommio::timer::sleep(DIAL_TIMEOUT).await;
+            crate::rt::sleep(DIAL_TIMEOUT).await;
             Err(format!("connecting to {addr} timed out"))
         },
     )

@@ -70,7 +70,7 @@ where
         .map(|(owner, positions, items)| {
             let shard = shard.clone();
             let req = request(items);
-            let task = glommio::spawn_local(async move {
+            let task = crate::rt::spawn_local(async move {
                 shard.call_partitions(owner, req).await.and_then(answer)
             });
             (positions, task)
@@ -246,7 +246,7 @@ pub async fn wait_for_data(shard: &Rc<Node>, items: Vec<(TopicPartition, i64)>, 
         let done = done.clone();
         // The first shard to report data ends the wait; the others end on
         // their own by the timeout (bounded), and nobody listens any more.
-        glommio::spawn_local(async move {
+        crate::rt::spawn_local(async move {
             shard
                 .call_partitions(owner, PartitionRequest::WaitForData { items, timeout })
                 .await;
@@ -254,7 +254,7 @@ pub async fn wait_for_data(shard: &Rc<Node>, items: Vec<(TopicPartition, i64)>, 
         })
         .detach();
     }
-    future::or(first, glommio::timer::sleep(timeout)).await;
+    future::or(first, crate::rt::sleep(timeout)).await;
 }
 
 /// Runs a topic administration on shard 0, the metadata owner.

@@ -112,7 +112,7 @@ impl Shard {
     pub async fn nap(&self, period: Duration) -> bool {
         future::or(
             async {
-                glommio::timer::sleep(period).await;
+                crate::rt::sleep(period).await;
                 true
             },
             async {

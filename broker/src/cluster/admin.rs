@@ -56,13 +56,13 @@ pub type AdminOutcome = Result<TopicMeta, (i16, String)>;
 
 /// Shard 0's topic administration: one change at a time.
 pub struct TopicAdmin {
-    gate: glommio::sync::Semaphore,
+    gate: crate::rt::Semaphore,
 }
 
 impl Default for TopicAdmin {
     fn default() -> Self {
         TopicAdmin {
-            gate: glommio::sync::Semaphore::new(1),
+            gate: crate::rt::Semaphore::new(1),
         }
     }
 }

@@ -67,7 +67,7 @@ impl ClusterNode {
             }
             futures_lite::future::or(
                 self.on_publish.next(),
-                glommio::timer::sleep(Duration::from_millis(100)),
+                crate::rt::sleep(Duration::from_millis(100)),
             )
             .await;
         }
@@ -233,7 +233,7 @@ pub async fn start(
         spawn_leader_balancer(shard, &node);
     }
     let session = Duration::from_millis(config.broker_session_timeout_ms);
-    glommio::spawn_local(replication::controller::liveness::run(
+    crate::rt::spawn_local(replication::controller::liveness::run(
         controller,
         session,
         LIVENESS_TICK,
@@ -259,7 +259,7 @@ async fn wait_for_leader(shard: &Rc<Shard>, node: &ClusterNode) -> Result<(), St
                 "waiting for a controller leader (a majority of the voters must be up)"
             );
         }
-        glommio::timer::sleep(Duration::from_millis(20)).await;
+        crate::rt::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
 }
@@ -314,7 +314,7 @@ async fn publish(peers: &dyn Peers, node: &ClusterNode) {
 
 fn spawn_metadata_loop(shard: &Rc<Shard>, peers: &Rc<dyn Peers>, node: &Rc<ClusterNode>) {
     let (shard, peers, node) = (shard.clone(), peers.clone(), node.clone());
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let mut watch = node.controller().metadata.clone();
         let mut leader = node.controller().leader();
         loop {
@@ -322,7 +322,7 @@ fn spawn_metadata_loop(shard: &Rc<Shard>, peers: &Rc<dyn Peers>, node: &Rc<Clust
             // answers name the controller: look now and then.
             let changed =
                 futures_lite::future::or(async { Some(watch.changed().await.is_some()) }, async {
-                    glommio::timer::sleep(Duration::from_millis(500)).await;
+                    crate::rt::sleep(Duration::from_millis(500)).await;
                     None
                 })
                 .await;
@@ -350,7 +350,7 @@ fn spawn_heartbeats(shard: &Rc<Shard>, peers: &Rc<dyn Peers>, node: &Rc<ClusterN
     let interval = Duration::from_millis(shard.config.broker_heartbeat_interval_ms);
     let session = Duration::from_millis(shard.config.broker_session_timeout_ms);
     let node_id = shard.config.node_id as u32;
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let mut last_ok = Instant::now();
         let mut isolated = false;
         while shard.nap(interval).await {
@@ -398,7 +398,7 @@ fn spawn_heartbeats(shard: &Rc<Shard>, peers: &Rc<dyn Peers>, node: &Rc<ClusterN
 fn spawn_leader_balancer(shard: &Rc<Shard>, node: &Rc<ClusterNode>) {
     let (shard, node) = (shard.clone(), node.clone());
     let interval = Duration::from_millis(shard.config.leader_imbalance_check_interval_ms);
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         while shard.nap(interval).await {
             let controller = node.controller();
             if controller.leader() != Some(controller.id) {

@@ -12,8 +12,8 @@ use std::io::Read;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::rt::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
 
 use super::influx_line::{self, Precision};
 use super::remote_write::{self, Version};
@@ -446,7 +446,7 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
                         None
                     },
                     async {
-                        glommio::timer::sleep(REQUEST_TIMEOUT).await;
+                        crate::rt::sleep(REQUEST_TIMEOUT).await;
                         None
                     },
                 ),
@@ -460,7 +460,7 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
         let next = future::or(
             async { Some(exchange(&ingest, &mut stream, &mut buf).await) },
             async {
-                glommio::timer::sleep(REQUEST_TIMEOUT).await;
+                crate::rt::sleep(REQUEST_TIMEOUT).await;
                 None
             },
         )
@@ -475,7 +475,7 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
 /// Accepts connections on `listener` until the shard shuts down.
 pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
     let ingest = ingest.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "ingest http");
         acceptor
             .serve_all(

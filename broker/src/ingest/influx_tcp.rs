@@ -7,8 +7,8 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::rt::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
 
 use super::influx_line::{self, Precision};
 use super::Ingest;
@@ -72,7 +72,7 @@ async fn store(ingest: &Ingest, text: &[u8], first_line: u64, counts: &mut Count
                 tracing::warn!("influx tcp: dropping {n} points: {e}");
                 counts.dropped += n;
             }
-            Err(_) => glommio::timer::sleep(RETRY_DELAY).await,
+            Err(_) => crate::rt::sleep(RETRY_DELAY).await,
         }
     }
 }
@@ -144,7 +144,7 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
 /// Accepts connections on `listener` until the shard shuts down.
 pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
     let ingest = ingest.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "influx tcp");
         acceptor
             .serve_all(

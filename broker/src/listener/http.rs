@@ -2,8 +2,8 @@
 //! (the metrics endpoint and the ingest listener): bounded, so that a
 //! client cannot make a shard buffer more than `REQUEST_HEAD_BYTES_MAX`.
 
+use crate::rt::TcpStream;
 use futures_lite::AsyncReadExt;
-use glommio::net::TcpStream;
 
 /// Bytes a request head may take, blank line included.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;

@@ -15,8 +15,8 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::rt::{TcpListener, TcpStream};
 use futures_lite::future;
-use glommio::net::{TcpListener, TcpStream};
 use socket2::{Domain, Protocol, Socket, Type};
 
 /// Pending connections the kernel queues per shard.
@@ -109,7 +109,7 @@ impl Acceptor {
                 Ok(s) => s,
                 Err(e) => {
                     tracing::warn!("{}: accept failed: {e}", self.what);
-                    glommio::timer::sleep(ACCEPT_RETRY).await;
+                    crate::rt::sleep(ACCEPT_RETRY).await;
                     continue;
                 }
             };
@@ -141,7 +141,7 @@ impl Acceptor {
                 Accepted::Refused => on_refused(),
                 Accepted::Serve(stream, slot) => {
                     let served = serve(stream);
-                    glommio::spawn_local(async move {
+                    crate::rt::spawn_local(async move {
                         served.await;
                         drop(slot);
                     })

@@ -7,9 +7,9 @@
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::rt::{Latency, Shares};
+use crate::rt::{TcpListener, TcpStream};
 use futures_lite::{future, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
-use glommio::{Latency, Shares};
 
 use super::ShardSnapshot;
 use crate::listener::http::{read_head, HeadRead};
@@ -182,7 +182,7 @@ async fn serve_connection(gather: Gather, mut stream: TcpStream) {
             false
         },
         async {
-            glommio::timer::sleep(REQUEST_TIMEOUT).await;
+            crate::rt::sleep(REQUEST_TIMEOUT).await;
             true
         },
     )
@@ -204,13 +204,13 @@ pub fn spawn_server(shard: &Rc<Shard>, gather: Gather, listener: std::net::TcpLi
     // ownership `into_raw_fd` gives up, so glommio's listener is its only
     // owner.
     let listener = unsafe { TcpListener::from_raw_fd(listener.into_raw_fd()) };
-    let queue = glommio::executor().create_task_queue(
+    let queue = crate::rt::executor().create_task_queue(
         Shares::Static(HTTP_SHARES),
         Latency::NotImportant,
         "metrics-http",
     );
     let shard = shard.clone();
-    let task = glommio::spawn_local_into(
+    let task = crate::rt::spawn_local_into(
         async move {
             let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "metrics endpoint");
             acceptor

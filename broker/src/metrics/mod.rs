@@ -88,7 +88,7 @@ impl ShardMetrics {
         let m = self;
         add(
             &m.busy_ns,
-            glommio::executor()
+            crate::rt::executor()
                 .executor_stats()
                 .total_runtime()
                 .as_nanos()
@@ -276,7 +276,7 @@ pub struct ShardSnapshot {
 /// allocates on every task-queue run, too dear for the request path.
 pub fn spawn_reactor_probe(shard: &Rc<Shard>, metrics: Rc<ShardMetrics>) {
     let shard = shard.clone();
-    glommio::spawn_local(async move {
+    crate::rt::spawn_local(async move {
         loop {
             let started = Instant::now();
             if !shard.nap(REACTOR_PROBE_INTERVAL).await {

@@ -30,7 +30,7 @@ pub async fn gather(node: &Rc<Node>, timeout: Duration) -> Result<Vec<ShardSnaps
     let tasks: Vec<_> = (0..node.nr_shards)
         .map(|to| {
             let node = node.clone();
-            glommio::spawn_local(async move {
+            crate::rt::spawn_local(async move {
                 futures_lite::future::or(
                     async {
                         match node.call(to, ShardRequest::Metrics).await {
@@ -39,7 +39,7 @@ pub async fn gather(node: &Rc<Node>, timeout: Duration) -> Result<Vec<ShardSnaps
                         }
                     },
                     async {
-                        glommio::timer::sleep(timeout).await;
+                        crate::rt::sleep(timeout).await;
                         None
                     },
                 )

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use std::task::Poll;
 
+use crate::mesh::{Receivers, Senders};
 use futures_lite::future;
-use glommio::channels::channel_mesh::{Receivers, Senders};
 use replication::controller::{Command, CommandResult, SubmitError};
 
 use crate::cluster::admin::{AdminOp, AdminOutcome, TopicAdmin};
@@ -194,7 +194,7 @@ impl Node {
 
     /// Serves followers' fetches on `listener` and keeps the ISR of the
     /// partitions this shard leads.
-    pub fn spawn_replication(self: &Rc<Self>, listener: glommio::net::TcpListener) {
+    pub fn spawn_replication(self: &Rc<Self>, listener: crate::rt::TcpListener) {
         crate::replicas::spawn(&self.shard, &self.replication, self.peers(), listener);
     }
 
@@ -217,7 +217,7 @@ impl Node {
             }
             let node = self.clone();
             let receivers = receivers.clone();
-            glommio::spawn_local(async move {
+            crate::rt::spawn_local(async move {
                 while let Ok(Some(envelope)) = receivers.recv_from(peer).await {
                     match envelope {
                         Envelope::Request { id, from, body } => {
@@ -225,7 +225,7 @@ impl Node {
                             // blocks and answers can flow both ways without
                             // deadlock.
                             let node = node.clone();
-                            glommio::spawn_local(async move {
+                            crate::rt::spawn_local(async move {
                                 let answer = node.serve(body).await;
                                 node.mesh.respond(from, id, answer).await;
                             })

@@ -24,7 +24,7 @@ pub async fn produce(shard: &Rc<Shard>, mut items: Vec<ProduceItem>) -> Vec<Part
         .into_iter()
         .map(|item| {
             let shard = shard.clone();
-            glommio::spawn_local(async move { produce_one(&shard, item).await })
+            crate::rt::spawn_local(async move { produce_one(&shard, item).await })
         })
         .collect();
     let mut out = Vec::with_capacity(tasks.len());
@@ -115,7 +115,7 @@ pub async fn await_high_watermark(
         }
         future::or(
             shard.appended.next(),
-            glommio::timer::sleep(left.min(Duration::from_millis(100))),
+            crate::rt::sleep(left.min(Duration::from_millis(100))),
         )
         .await;
     }

@@ -88,7 +88,7 @@ pub async fn wait_for_data(shard: &Shard, items: &[(TopicPartition, i64)], timeo
         }
         // Wake at least every 100 ms to notice shutdown.
         let nap = left.min(Duration::from_millis(100));
-        future::or(shard.appended.next(), glommio::timer::sleep(nap)).await;
+        future::or(shard.appended.next(), crate::rt::sleep(nap)).await;
     }
 }
 

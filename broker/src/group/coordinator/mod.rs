@@ -250,14 +250,14 @@ impl Coordinator {
         }
         for p in new {
             let (this, shard) = (self.clone(), shard.clone());
-            glommio::spawn_local(async move {
+            crate::rt::spawn_local(async move {
                 this.load(&shard, p).await;
             })
             .detach();
         }
         if !self.timers_started.replace(true) {
             let (this, shard) = (self.clone(), shard.clone());
-            glommio::spawn_local(async move { run_timers(this, shard).await }).detach();
+            crate::rt::spawn_local(async move { run_timers(this, shard).await }).detach();
         }
         let meta = shard.metadata();
         let stale = self
@@ -267,7 +267,7 @@ impl Coordinator {
             .any(|e| e.offsets.keys().any(|(t, _)| meta.topic(t).is_none()));
         if stale {
             let (this, shard) = (self.clone(), shard.clone());
-            glommio::spawn_local(async move {
+            crate::rt::spawn_local(async move {
                 this.forget_deleted_topics(&shard).await;
             })
             .detach();
