@@ -190,3 +190,110 @@ pub fn min_insync_replicas(topic: &crate::metadata::TopicMeta) -> i64 {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use bytes::{Bytes, BytesMut};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::metadata::{ClusterMetadata, TopicMeta};
+    use crate::partition::placement::{apply_metadata, close_logs};
+
+    fn batch(value: &str) -> Bytes {
+        crate::batch::encode(vec![crate::batch::NewRecord {
+            key: None,
+            value: Some(Bytes::from(value.to_string())),
+            timestamp_ms: 1,
+        }])
+        .expect("encodes")
+    }
+
+    fn item(records: Bytes, acks: i16) -> ProduceItem {
+        ProduceItem {
+            tp: ("t".into(), 0),
+            records,
+            acks,
+            timeout_ms: 1_000,
+        }
+    }
+
+    /// A shard context alone, with no node around it: the partition work is
+    /// testable without the subsystems.
+    fn on_a_shard(configs: &[(&str, &str)], f: impl AsyncFnOnce(Rc<Shard>) + Send + 'static) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let configs: std::collections::BTreeMap<String, String> = configs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config {
+            data_dir: dir.path().to_path_buf(),
+            fsync: Some("never".into()),
+            ..Config::default()
+        };
+        glommio::LocalExecutorBuilder::default()
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let shard = Rc::new(
+                    Shard::new(0, 1, Arc::new(config), Arc::new(AtomicBool::new(false)))
+                        .expect("shard"),
+                );
+                let mut meta = ClusterMetadata::new();
+                meta.topics.insert(
+                    "t".into(),
+                    TopicMeta {
+                        name: "t".into(),
+                        topic_id: Uuid::new_v4(),
+                        partitions: 1,
+                        configs,
+                        states: Vec::new(),
+                    },
+                );
+                apply_metadata(&shard, Arc::new(meta)).await;
+                f(shard.clone()).await;
+                close_logs(&shard).await;
+            })
+            .expect("executor")
+            .join()
+            .expect("runs");
+        drop(dir);
+    }
+
+    #[test]
+    fn a_bad_batch_among_good_ones_appends_nothing() {
+        on_a_shard(&[], async |shard| {
+            let mut records = BytesMut::new();
+            records.extend_from_slice(&batch("a"));
+            let mut bad = batch("b").to_vec();
+            let last = bad.len() - 1;
+            bad[last] ^= 0xff; // the CRC no longer matches
+            records.extend_from_slice(&bad);
+            let written = produce(&shard, vec![item(records.freeze(), 1)]).await;
+            assert_eq!(written[0].error_code, code(Kafka::CorruptMessage));
+            let log = shard.log(&("t".into(), 0)).expect("the log is open");
+            assert_eq!(log.log_end_offset(), 0, "the good batch was not appended");
+
+            let truncated = batch("c").slice(..20);
+            let written = produce(&shard, vec![item(truncated, 1)]).await;
+            assert_eq!(written[0].error_code, code(Kafka::CorruptMessage));
+
+            let written = produce(&shard, vec![item(batch("d"), -1)]).await;
+            assert_eq!(written[0].error_code, 0);
+            assert_eq!(written[0].base_offset, 0);
+        });
+    }
+
+    #[test]
+    fn acks_all_is_refused_below_min_insync_replicas() {
+        on_a_shard(&[("min.insync.replicas", "2")], async |shard| {
+            let written = produce(&shard, vec![item(batch("a"), -1)]).await;
+            assert_eq!(written[0].error_code, code(Kafka::NotEnoughReplicas));
+            let written = produce(&shard, vec![item(batch("b"), 1)]).await;
+            assert_eq!(written[0].error_code, 0, "acks=1 does not need the ISR");
+        });
+    }
+}
