@@ -474,18 +474,12 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
 
 /// Accepts connections on `listener` until the shard shuts down.
 pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
+    let shard = ingest.shard.clone();
     let ingest = ingest.clone();
-    crate::rt::spawn_local(async move {
-        let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "ingest http");
-        acceptor
-            .serve_all(
-                ingest.shard.stopped(),
-                || {},
-                |stream| serve_connection(ingest.clone(), stream),
-            )
-            .await;
-    })
-    .detach();
+    Acceptor::new(listener, CONNECTIONS_MAX, "ingest http")
+        .spawn(async move { shard.stopped().await }, move |stream| {
+            serve_connection(ingest.clone(), stream)
+        });
 }
 
 #[cfg(test)]

@@ -143,16 +143,10 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
 
 /// Accepts connections on `listener` until the shard shuts down.
 pub fn spawn_server(ingest: &Rc<Ingest>, listener: TcpListener) {
+    let shard = ingest.shard.clone();
     let ingest = ingest.clone();
-    crate::rt::spawn_local(async move {
-        let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "influx tcp");
-        acceptor
-            .serve_all(
-                ingest.shard.stopped(),
-                || {},
-                |stream| serve_connection(ingest.clone(), stream),
-            )
-            .await;
-    })
-    .detach();
+    Acceptor::new(listener, CONNECTIONS_MAX, "influx tcp")
+        .spawn(async move { shard.stopped().await }, move |stream| {
+            serve_connection(ingest.clone(), stream)
+        });
 }

@@ -122,6 +122,15 @@ impl Acceptor {
         }
     }
 
+    /// `serve_all` in a task of its own, with nothing to count refusals.
+    pub fn spawn<F, Fut>(self, stopped: impl Future<Output = ()> + 'static, serve: F)
+    where
+        F: Fn(TcpStream) -> Fut + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        crate::rt::spawn_local(async move { self.serve_all(stopped, || {}, serve).await }).detach();
+    }
+
     /// Serves every connection with `serve`, each in its own task, until
     /// `stopped` resolves; refused connections are only counted by
     /// `on_refused`.
