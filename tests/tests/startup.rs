@@ -8,6 +8,14 @@ use std::process::Command;
 
 use sluice_tests::{sluice_binary, Broker};
 
+/// A loopback address free a moment ago. The failures below must come from
+/// what each test breaks, not from the port: port 1 binds only as root,
+/// and a default port may be taken by whatever else runs on the machine.
+fn free_addr() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").to_string()
+}
+
 fn serve(args: &[&str]) -> (i32, String) {
     let out = Command::new(sluice_binary())
         .arg("serve")
@@ -46,7 +54,8 @@ fn bad_starts_name_the_cause() {
 
     let broker = Broker::start(&["--cores", "1"]);
     let data_dir = broker.data_dir().to_str().expect("utf-8").to_string();
-    let (code, stderr) = serve(&["--listen", "127.0.0.1:1", "--data-dir", &data_dir]);
+    let listen = free_addr();
+    let (code, stderr) = serve(&["--listen", &listen, "--data-dir", &data_dir]);
     assert_ne!(code, 0);
     assert!(stderr.contains("another sluice process"), "{stderr}");
     let addr = broker.bootstrap();
@@ -60,7 +69,7 @@ fn a_low_memlock_limit_names_the_fix() {
     use std::os::unix::process::CommandExt;
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut cmd = Command::new(sluice_binary());
-    cmd.args(["serve", "--listen", "127.0.0.1:1", "--data-dir"])
+    cmd.args(["serve", "--listen", &free_addr(), "--data-dir"])
         .arg(tmp.path().join("d"));
     // SAFETY: setrlimit is async-signal-safe; it only lowers this child's
     // own limit between fork and exec.
@@ -124,9 +133,7 @@ fn config_file_keys_apply_and_flags_win() {
 fn a_taken_metrics_port_fails_start_up_with_the_fix() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let metrics = taken.local_addr().expect("addr").to_string();
-    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let listen = free.local_addr().expect("addr").to_string();
-    drop(free);
+    let listen = free_addr();
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("d");
     let (code, stderr) = serve(&[
