@@ -43,9 +43,20 @@ pub fn sluice_binary() -> PathBuf {
     binary
 }
 
+/// A port nothing listens on now and that this test process has not
+/// handed out before: tests run in parallel threads, and the kernel may
+/// give a port that one broker has not bound yet to the next caller.
 fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+        let port = l.local_addr().expect("local addr").port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A running `sluice serve` process.
