@@ -21,6 +21,11 @@ pub enum FsyncPolicy {
 }
 
 impl FsyncPolicy {
+    /// Whether appends are acknowledged (and readable) only once synced.
+    pub(crate) fn acks_after_sync(&self) -> bool {
+        matches!(self, FsyncPolicy::Always)
+    }
+
     /// Parses `always`, `never` or `interval` (with the given bounds).
     pub fn parse(name: &str, interval_ms: u64, interval_bytes: u64) -> Option<FsyncPolicy> {
         match name {

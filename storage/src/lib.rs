@@ -3,31 +3,28 @@
 //! sparse offset and time indexes, a tail cache, fsync policies with group
 //! commit, crash recovery, retention and truncation. It knows nothing of
 //! Kafka requests, shards or the cluster; the broker composes it. Log
-//! compaction (`compact.rs`) rewrites sealed segments in the background.
+//! compaction (`log/compact.rs`) rewrites sealed segments in the background.
 
 pub mod batch;
 mod cache;
-mod compact;
 pub mod config;
 mod epochs;
 mod error;
 mod file;
-mod flush;
 mod index;
 mod log;
-mod maintenance;
 pub mod producer;
 mod records;
-mod recovery;
 mod segment;
 pub mod stats;
 pub mod testing;
 
 pub use cache::CacheBudget;
-pub use compact::CompactionOutcome;
 pub use config::{CleanupPolicy, ConfigError, FsyncPolicy, LogConfig};
 pub use error::StorageError;
 pub use file::{probe_direct_io, Faults, BLOCK_BYTES};
-pub use log::{AppendInfo, LogStats, PartitionLog, ReadBatches, TimestampOffset};
-pub use maintenance::RetentionOutcome;
+pub use log::{
+    AppendInfo, CompactionOutcome, LogStats, PartitionLog, ReadBatches, RetentionOutcome,
+    TimestampOffset,
+};
 pub use producer::{ProducerEntry, SequenceError};

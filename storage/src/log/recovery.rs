@@ -14,8 +14,8 @@ use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, Faults, SegmentFile};
 use crate::index::SegmentIndex;
-use crate::log::{LogStats, State, Writer};
-use crate::maintenance::{Meta, META_FILE};
+use super::maintenance::{Meta, META_FILE};
+use super::{LogStats, State, Writer};
 use crate::producer::ProducerTable;
 use crate::segment::{self, Segment};
 
@@ -39,7 +39,7 @@ pub(crate) async fn recover(
         },
     };
     let mut names = file::list_dir(dir).await?;
-    if crate::compact::finish_interrupted_swaps(dir, &names).await? {
+    if super::compact::finish_interrupted_swaps(dir, &names).await? {
         names = file::list_dir(dir).await?;
     }
     let mut bases: Vec<i64> = names
@@ -228,7 +228,7 @@ pub(crate) async fn recover(
     let (tail_pos, tail) = load_tail(&segments[active], faults.clone()).await?;
     // A snapshot past a cut made above describes batches that are gone.
     producers.truncate(next_offset);
-    producers.expire(crate::log::now_ms(), PRODUCER_ID_EXPIRATION_MS);
+    producers.expire(super::now_ms(), PRODUCER_ID_EXPIRATION_MS);
     let mut epochs = match file::read_small(&dir.join(crate::epochs::EPOCHS_FILE)).await? {
         Some(bytes) => crate::epochs::LeaderEpochs::decode(&bytes).unwrap_or_else(|| {
             tracing::warn!(dir = %dir.display(), "damaged leader-epoch checkpoint; keeping the epochs found in the scanned segments");

@@ -28,7 +28,7 @@ use crate::batch::BatchHeader;
 use crate::error::{Result, StorageError};
 use crate::file::{self, SegmentFile};
 use crate::index::SegmentIndex;
-use crate::log::{now_ms, PartitionLog, State};
+use super::{now_ms, PartitionLog, State};
 use crate::records::{self, RecordView};
 use crate::segment;
 

@@ -7,7 +7,7 @@ use std::rc::Rc;
 
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down};
-use crate::log::{now_ms, Inner, PartitionLog};
+use super::{now_ms, Inner, PartitionLog};
 use crate::segment::{self, Segment};
 
 pub(crate) const META_FILE: &str = "meta";

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::config::FsyncPolicy;
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, align_up, SegmentFile};
-use crate::log::{Inner, PendingWrite, State};
+use super::{Inner, PendingWrite, State};
 
 /// Upper bound of one write: bounds the DMA buffer the flusher allocates.
 const WRITE_BYTES_MAX: usize = 4 << 20;
@@ -151,7 +151,7 @@ async fn writer_file(inner: &Rc<Inner>) -> Result<SegmentFile> {
 /// Seals the segment being written and points the writer at the next one.
 async fn roll_writer(inner: &Rc<Inner>, next_base: i64) -> Result<()> {
     let old_base = inner.state.borrow().writer.segment_base;
-    crate::maintenance::seal(inner, old_base).await?;
+    super::maintenance::seal(inner, old_base).await?;
     let dir = {
         let mut st = inner.state.borrow_mut();
         if let Some(f) = st.writer.file.take() {
@@ -176,7 +176,7 @@ async fn roll_writer(inner: &Rc<Inner>, next_base: i64) -> Result<()> {
     }
     // The new file's name must survive a crash before its data is acknowledged.
     file::sync_dir(&dir).await?;
-    crate::maintenance::persist_meta(inner, Some(next_base)).await
+    super::maintenance::persist_meta(inner, Some(next_base)).await
 }
 
 /// fdatasync of the writer's file; on success everything written is synced.

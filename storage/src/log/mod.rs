@@ -1,7 +1,8 @@
 //! `PartitionLog`: the log of one partition replica, owned by one shard.
-//! Appends assign offsets synchronously and hand the bytes to the flusher
-//! (`flush.rs`); reads come from the tail cache or the segment files;
-//! lookups by offset and timestamp use the sparse indexes.
+//! Appends assign offsets here and hand the bytes to the flusher
+//! (`flush.rs`). The other rooms of the log: reads and timestamp lookups
+//! (`read.rs`), retention, truncation and sealing (`maintenance.rs`),
+//! opening after a crash (`recovery.rs`) and compaction (`compact.rs`).
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -15,10 +16,9 @@ use glommio::sync::RwLock;
 
 use crate::batch::{self, BatchError};
 use crate::cache::TailCache;
-use crate::config::{FsyncPolicy, LogConfig};
+use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::file::{Faults, SegmentFile};
-use crate::flush;
 use crate::producer::{ProducerEntry, ProducerTable, SequenceCheck};
 use crate::segment::{self, Segment};
 
@@ -67,6 +67,15 @@ pub struct TimestampOffset {
     pub timestamp: i64,
     pub offset: i64,
 }
+
+mod compact;
+mod flush;
+mod maintenance;
+mod read;
+mod recovery;
+
+pub use compact::CompactionOutcome;
+pub use maintenance::RetentionOutcome;
 
 pub(crate) struct PendingWrite {
     pub segment_base: i64,
@@ -235,7 +244,7 @@ impl PartitionLog {
         config
             .validate()
             .map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
-        let state = crate::recovery::recover(dir.as_ref(), config, faults).await?;
+        let state = recovery::recover(dir.as_ref(), config, faults).await?;
         Ok(PartitionLog {
             inner: Rc::new(Inner {
                 state: RefCell::new(state),
@@ -619,7 +628,7 @@ impl PartitionLog {
         let failed = self.inner.state.borrow().failed.is_some();
         if !failed {
             flush::sync_now(&self.inner).await?;
-            crate::maintenance::write_indexes(&self.inner, true).await?;
+            maintenance::write_indexes(&self.inner, true).await?;
         }
         let trim = {
             let st = self.inner.state.borrow();
@@ -648,14 +657,5 @@ impl PartitionLog {
             f.close().await;
         }
         Ok(())
-    }
-}
-
-#[path = "log_read.rs"]
-mod read;
-
-impl FsyncPolicy {
-    pub(crate) fn acks_after_sync(&self) -> bool {
-        matches!(self, FsyncPolicy::Always)
     }
 }
