@@ -4,6 +4,8 @@
 
 use bytes::{Bytes, BytesMut};
 
+use crate::varint::read_varint;
+
 /// Size of the fixed RecordBatch v2 header that precedes the records.
 pub const BATCH_HEADER_BYTES: usize = 61;
 /// Bytes before `batchLength` counts: baseOffset (8) + batchLength (4).
@@ -306,19 +308,6 @@ pub fn record_positions(b: &[u8]) -> Result<Vec<RecordPosition>, BatchError> {
         at += len;
     }
     Ok(out)
-}
-
-/// Zig-zag varint as Kafka encodes record fields; returns value and bytes read.
-fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
-    let mut raw: u64 = 0;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let value = (raw >> 1) as i64 ^ -((raw & 1) as i64);
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

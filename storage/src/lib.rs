@@ -18,6 +18,7 @@ mod records;
 mod segment;
 pub mod stats;
 pub mod testing;
+mod varint;
 
 pub use cache::CacheBudget;
 pub use config::{CleanupPolicy, ConfigError, FsyncPolicy, LogConfig};

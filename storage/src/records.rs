@@ -9,7 +9,8 @@ use std::ops::Range;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::compression::{self as codec, Compressor, Decompressor};
 
-use crate::batch::{BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES};
+use crate::batch::{BatchError, BatchHeader, Compression, BATCH_HEADER_BYTES, BATCH_LOG_OVERHEAD};
+use crate::varint::read_varint;
 
 /// Where the fields that a filtered batch changes sit in the header.
 const OFFSET_LENGTH: usize = 8;
@@ -18,7 +19,6 @@ const OFFSET_RECORDS_COUNT: usize = 57;
 const CRC_START: usize = 21;
 const OFFSET_ATTRIBUTES: usize = 21;
 const ATTR_COMPRESSION_MASK: i16 = 0x07;
-const BATCH_LOG_OVERHEAD: usize = 12;
 
 /// One record of a batch, located in the (decompressed) records section.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,19 +195,6 @@ pub(crate) fn rebuild(
     let crc = crc32c::crc32c(&out[CRC_START..]);
     out[OFFSET_CRC..OFFSET_CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
-}
-
-/// Zig-zag varint as Kafka encodes record fields; value and bytes read.
-fn read_varint(b: &[u8]) -> Option<(i64, usize)> {
-    let mut raw: u64 = 0;
-    for (i, byte) in b.iter().enumerate().take(10) {
-        raw |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            let value = (raw >> 1) as i64 ^ -((raw & 1) as i64);
-            return Some((value, i + 1));
-        }
-    }
-    None
 }
 
 #[cfg(test)]

@@ -5,14 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-fn put_varint(out: &mut BytesMut, value: i64) {
-    let mut raw = ((value << 1) ^ (value >> 63)) as u64;
-    while raw >= 0x80 {
-        out.put_u8((raw as u8) | 0x80);
-        raw >>= 7;
-    }
-    out.put_u8(raw as u8);
-}
+use crate::varint::put_varint;
 
 /// A batch of `count` records, each with a `value_len`-byte value derived
 /// from its index, record `i` stamped `base_timestamp + i`. Base offset 0.

@@ -24,11 +24,11 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
+use super::{now_ms, PartitionLog, State};
 use crate::batch::BatchHeader;
 use crate::error::{Result, StorageError};
 use crate::file::{self, SegmentFile};
 use crate::index::SegmentIndex;
-use super::{now_ms, PartitionLog, State};
 use crate::records::{self, RecordView};
 use crate::segment;
 

@@ -8,10 +8,10 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use super::{Inner, PendingWrite, State};
 use crate::config::FsyncPolicy;
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, align_up, SegmentFile};
-use super::{Inner, PendingWrite, State};
 
 /// Upper bound of one write: bounds the DMA buffer the flusher allocates.
 const WRITE_BYTES_MAX: usize = 4 << 20;

@@ -5,9 +5,9 @@
 
 use std::rc::Rc;
 
+use super::{now_ms, Inner, PartitionLog};
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down};
-use super::{now_ms, Inner, PartitionLog};
 use crate::segment::{self, Segment};
 
 pub(crate) const META_FILE: &str = "meta";

@@ -9,13 +9,13 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
+use super::maintenance::{Meta, META_FILE};
+use super::{LogStats, State, Writer};
 use crate::cache::TailCache;
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, Faults, SegmentFile};
 use crate::index::SegmentIndex;
-use super::maintenance::{Meta, META_FILE};
-use super::{LogStats, State, Writer};
 use crate::producer::ProducerTable;
 use crate::segment::{self, Segment};
 
