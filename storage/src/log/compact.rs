@@ -21,16 +21,19 @@
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use bytes::Bytes;
 
-use super::{now_ms, PartitionLog, State};
 use crate::batch::BatchHeader;
 use crate::error::{Result, StorageError};
-use crate::file::{self, SegmentFile};
+use crate::file::{self, Faults, SegmentFile};
 use crate::index::SegmentIndex;
 use crate::records::{self, RecordView};
 use crate::segment;
+
+use super::state::{Replacement, State};
+use super::{now_ms, PartitionLog};
 
 /// Distinct keys one pass maps (about 40 bytes each in memory). When a log
 /// holds more, a pass cleans the segments whose keys fit and the next pass
@@ -80,17 +83,17 @@ fn key_hash(key: &[u8]) -> u128 {
 /// recovery point, so recovery trusts them and their gaps), not the
 /// writer's, and with a newest record older than `min.compaction.lag.ms`.
 fn cleanable_count(st: &State, now: i64) -> usize {
-    if !st.config.cleanup_policy.compacts() {
+    if !st.config().cleanup_policy.compacts() {
         return 0;
     }
-    let lag = st.config.min_compaction_lag_ms as i64;
+    let lag = st.config().min_compaction_lag_ms as i64;
     let mut n = 0;
-    for w in st.segments.windows(2) {
+    for w in st.segments().windows(2) {
         let (seg, next) = (&w[0], &w[1]);
         let ok = seg.sealed
             && !seg.swapping
-            && next.base_offset <= st.recovery_point
-            && st.writer.segment_base != seg.base_offset
+            && next.base_offset <= st.recovery_point()
+            && st.writer_segment_base() != seg.base_offset
             && (lag == 0 || seg.max_timestamp <= now.saturating_sub(lag));
         if !ok {
             break;
@@ -115,14 +118,14 @@ impl PartitionLog {
     pub fn dirty_ratio(&self) -> Option<f64> {
         let st = self.inner.state.borrow();
         let n = cleanable_count(&st, now_ms());
-        let segs = &st.segments[..n];
+        let segs = &st.segments()[..n];
         let total: u64 = segs.iter().map(|s| s.size).sum();
         if n == 0 || total == 0 {
             return None;
         }
         let dirty: u64 = segs
             .iter()
-            .filter(|s| s.next_offset > st.cleaned_end)
+            .filter(|s| s.next_offset > st.cleaned_end())
             .map(|s| s.size)
             .sum();
         Some(dirty as f64 / total as f64)
@@ -134,21 +137,21 @@ impl PartitionLog {
     pub fn compaction_due(&self) -> bool {
         let now = now_ms();
         let st = self.inner.state.borrow();
-        if st.closed {
+        if st.is_closed() {
             return false;
         }
         let n = cleanable_count(&st, now);
-        let segs = &st.segments[..n];
+        let segs = &st.segments()[..n];
         let dirty: u64 = segs
             .iter()
-            .filter(|s| s.next_offset > st.cleaned_end)
+            .filter(|s| s.next_offset > st.cleaned_end())
             .map(|s| s.size)
             .sum();
         let total: u64 = segs.iter().map(|s| s.size).sum();
         let ratio_due = dirty > 0
             && total > 0
-            && dirty as f64 / total as f64 >= st.config.min_cleanable_dirty_ratio;
-        let retention = st.config.delete_retention_ms;
+            && dirty as f64 / total as f64 >= st.config().min_cleanable_dirty_ratio;
+        let retention = st.config().delete_retention_ms;
         let tombstones_due = segs
             .iter()
             .any(|s| s.tombstones && tombstone_expired(s.max_timestamp, retention, now));
@@ -171,7 +174,7 @@ impl PartitionLog {
             let st = self.inner.state.borrow();
             st.check_open()?;
             let n = cleanable_count(&st, now);
-            let plan: Vec<Planned> = st.segments[..n]
+            let plan: Vec<Planned> = st.segments()[..n]
                 .iter()
                 .map(|s| Planned {
                     base: s.base_offset,
@@ -182,15 +185,15 @@ impl PartitionLog {
                 })
                 .collect();
             let producers_last: HashMap<i64, i64> = st
-                .producers
+                .producers()
                 .entries()
                 .filter_map(|e| e.batches.back().map(|b| (e.producer_id, b.last_offset)))
                 .collect();
             (
                 plan,
-                st.faults.clone(),
-                st.config.index_interval_bytes,
-                st.config.delete_retention_ms,
+                st.faults(),
+                st.config().index_interval_bytes,
+                st.config().delete_retention_ms,
                 producers_last,
             )
         };
@@ -266,7 +269,10 @@ impl PartitionLog {
             match cleaned.result {
                 Rewrite::Unchanged => {
                     outcome.bytes_after += seg.size;
-                    self.set_tombstones(seg.base, cleaned.tombstones_kept);
+                    self.inner
+                        .state
+                        .borrow_mut()
+                        .set_tombstones(seg.base, cleaned.tombstones_kept);
                 }
                 Rewrite::Damaged => {
                     outcome.segments_damaged += 1;
@@ -281,22 +287,11 @@ impl PartitionLog {
             }
             glommio::yield_if_needed().await;
         }
-        {
-            let mut st = self.inner.state.borrow_mut();
-            if done > 0 {
-                let i = st.segment_for(plan[done - 1].base);
-                st.cleaned_end = st.segments[i].next_offset;
-            }
+        if done > 0 {
+            let base = plan[done - 1].base;
+            self.inner.state.borrow_mut().mark_cleaned_through(base);
         }
         Ok(outcome)
-    }
-
-    fn set_tombstones(&self, base: i64, kept: bool) {
-        let mut st = self.inner.state.borrow_mut();
-        let i = st.segment_for(base);
-        if st.segments[i].base_offset == base {
-            st.segments[i].tombstones = kept;
-        }
     }
 
     /// Writes the cleaned copy of `seg` to `B.log.cleaned`, building its
@@ -306,7 +301,7 @@ impl PartitionLog {
         seg: &Planned,
         filter: &Filter<'_>,
         interval: u32,
-        faults: &Option<std::rc::Rc<crate::file::Faults>>,
+        faults: &Option<Rc<Faults>>,
     ) -> Result<Cleaned> {
         let tmp = seg.path.with_extension("log.cleaned");
         file::create_empty(&tmp).await?;
@@ -402,7 +397,7 @@ impl PartitionLog {
         size: u64,
         index: SegmentIndex,
         tombstones_kept: bool,
-        faults: &Option<std::rc::Rc<crate::file::Faults>>,
+        faults: &Option<Rc<Faults>>,
     ) -> Result<()> {
         let stop = || -> Result<()> {
             if faults.as_ref().is_some_and(|f| f.cleaner_must_stop()) {
@@ -427,15 +422,10 @@ impl PartitionLog {
         file::rename(&names.log_cleaned, &names.log_swap).await?;
         file::sync_dir(&dir).await?;
         stop()?;
-        {
-            let mut st = self.inner.state.borrow_mut();
-            let i = st.segment_for(seg.base);
-            let s = &mut st.segments[i];
-            debug_assert_eq!(s.base_offset, seg.base);
-            debug_assert_eq!(s.generation, seg.generation);
-            s.swapping = true;
-            s.generation += 1;
-        }
+        self.inner
+            .state
+            .borrow_mut()
+            .begin_swap(seg.base, seg.generation);
         let renamed = async {
             file::rename(&names.index_swap, &names.index).await?;
             stop()?;
@@ -445,27 +435,15 @@ impl PartitionLog {
             stop()
         }
         .await;
-        let mut st = self.inner.state.borrow_mut();
-        let i = st.segment_for(seg.base);
-        let s = &mut st.segments[i];
-        s.swapping = false;
-        s.generation += 1;
-        if renamed.is_ok() {
-            s.index = index;
-            s.size = size;
-            s.written_size = size;
-            s.tombstones = tombstones_kept;
-        }
-        let next = s.next_offset;
-        if st
-            .sealed_reader
-            .as_ref()
-            .is_some_and(|(b, _)| *b == seg.base)
-        {
-            st.sealed_reader = None;
-        }
-        // The tail cache may still hold the segment's batches as appended.
-        st.cache.trim_front(next);
+        let replacement = renamed.is_ok().then_some(Replacement {
+            size,
+            index,
+            tombstones: tombstones_kept,
+        });
+        self.inner
+            .state
+            .borrow_mut()
+            .finish_swap(seg.base, replacement);
         renamed
     }
 }
@@ -499,7 +477,7 @@ impl SwapNames {
 
 /// Completes or discards what a cleaning pass left when the process died:
 /// called by recovery before it lists the segments.
-pub(crate) async fn finish_interrupted_swaps(dir: &Path, names: &[String]) -> Result<bool> {
+pub(super) async fn finish_interrupted_swaps(dir: &Path, names: &[String]) -> Result<bool> {
     let mut touched = false;
     for name in names {
         if name.ends_with(".cleaned") {

@@ -1,95 +1,28 @@
 //! Everything that changes a log other than appending: sealing segments and
-//! writing their indexes, the metadata file (log start offset, recovery
-//! point), `delete_records_before`, `truncate_to`, retention, and deleting
-//! the whole log.
+//! writing their indexes, `delete_records_before`, `truncate_to`, retention,
+//! and deleting the whole log. The metadata file they update is `meta.rs`.
 
 use std::rc::Rc;
 
-use super::{now_ms, Inner, PartitionLog};
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down};
 use crate::segment::{self, Segment};
 
-pub(crate) const META_FILE: &str = "meta";
-
-/// What the metadata file holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Meta {
-    pub log_start_offset: i64,
-    pub recovery_point: i64,
-}
-
-impl Meta {
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let body = format!(
-            "log_start_offset={}\nrecovery_point={}\n",
-            self.log_start_offset, self.recovery_point
-        );
-        let crc = crc32c::crc32c(body.as_bytes());
-        format!("{body}crc={crc}\n").into_bytes()
-    }
-
-    /// `None` when the file is damaged (then recovery scans everything).
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Meta> {
-        let text = std::str::from_utf8(bytes).ok()?;
-        let crc_at = text.find("crc=")?;
-        let (body, crc_line) = text.split_at(crc_at);
-        let crc: u32 = crc_line.trim_start_matches("crc=").trim().parse().ok()?;
-        if crc32c::crc32c(body.as_bytes()) != crc {
-            return None;
-        }
-        let mut meta = Meta {
-            log_start_offset: 0,
-            recovery_point: 0,
-        };
-        for line in body.lines() {
-            let (k, v) = line.split_once('=')?;
-            let v: i64 = v.parse().ok()?;
-            match k {
-                "log_start_offset" => meta.log_start_offset = v,
-                "recovery_point" => meta.recovery_point = v,
-                _ => return None,
-            }
-        }
-        Some(meta)
-    }
-}
-
-/// Writes the metadata file; `recovery_point` = None keeps the current one.
-pub(crate) async fn persist_meta(inner: &Rc<Inner>, recovery_point: Option<i64>) -> Result<()> {
-    let (path, meta, epochs_path, epochs) = {
-        let mut st = inner.state.borrow_mut();
-        if let Some(rp) = recovery_point {
-            st.recovery_point = rp;
-        }
-        (
-            st.dir.join(META_FILE),
-            Meta {
-                log_start_offset: st.log_start_offset,
-                recovery_point: st.recovery_point,
-            },
-            st.dir.join(crate::epochs::EPOCHS_FILE),
-            st.epochs.encode(),
-        )
-    };
-    // Before the meta: a recovery point that trusts a segment must find
-    // the epochs starting in it in the file (see `epochs.rs`).
-    file::write_atomic(&epochs_path, epochs).await?;
-    file::write_atomic(&path, meta.encode()).await
-}
+use super::meta::persist_meta;
+use super::{now_ms, Inner, PartitionLog};
 
 /// Makes the segment based at `base` immutable: cut the block padding,
 /// fdatasync, write its indexes. Idempotent.
-pub(crate) async fn seal(inner: &Rc<Inner>, base: i64) -> Result<()> {
+pub(super) async fn seal(inner: &Rc<Inner>, base: i64) -> Result<()> {
     let (file, size, sealed) = {
         let st = inner.state.borrow();
         let i = st.segment_for(base);
-        let seg = &st.segments[i];
+        let seg = &st.segments()[i];
         if seg.base_offset != base {
             return Ok(());
         }
-        let file = if st.writer.segment_base == base {
-            st.writer.file.as_ref().map(|f| f.share())
+        let file = if st.writer_segment_base() == base {
+            st.writer_file().map(|f| f.share())
         } else {
             None
         };
@@ -103,16 +36,14 @@ pub(crate) async fn seal(inner: &Rc<Inner>, base: i64) -> Result<()> {
         f.sync().await?;
     }
     write_segment_index(inner, base).await?;
-    let mut st = inner.state.borrow_mut();
-    let i = st.segment_for(base);
-    st.segments[i].sealed = true;
+    inner.state.borrow_mut().mark_sealed(base);
     Ok(())
 }
 
 async fn write_segment_index(inner: &Rc<Inner>, base: i64) -> Result<()> {
     let (offsets, times, index_path, time_path) = {
         let st = inner.state.borrow();
-        let seg = &st.segments[st.segment_for(base)];
+        let seg = &st.segments()[st.segment_for(base)];
         (
             seg.index.encode_offsets(),
             seg.index.encode_times(),
@@ -126,10 +57,10 @@ async fn write_segment_index(inner: &Rc<Inner>, base: i64) -> Result<()> {
 
 /// Writes the indexes of every unsealed segment (the active one) and, on a
 /// clean close, moves the recovery point to the end of the log.
-pub(crate) async fn write_indexes(inner: &Rc<Inner>, closing: bool) -> Result<()> {
+pub(super) async fn write_indexes(inner: &Rc<Inner>, closing: bool) -> Result<()> {
     let bases: Vec<i64> = {
         let st = inner.state.borrow();
-        st.segments
+        st.segments()
             .iter()
             .filter(|s| !s.sealed && s.written_size > 0)
             .map(|s| s.base_offset)
@@ -138,7 +69,7 @@ pub(crate) async fn write_indexes(inner: &Rc<Inner>, closing: bool) -> Result<()
     for base in bases {
         write_segment_index(inner, base).await?;
     }
-    let end = inner.state.borrow().synced_end;
+    let end = inner.state.borrow().synced_end();
     persist_meta(inner, closing.then_some(end)).await
 }
 
@@ -153,22 +84,13 @@ async fn remove_segment_files(gone: Vec<Segment>) -> Result<()> {
     Ok(())
 }
 
-/// Drops sealed segments that lie wholly below the log start offset.
-fn detach_segments_below_start(inner: &Rc<Inner>) -> Vec<Segment> {
-    let mut st = inner.state.borrow_mut();
-    let start = st.log_start_offset;
-    let mut gone = Vec::new();
-    while st.segments.len() > 1 && st.segments[0].sealed && st.segments[1].base_offset <= start {
-        gone.push(st.segments.remove(0));
-    }
-    if let Some((b, _)) = &st.sealed_reader {
-        if gone.iter().any(|s| s.base_offset == *b) {
-            st.sealed_reader = None;
-        }
-    }
-    let start = st.log_start_offset;
-    st.cache.trim_front(start);
-    gone
+/// Detaches the sealed segments wholly below the log start offset and
+/// deletes their files.
+async fn remove_segments_below_start(inner: &Rc<Inner>) -> Result<usize> {
+    let gone = inner.state.borrow_mut().remove_segments_below_start();
+    let count = gone.len();
+    remove_segment_files(gone).await?;
+    Ok(count)
 }
 
 /// What a retention pass removed.
@@ -193,17 +115,16 @@ impl PartitionLog {
         {
             let mut st = self.inner.state.borrow_mut();
             st.check_open()?;
-            if offset > st.readable_end || offset < 0 {
+            if offset > st.readable_end() || offset < 0 {
                 return Err(st.out_of_range(offset));
             }
-            if offset <= st.log_start_offset {
-                return Ok(st.log_start_offset);
+            if offset <= st.log_start_offset() {
+                return Ok(st.log_start_offset());
             }
-            st.log_start_offset = offset;
+            st.advance_log_start(offset);
         }
         persist_meta(&self.inner, None).await?;
-        let gone = detach_segments_below_start(&self.inner);
-        remove_segment_files(gone).await?;
+        remove_segments_below_start(&self.inner).await?;
         Ok(self.log_start_offset())
     }
 
@@ -220,30 +141,27 @@ impl PartitionLog {
             .await
             .map_err(|_| StorageError::Closed)?;
         let now = now_ms();
-        {
-            let mut st = self.inner.state.borrow_mut();
-            let ms = st.producer_expiration_ms;
-            st.producers.expire(now, ms);
-        }
+        self.inner.state.borrow_mut().expire_producers(now);
         let (new_start, count, bytes) = {
             let st = self.inner.state.borrow();
             st.check_open()?;
-            let mut total: u64 = st.segments.iter().map(|s| s.size).sum();
+            let segments = st.segments();
+            let config = st.config();
+            let mut total: u64 = segments.iter().map(|s| s.size).sum();
             let mut count = 0;
             let mut bytes = 0;
-            let deletes = st.config.cleanup_policy.deletes();
-            for seg in &st.segments[..st.segments.len() - 1] {
+            let deletes = config.cleanup_policy.deletes();
+            for seg in &segments[..segments.len() - 1] {
                 if !seg.sealed || !deletes {
                     break;
                 }
                 // A segment the cleaner emptied has no timestamp left; it
                 // must not hold back the older-than-retention ones after it.
                 let emptied = seg.size == 0;
-                let expired = st.config.retention_ms.is_some_and(|ms| {
+                let expired = config.retention_ms.is_some_and(|ms| {
                     emptied || (seg.max_timestamp >= 0 && seg.max_timestamp < now - ms as i64)
                 });
-                let oversize = st
-                    .config
+                let oversize = config
                     .retention_bytes
                     .is_some_and(|limit| total - seg.size >= limit);
                 if !(expired || oversize) {
@@ -253,15 +171,14 @@ impl PartitionLog {
                 bytes += seg.size;
                 count += 1;
             }
-            let new_start = st.segments[count].base_offset.max(st.log_start_offset);
+            let new_start = segments[count].base_offset.max(st.log_start_offset());
             (new_start, count, bytes)
         };
         if count > 0 {
-            self.inner.state.borrow_mut().log_start_offset = new_start;
+            self.inner.state.borrow_mut().advance_log_start(new_start);
             persist_meta(&self.inner, None).await?;
-            let gone = detach_segments_below_start(&self.inner);
-            debug_assert_eq!(gone.len(), count);
-            remove_segment_files(gone).await?;
+            let removed = remove_segments_below_start(&self.inner).await?;
+            debug_assert_eq!(removed, count);
         }
         Ok(RetentionOutcome {
             segments_deleted: count,
@@ -290,24 +207,24 @@ impl PartitionLog {
         let (i, from, base, limit, start) = {
             let st = self.inner.state.borrow();
             st.check_open()?;
-            if let Some(e) = &st.failed {
+            if let Some(e) = st.failed() {
                 return Err(e.clone());
             }
-            if offset >= st.next_offset {
-                return Ok(st.next_offset);
+            if offset >= st.next_offset() {
+                return Ok(st.next_offset());
             }
-            if offset < st.log_start_offset {
+            if offset < st.log_start_offset() {
                 return Err(st.out_of_range(offset));
             }
             let i = st.segment_for(offset);
-            let seg = &st.segments[i];
+            let seg = &st.segments()[i];
             let pos = seg.index.position_floor(seg.relative(offset));
             (
                 i,
                 u64::from(pos),
                 seg.base_offset,
                 seg.written_size,
-                st.log_start_offset,
+                st.log_start_offset(),
             )
         };
         // Find the first batch that reaches `offset`: everything from it goes.
@@ -326,40 +243,19 @@ impl PartitionLog {
         if cut_offset < start {
             // The straddling batch began below the log start: nothing
             // visible remains, so the log restarts empty at its start.
-            return self.restart_empty_at(start).await;
+            return self.truncate_fully_and_start_at(start).await;
         }
-        let gone = {
-            let mut st = self.inner.state.borrow_mut();
-            let gone: Vec<Segment> = st.segments.drain(i + 1..).collect();
-            st.sealed_reader = None;
-            let dir = st.dir.clone();
-            let seg = &mut st.segments[i];
-            debug_assert_eq!(seg.base_offset, base);
-            seg.size = cut_pos;
-            seg.written_size = cut_pos;
-            seg.next_offset = cut_offset;
-            seg.sealed = false;
-            let rel = seg.relative(cut_offset);
-            seg.index.truncate_to_position(cut_pos as u32, rel);
-            let _ = dir;
-            st.next_offset = cut_offset;
-            st.written_end = cut_offset;
-            st.synced_end = st.synced_end.min(cut_offset);
-            st.readable_end = st.readable_end.min(cut_offset);
-            st.recovery_point = st.recovery_point.min(base);
-            st.cache.truncate(cut_offset);
-            st.producers.truncate(cut_offset);
-            st.epochs.truncate_to(cut_offset);
-            st.writer.file = None;
-            st.writer.segment_base = base;
-            gone
-        };
+        let gone = self
+            .inner
+            .state
+            .borrow_mut()
+            .truncate_to(base, cut_pos, cut_offset);
         remove_segment_files(gone).await?;
         // The truncated segment is active again: its old indexes are stale.
         {
             let (index, times) = {
                 let st = self.inner.state.borrow();
-                let seg = &st.segments[i];
+                let seg = &st.segments()[i];
                 (seg.index_path(), seg.time_index_path())
             };
             file::remove_file(&index).await?;
@@ -372,10 +268,8 @@ impl PartitionLog {
         let tail = file.read(tail_pos, (cut_pos - tail_pos) as usize).await?;
         let dir = {
             let mut st = self.inner.state.borrow_mut();
-            st.writer.tail_pos = tail_pos;
-            st.writer.tail = tail.to_vec();
-            st.synced_end = cut_offset;
-            st.dir.clone()
+            st.on_truncation_synced(tail_pos, tail.to_vec());
+            st.dir().to_path_buf()
         };
         file::sync_dir(&dir).await?;
         recompute_max_timestamp(self, i).await?;
@@ -385,26 +279,11 @@ impl PartitionLog {
 
     /// Drops every segment and starts a fresh, empty one at `offset`
     /// (Kafka's truncateFullyAndStartAt). Called with the gate held.
-    async fn restart_empty_at(&self, offset: i64) -> Result<i64> {
+    async fn truncate_fully_and_start_at(&self, offset: i64) -> Result<i64> {
         let (gone, dir) = {
             let mut st = self.inner.state.borrow_mut();
-            let dir = st.dir.clone();
-            let gone: Vec<Segment> = st.segments.drain(..).collect();
-            st.segments.push(Segment::new(&dir, offset));
-            st.sealed_reader = None;
-            st.writer.file = None;
-            st.writer.segment_base = offset;
-            st.writer.tail_pos = 0;
-            st.writer.tail.clear();
-            st.log_start_offset = offset;
-            st.next_offset = offset;
-            st.written_end = offset;
-            st.synced_end = offset;
-            st.readable_end = offset;
-            st.cache.truncate(i64::MIN);
-            st.producers = Default::default();
-            st.epochs.clear();
-            (gone, dir)
+            let gone = st.truncate_fully_and_start_at(offset);
+            (gone, st.dir().to_path_buf())
         };
         remove_segment_files(gone).await?;
         file::sync_dir(&dir).await?;
@@ -425,7 +304,7 @@ impl PartitionLog {
 async fn recompute_max_timestamp(log: &PartitionLog, i: usize) -> Result<()> {
     let (from_pos, expected, limit, mut best) = {
         let st = log.inner.state.borrow();
-        let seg = &st.segments[i];
+        let seg = &st.segments()[i];
         let best = seg
             .index
             .times
@@ -449,26 +328,6 @@ async fn recompute_max_timestamp(log: &PartitionLog, i: usize) -> Result<()> {
         true
     })
     .await?;
-    let mut st = log.inner.state.borrow_mut();
-    let seg = &mut st.segments[i];
-    (seg.max_timestamp, seg.max_timestamp_batch) = best;
-    seg.written_max_timestamp = best;
+    log.inner.state.borrow_mut().restore_max_timestamp(i, best);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn meta_round_trips_and_detects_damage() {
-        let m = Meta {
-            log_start_offset: 7,
-            recovery_point: 42,
-        };
-        let mut b = m.encode();
-        assert_eq!(Meta::decode(&b), Some(m));
-        b[17] ^= 1;
-        assert_eq!(Meta::decode(&b), None);
-    }
 }

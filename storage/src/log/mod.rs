@@ -1,26 +1,36 @@
 //! `PartitionLog`: the log of one partition replica, owned by one shard.
 //! Appends assign offsets here and hand the bytes to the flusher
-//! (`flush.rs`). The other rooms of the log: reads and timestamp lookups
+//! (`flush.rs`); the log's offsets, segments and queues have one owner
+//! (`state.rs`). The other rooms of the log: reads and timestamp lookups
 //! (`read.rs`), retention, truncation and sealing (`maintenance.rs`),
 //! opening after a crash (`recovery.rs`) and compaction (`compact.rs`).
 
-use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use futures_channel::oneshot;
 use glommio::sync::RwLock;
 
 use crate::batch::{self, BatchError};
-use crate::cache::TailCache;
 use crate::config::LogConfig;
 use crate::error::{Result, StorageError};
-use crate::file::{Faults, SegmentFile};
-use crate::producer::{ProducerEntry, ProducerTable, SequenceCheck};
-use crate::segment::{self, Segment};
+use crate::file::Faults;
+use crate::producer::{ProducerEntry, SequenceCheck};
+
+mod compact;
+mod flush;
+mod maintenance;
+mod meta;
+mod read;
+mod recovery;
+mod state;
+
+pub use compact::CompactionOutcome;
+pub use maintenance::RetentionOutcome;
+
+use state::State;
 
 /// How an append places its batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,79 +78,6 @@ pub struct TimestampOffset {
     pub offset: i64,
 }
 
-mod compact;
-mod flush;
-mod maintenance;
-mod read;
-mod recovery;
-
-pub use compact::CompactionOutcome;
-pub use maintenance::RetentionOutcome;
-
-pub(crate) struct PendingWrite {
-    pub segment_base: i64,
-    pub base_offset: i64,
-    pub next_offset: i64,
-    pub max_timestamp: i64,
-    pub data: Bytes,
-}
-
-/// The segment being written and its partial last block, kept in memory
-/// and rewritten with the next write (O_DIRECT writes whole blocks).
-pub(crate) struct Writer {
-    pub segment_base: i64,
-    pub file: Option<SegmentFile>,
-    pub tail_pos: u64,
-    pub tail: Vec<u8>,
-}
-
-pub(crate) struct State {
-    pub dir: PathBuf,
-    pub config: LogConfig,
-    pub faults: Option<Rc<Faults>>,
-    pub segments: Vec<Segment>,
-    pub log_start_offset: i64,
-    /// Offset the next append gets (the log end offset once all is written).
-    pub next_offset: i64,
-    /// Offsets below this are on disk (written).
-    pub written_end: i64,
-    /// Offsets below this are covered by an fdatasync.
-    pub synced_end: i64,
-    /// Offsets below this are served to readers: the synced end under
-    /// `fsync=always`, the written end otherwise.
-    pub readable_end: i64,
-    pub recovery_point: i64,
-    pub pending: VecDeque<PendingWrite>,
-    pub waiters: VecDeque<(i64, oneshot::Sender<Result<()>>)>,
-    pub drain_waiters: Vec<oneshot::Sender<()>>,
-    pub flusher_running: bool,
-    pub writer: Writer,
-    /// One open handle to a sealed segment, for catch-up readers.
-    pub sealed_reader: Option<(i64, SegmentFile)>,
-    pub cache: TailCache,
-    pub unsynced_bytes: u64,
-    pub first_unsynced_at: Option<Instant>,
-    pub sync_timer_armed: bool,
-    /// Set when an fdatasync failed: what was written may not be on disk,
-    /// so the log refuses appends until it is reopened (and recovered).
-    pub failed: Option<StorageError>,
-    /// The only leader epoch `append_as_leader` accepts, once set: the
-    /// replica sets it when its role changes, so that an append that was
-    /// waiting while leadership moved cannot land under a stale epoch.
-    pub epoch_fence: Option<i32>,
-    pub closed: bool,
-    pub stats: LogStats,
-    pub producers: ProducerTable,
-    /// `producer.id.expiration.ms`.
-    pub producer_expiration_ms: i64,
-    /// Sealed segments below this offset were compacted by the last
-    /// cleaning pass (Kafka's first dirty offset). Kept in memory only: after
-    /// a restart the whole log counts as dirty and is cleaned once.
-    pub cleaned_end: i64,
-    /// Where each leader epoch stamped on the batches starts.
-    pub epochs: crate::epochs::LeaderEpochs,
-}
-
 /// Counters of the work a log did, for metrics and benchmarks.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LogStats {
@@ -150,18 +87,18 @@ pub struct LogStats {
     pub bytes_written: u64,
 }
 
-pub(crate) struct Inner {
-    pub state: RefCell<State>,
+struct Inner {
+    state: RefCell<State>,
     /// Appends hold it shared while assigning offsets; truncation,
     /// deletion and close hold it exclusively.
-    pub gate: RwLock<()>,
+    gate: RwLock<()>,
     /// Held exclusively by whatever replaces or removes sealed segments
     /// (cleaning, retention, DeleteRecords, truncation, close), so that a
     /// cleaning pass never races them. Appends and reads never take it.
-    pub segments_lock: RwLock<()>,
+    segments_lock: RwLock<()>,
     /// Set by `close`: a cleaning pass stops after the segment it is on,
     /// so that closing waits for one segment, not a whole pass.
-    pub closing: std::cell::Cell<bool>,
+    closing: Cell<bool>,
 }
 
 /// Bytes of record-less batches a read gathers, looking for a record, even
@@ -175,57 +112,14 @@ const READ_SWAP_RETRIES_MAX: u32 = 100;
 /// `Send`: it lives on the shard that owns the partition.
 #[derive(Clone)]
 pub struct PartitionLog {
-    pub(crate) inner: Rc<Inner>,
+    inner: Rc<Inner>,
 }
 
-pub(crate) fn now_ms() -> i64 {
+fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-impl State {
-    pub(crate) fn active(&self) -> &Segment {
-        // Invariant: a log always has at least one segment.
-        &self.segments[self.segments.len() - 1]
-    }
-
-    pub(crate) fn active_mut(&mut self) -> &mut Segment {
-        let last = self.segments.len() - 1;
-        &mut self.segments[last]
-    }
-
-    /// Index of the segment that holds `offset` (the last one whose base is
-    /// at or below it).
-    pub(crate) fn segment_for(&self, offset: i64) -> usize {
-        self.segments
-            .partition_point(|s| s.base_offset <= offset)
-            .saturating_sub(1)
-    }
-
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.closed {
-            return Err(StorageError::Closed);
-        }
-        Ok(())
-    }
-
-    pub(crate) fn out_of_range(&self, offset: i64) -> StorageError {
-        StorageError::OffsetOutOfRange {
-            offset,
-            log_start_offset: self.log_start_offset,
-            log_end_offset: self.readable_end,
-        }
-    }
-
-    fn assert_invariants(&self) {
-        debug_assert!(self.log_start_offset <= self.readable_end);
-        debug_assert!(self.readable_end <= self.written_end);
-        debug_assert!(self.written_end <= self.next_offset);
-        debug_assert!(self.synced_end <= self.written_end);
-        debug_assert_eq!(self.active().next_offset, self.next_offset);
-    }
 }
 
 impl PartitionLog {
@@ -250,7 +144,7 @@ impl PartitionLog {
                 state: RefCell::new(state),
                 gate: RwLock::new(()),
                 segments_lock: RwLock::new(()),
-                closing: std::cell::Cell::new(false),
+                closing: Cell::new(false),
             }),
         })
     }
@@ -275,13 +169,13 @@ impl PartitionLog {
     /// Makes `append_as_leader` accept only `epoch` (`None`: any, which is
     /// also where a log starts).
     pub fn set_epoch_fence(&self, epoch: Option<i32>) {
-        self.inner.state.borrow_mut().epoch_fence = epoch;
+        self.inner.state.borrow_mut().set_epoch_fence(epoch);
     }
 
     /// Where each leader epoch stamped on this log's batches starts, as
     /// (epoch, first offset), oldest first.
     pub fn leader_epochs(&self) -> Vec<(i32, i64)> {
-        self.inner.state.borrow().epochs.entries().to_vec()
+        self.inner.state.borrow().epochs().entries().to_vec()
     }
 
     /// Appends a batch replicated from the partition's leader, keeping the
@@ -321,10 +215,10 @@ impl PartitionLog {
         let (info, done, start_flusher) = {
             let mut st = self.inner.state.borrow_mut();
             st.check_open()?;
-            if let Some(e) = &st.failed {
+            if let Some(e) = st.failed() {
                 return Err(e.clone());
             }
-            if let (Some(epoch), Some(fence)) = (leader_epoch, st.epoch_fence) {
+            if let (Some(epoch), Some(fence)) = (leader_epoch, st.epoch_fence()) {
                 if epoch != fence {
                     return Err(StorageError::FencedLeaderEpoch {
                         epoch,
@@ -332,10 +226,10 @@ impl PartitionLog {
                     });
                 }
             }
-            if st.config.cleanup_policy.compacts() && !header.is_control() {
+            if st.config().cleanup_policy.compacts() && !header.is_control() {
                 crate::records::check_keys(batch_bytes, &header)?;
             }
-            let limit = st.config.max_batch_bytes as usize;
+            let limit = st.config().max_batch_bytes as usize;
             if header.size > limit && placement != Placement::Keep {
                 return Err(BatchError::TooLarge {
                     len: header.size,
@@ -343,20 +237,16 @@ impl PartitionLog {
                 }
                 .into());
             }
-            if placement == Placement::Keep {
-                if header.base_offset < st.next_offset {
-                    return Err(StorageError::InvalidArgument(format!(
-                        "a replicated batch at offset {} is below the log end {}",
-                        header.base_offset, st.next_offset
-                    )));
-                }
-                if header.base_offset > st.next_offset {
-                    self.start_segment_at(&mut st, header.base_offset);
-                }
+            if placement == Placement::Keep && header.base_offset < st.next_offset() {
+                return Err(StorageError::InvalidArgument(format!(
+                    "a replicated batch at offset {} is below the log end {}",
+                    header.base_offset,
+                    st.next_offset()
+                )));
             }
             let duplicate = match placement {
                 Placement::Keep => None,
-                Placement::Assign { .. } => match st.producers.check(&header)? {
+                Placement::Assign { .. } => match st.producers().check(&header)? {
                     SequenceCheck::Duplicate(original) => Some(original),
                     _ => None,
                 },
@@ -366,59 +256,39 @@ impl PartitionLog {
                     base_offset: original.first_offset,
                     last_offset: original.last_offset,
                     append_time_ms: -1,
-                    log_start_offset: st.log_start_offset,
+                    log_start_offset: st.log_start_offset(),
                     duplicate: true,
                 };
                 // Answer the retry once the original is as durable as
                 // the policy promises, like the original's own answer.
                 let end = original.last_offset + 1;
-                if st.readable_end >= end {
+                if st.readable_end() >= end {
                     return Ok(info);
                 }
-                let (tx, rx) = oneshot::channel();
-                let at = st.waiters.partition_point(|(e, _)| *e <= end);
-                st.waiters.insert(at, (end, tx));
-                (info, rx, false)
+                (info, st.wait_for_readable(end), false)
             } else {
-                self.maybe_roll(&mut st, header.size as u64);
-                let base_offset = st.next_offset;
+                // A follower's batch keeps its offsets (past the log end
+                // when the leader's cleaner removed the ones between).
+                let base_offset = match placement {
+                    Placement::Keep => header.base_offset,
+                    Placement::Assign { .. } => st.next_offset(),
+                };
                 let data = match placement {
                     Placement::Keep => Bytes::copy_from_slice(batch_bytes),
                     Placement::Assign { .. } => {
                         batch::stamped(batch_bytes, base_offset, leader_epoch)
                     }
                 };
-                st.epochs
-                    .observe(header.partition_leader_epoch, base_offset);
                 let stamped = batch::BatchHeader {
                     base_offset,
                     ..header
                 };
-                let interval = st.config.index_interval_bytes;
-                st.active_mut().on_batch(&stamped, interval);
-                st.producers.record(&stamped);
-                st.next_offset = stamped.next_offset();
-                let segment_base = st.active().base_offset;
-                st.cache
-                    .push(base_offset, stamped.next_offset(), data.clone());
-                st.pending.push_back(PendingWrite {
-                    segment_base,
-                    base_offset,
-                    next_offset: stamped.next_offset(),
-                    max_timestamp: header.max_timestamp,
-                    data,
-                });
-                let (tx, rx) = oneshot::channel();
-                st.waiters.push_back((stamped.next_offset(), tx));
-                st.stats.appends += 1;
-                let start_flusher = !st.flusher_running;
-                st.flusher_running = true;
-                st.assert_invariants();
+                let (rx, start_flusher) = st.on_append(&stamped, data);
                 let info = AppendInfo {
                     base_offset,
                     last_offset: stamped.last_offset(),
                     append_time_ms: now_ms(),
-                    log_start_offset: st.log_start_offset,
+                    log_start_offset: st.log_start_offset(),
                     duplicate: false,
                 };
                 (info, rx, start_flusher)
@@ -435,59 +305,12 @@ impl PartitionLog {
         }
     }
 
-    /// Moves the log end to `base` (past it): the active segment, if it
-    /// holds nothing, is replaced by one based there, else a new segment
-    /// starts there. Recovery reads the offsets between as a gap, as it
-    /// does after the cleaner.
-    fn start_segment_at(&self, st: &mut State, base: i64) {
-        let mut next = Segment::new(&st.dir, base);
-        next.producer_snapshot = Some(st.producers.encode());
-        if st.active().is_empty() {
-            let last = st.segments.len() - 1;
-            st.segments[last] = next;
-        } else {
-            st.segments.push(next);
-        }
-        let empty = st.next_offset == st.log_start_offset && st.pending.is_empty();
-        st.next_offset = base;
-        // The tail cache holds a dense run ending at the log end.
-        st.cache.truncate(i64::MIN);
-        if empty {
-            // Nothing below: the log starts at the batch (the leader's log
-            // starts there), and every end moves with it.
-            st.log_start_offset = base;
-            st.written_end = base;
-            st.synced_end = base;
-            st.readable_end = base;
-        }
-    }
-
-    /// Starts a new segment when the active one is full or old enough.
-    fn maybe_roll(&self, st: &mut State, incoming: u64) {
-        let config = &st.config;
-        let active = st.active();
-        if active.is_empty() {
-            return;
-        }
-        let full = active.size + incoming > config.segment_bytes;
-        let old = active
-            .created
-            .is_some_and(|c| c.elapsed() >= config.segment_age_max());
-        if full || old {
-            let mut next = Segment::new(&st.dir, st.next_offset);
-            // The producer state as of the new segment's base offset, written
-            // when the flusher reaches it, so recovery replays one segment.
-            next.producer_snapshot = Some(st.producers.encode());
-            st.segments.push(next);
-        }
-    }
-
     /// Idempotent producers this log knows (for DescribeProducers).
     pub fn producers(&self) -> Vec<ProducerEntry> {
         self.inner
             .state
             .borrow()
-            .producers
+            .producers()
             .entries()
             .cloned()
             .collect()
@@ -495,44 +318,44 @@ impl PartitionLog {
 
     /// `producer.id.expiration.ms` for this log.
     pub fn set_producer_id_expiration_ms(&self, ms: i64) {
-        self.inner.state.borrow_mut().producer_expiration_ms = ms;
+        self.inner.state.borrow_mut().set_producer_expiration_ms(ms);
     }
 
     pub fn stats(&self) -> LogStats {
-        self.inner.state.borrow().stats
+        self.inner.state.borrow().stats()
     }
 
     pub fn log_start_offset(&self) -> i64 {
-        self.inner.state.borrow().log_start_offset
+        self.inner.state.borrow().log_start_offset()
     }
 
     /// The end of what readers see: the offset the next visible batch gets.
     pub fn log_end_offset(&self) -> i64 {
-        self.inner.state.borrow().readable_end
+        self.inner.state.borrow().readable_end()
     }
 
     /// The offset the next append gets: past everything appended, readable
     /// or still on its way to disk.
     pub fn next_offset(&self) -> i64 {
-        self.inner.state.borrow().next_offset
+        self.inner.state.borrow().next_offset()
     }
 
     /// True once an fdatasync failed: appends are refused until the log is
     /// reopened.
     pub fn is_offline(&self) -> bool {
-        self.inner.state.borrow().failed.is_some()
+        self.inner.state.borrow().failed().is_some()
     }
 
     /// Offsets below this are covered by an fdatasync.
     pub fn synced_end_offset(&self) -> i64 {
-        self.inner.state.borrow().synced_end
+        self.inner.state.borrow().synced_end()
     }
 
     pub fn size_bytes(&self) -> u64 {
         self.inner
             .state
             .borrow()
-            .segments
+            .segments()
             .iter()
             .map(|s| s.size)
             .sum()
@@ -541,19 +364,19 @@ impl PartitionLog {
     /// Base offsets of the segments, oldest first (the last is active).
     pub fn segment_bases(&self) -> Vec<i64> {
         let st = self.inner.state.borrow();
-        st.segments.iter().map(|s| s.base_offset).collect()
+        st.segments().iter().map(|s| s.base_offset).collect()
     }
 
     pub fn segment_count(&self) -> usize {
-        self.inner.state.borrow().segments.len()
+        self.inner.state.borrow().segments().len()
     }
 
     pub fn config(&self) -> LogConfig {
-        self.inner.state.borrow().config.clone()
+        self.inner.state.borrow().config().clone()
     }
 
     pub fn dir(&self) -> PathBuf {
-        self.inner.state.borrow().dir.clone()
+        self.inner.state.borrow().dir().to_path_buf()
     }
 
     /// Applies a new configuration to the open log (topic configs are
@@ -562,27 +385,19 @@ impl PartitionLog {
         config
             .validate()
             .map_err(|e| StorageError::InvalidArgument(e.to_string()))?;
-        let mut st = self.inner.state.borrow_mut();
-        st.cache.set_bytes_max(config.tail_cache_bytes);
-        st.config = config;
+        self.inner.state.borrow_mut().set_config(config);
         Ok(())
     }
 
     /// Makes this log's tail cache share `budget` with the shard's other
     /// logs, so that all of them together stay within it.
     pub fn set_cache_budget(&self, budget: Rc<crate::cache::CacheBudget>) {
-        self.inner.state.borrow_mut().cache.set_budget(budget);
+        self.inner.state.borrow_mut().set_cache_budget(budget);
     }
 
     /// Memory held by this log's indexes and cache, for footprint budgets.
     pub fn memory_bytes(&self) -> usize {
-        let st = self.inner.state.borrow();
-        st.cache.memory_bytes()
-            + st.writer.tail.capacity()
-            + st.segments
-                .iter()
-                .map(|s| s.index.memory_bytes() + std::mem::size_of::<Segment>())
-                .sum::<usize>()
+        self.inner.state.borrow().memory_bytes()
     }
 
     /// Makes everything written so far durable, whatever the policy.
@@ -591,17 +406,11 @@ impl PartitionLog {
     }
 
     /// Waits until every append made so far has been written (or failed).
-    pub(crate) async fn drain(&self) {
-        let rx = {
-            let mut st = self.inner.state.borrow_mut();
-            if !st.flusher_running {
-                return;
-            }
-            let (tx, rx) = oneshot::channel();
-            st.drain_waiters.push(tx);
-            rx
-        };
-        let _ = rx.await;
+    async fn drain(&self) {
+        let rx = self.inner.state.borrow_mut().wait_for_drain();
+        if let Some(rx) = rx {
+            let _ = rx.await;
+        }
     }
 
     /// Flushes, syncs, writes the active segment's indexes and the recovery
@@ -622,10 +431,10 @@ impl PartitionLog {
             .await
             .map_err(|_| StorageError::Closed)?;
         self.drain().await;
-        if self.inner.state.borrow().closed {
+        if self.inner.state.borrow().is_closed() {
             return Ok(());
         }
-        let failed = self.inner.state.borrow().failed.is_some();
+        let failed = self.inner.state.borrow().failed().is_some();
         if !failed {
             flush::sync_now(&self.inner).await?;
             maintenance::write_indexes(&self.inner, true).await?;
@@ -633,26 +442,15 @@ impl PartitionLog {
         let trim = {
             let st = self.inner.state.borrow();
             let active = st.active();
-            let same = st.writer.segment_base == active.base_offset;
-            same.then(|| {
-                st.writer
-                    .file
-                    .as_ref()
-                    .map(|f| (f.share(), active.written_size))
-            })
-            .flatten()
+            let same = st.writer_segment_base() == active.base_offset;
+            same.then(|| st.writer_file().map(|f| (f.share(), active.written_size)))
+                .flatten()
         };
         if let (Some((file, size)), false) = (trim, failed) {
             // Leave no block padding behind: the file ends where the log does.
             file.truncate(size).await?;
         }
-        let files = {
-            let mut st = self.inner.state.borrow_mut();
-            st.closed = true;
-            let mut files: Vec<SegmentFile> = st.writer.file.take().into_iter().collect();
-            files.extend(st.sealed_reader.take().map(|(_, f)| f));
-            files
-        };
+        let files = self.inner.state.borrow_mut().on_close();
         for f in files {
             f.close().await;
         }

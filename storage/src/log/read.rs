@@ -3,7 +3,16 @@
 //! on past batches compaction emptied), and lookups by timestamp through the
 //! sparse time indexes.
 
-use super::*;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+
+use crate::batch;
+use crate::error::{Result, StorageError};
+use crate::file::SegmentFile;
+use crate::segment::{self, Segment};
+
+use super::{PartitionLog, ReadBatches, TimestampOffset, READ_ON_BYTES_MIN, READ_SWAP_RETRIES_MAX};
 
 impl PartitionLog {
     /// Reads whole batches starting with the one that holds `offset` (or,
@@ -20,31 +29,32 @@ impl PartitionLog {
             let (seg_index, position, limit, end, start, version) = {
                 let st = self.inner.state.borrow();
                 st.check_open()?;
-                if offset < st.log_start_offset || offset > st.readable_end {
+                let (start, end) = (st.log_start_offset(), st.readable_end());
+                if offset < start || offset > end {
                     return Err(st.out_of_range(offset));
                 }
                 let mut out = ReadBatches {
                     chunks: Vec::new(),
-                    log_end_offset: st.readable_end,
-                    log_start_offset: st.log_start_offset,
+                    log_end_offset: end,
+                    log_start_offset: start,
                 };
-                if offset == st.readable_end {
+                if offset == end {
                     return Ok(out);
                 }
-                if let Some(chunks) = st.cache.read(from, st.readable_end, max_bytes) {
+                if let Some(chunks) = st.cache().read(from, end, max_bytes) {
                     out.chunks = std::mem::take(&mut before);
                     out.chunks.extend(chunks);
                     return Ok(out);
                 }
                 let i = st.segment_for(from);
-                let seg = &st.segments[i];
+                let seg = &st.segments()[i];
                 let position = seg.index.position_floor(seg.relative(from));
                 (
                     i,
                     u64::from(position),
                     seg.written_size,
-                    st.readable_end,
-                    st.log_start_offset,
+                    end,
+                    start,
                     seg_version(seg),
                 )
             };
@@ -52,9 +62,9 @@ impl PartitionLog {
             let got = read_batches(&file, position, limit, from, end, max_bytes).await;
             let (now, next_base) = {
                 let st = self.inner.state.borrow();
-                let now = st.segments.get(seg_index).and_then(seg_version);
+                let now = st.segments().get(seg_index).and_then(seg_version);
                 let next = st
-                    .segments
+                    .segments()
                     .get(seg_index + 1)
                     .map(|s| s.base_offset)
                     .filter(|b| *b < end);
@@ -103,40 +113,38 @@ impl PartitionLog {
 
     /// A handle to the file of segment `i`, opening it if needed. The
     /// writer's handle is shared; one sealed handle is kept per log.
-    pub(crate) async fn file_for(&self, i: usize) -> Result<SegmentFile> {
+    pub(super) async fn file_for(&self, i: usize) -> Result<SegmentFile> {
         let (base, path, faults, version) = {
             let st = self.inner.state.borrow();
-            let seg = &st.segments[i];
-            if st.writer.segment_base == seg.base_offset {
-                if let Some(f) = &st.writer.file {
+            let seg = &st.segments()[i];
+            if st.writer_segment_base() == seg.base_offset {
+                if let Some(f) = st.writer_file() {
                     return Ok(f.share());
                 }
             }
-            if let Some((b, f)) = &st.sealed_reader {
-                if *b == seg.base_offset {
+            if let Some((b, f)) = st.sealed_reader() {
+                if b == seg.base_offset {
                     return Ok(f.share());
                 }
             }
             (
                 seg.base_offset,
                 seg.path.clone(),
-                st.faults.clone(),
+                st.faults(),
                 seg_version(seg),
             )
         };
         let file = SegmentFile::open(&path, faults).await?;
         let mut st = self.inner.state.borrow_mut();
-        if st.writer.segment_base == base {
-            if st.writer.file.is_none() {
-                st.writer.file = Some(file.share());
-            }
+        if st.writer_segment_base() == base {
+            st.adopt_writer_file(base, file.share());
         } else {
             // Kept only if no cleaner swap ran while it opened: the handle
             // could be the replaced file.
             let i = st.segment_for(base);
-            let same = st.segments.get(i).and_then(seg_version) == version && version.is_some();
+            let same = st.segments().get(i).and_then(seg_version) == version && version.is_some();
             if same {
-                st.sealed_reader = Some((base, file.share()));
+                st.keep_sealed_reader(base, file.share());
             }
         }
         Ok(file)
@@ -148,10 +156,11 @@ impl PartitionLog {
         let found = {
             let st = self.inner.state.borrow();
             st.check_open()?;
-            st.segments
+            let end = st.readable_end();
+            st.segments()
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.base_offset < st.readable_end && s.max_timestamp >= 0)
+                .filter(|(_, s)| s.base_offset < end && s.max_timestamp >= 0)
                 .max_by_key(|(_, s)| s.max_timestamp)
                 .map(|(i, s)| (i, s.max_timestamp, s.max_timestamp_batch))
         };
@@ -171,10 +180,11 @@ impl PartitionLog {
         let candidates: Vec<(usize, i64)> = {
             let st = self.inner.state.borrow();
             st.check_open()?;
-            st.segments
+            let end = st.readable_end();
+            st.segments()
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| s.base_offset < st.readable_end && s.max_timestamp >= timestamp)
+                .filter(|(_, s)| s.base_offset < end && s.max_timestamp >= timestamp)
                 .map(|(i, s)| {
                     let rel = s.index.scan_start_for_timestamp(timestamp);
                     (i, s.base_offset + i64::from(rel))
@@ -225,7 +235,7 @@ impl PartitionLog {
     ) -> Result<(Option<TimestampOffset>, bool)> {
         let (position, end, base, end_offset, version) = {
             let st = self.inner.state.borrow();
-            let seg = &st.segments[i];
+            let seg = &st.segments()[i];
             let pos = seg
                 .index
                 .position_floor(seg.relative(from.max(seg.base_offset)));
@@ -233,7 +243,7 @@ impl PartitionLog {
                 u64::from(pos),
                 seg.written_size,
                 seg.base_offset,
-                st.readable_end,
+                st.readable_end(),
                 seg_version(seg),
             )
         };
@@ -268,7 +278,7 @@ impl PartitionLog {
                 .inner
                 .state
                 .borrow()
-                .segments
+                .segments()
                 .get(i)
                 .and_then(seg_version)
                 != version;
@@ -280,7 +290,7 @@ impl PartitionLog {
             if let Some(why) = scan_end.damage {
                 if scan_end.position < end {
                     return Err(StorageError::Corrupt {
-                        path: file_path(&self.inner.state.borrow().segments[i]),
+                        path: file_path(&self.inner.state.borrow().segments()[i]),
                         position: scan_end.position,
                         reason: why,
                     });
@@ -333,11 +343,11 @@ fn last_next_offset(chunks: &[Bytes]) -> Option<i64> {
 
 /// What identifies the file contents a segment's index describes: `None`
 /// while a cleaner swap is renaming its files.
-pub(crate) fn seg_version(seg: &Segment) -> Option<(i64, u64)> {
+fn seg_version(seg: &Segment) -> Option<(i64, u64)> {
     (!seg.swapping).then_some((seg.base_offset, seg.generation))
 }
 
-pub(crate) fn file_path(seg: &Segment) -> PathBuf {
+fn file_path(seg: &Segment) -> PathBuf {
     seg.path.clone()
 }
 

@@ -5,21 +5,23 @@
 //! validated and the log is cut at the first torn or corrupt one. A
 //! compaction swap cut short by a crash is finished or undone first.
 
-use std::collections::VecDeque;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::maintenance::{Meta, META_FILE};
-use super::{LogStats, State, Writer};
-use crate::cache::TailCache;
 use crate::config::LogConfig;
+use crate::epochs::{LeaderEpochs, EPOCHS_FILE};
 use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, Faults, SegmentFile};
 use crate::index::SegmentIndex;
 use crate::producer::ProducerTable;
 use crate::segment::{self, Segment};
 
-pub(crate) async fn recover(
+use super::compact::finish_interrupted_swaps;
+use super::meta::{Meta, META_FILE};
+use super::now_ms;
+use super::state::{Recovered, State};
+
+pub(super) async fn recover(
     dir: &Path,
     config: LogConfig,
     faults: Option<Rc<Faults>>,
@@ -39,7 +41,7 @@ pub(crate) async fn recover(
         },
     };
     let mut names = file::list_dir(dir).await?;
-    if super::compact::finish_interrupted_swaps(dir, &names).await? {
+    if finish_interrupted_swaps(dir, &names).await? {
         names = file::list_dir(dir).await?;
     }
     let mut bases: Vec<i64> = names
@@ -228,9 +230,9 @@ pub(crate) async fn recover(
     let (tail_pos, tail) = load_tail(&segments[active], faults.clone()).await?;
     // A snapshot past a cut made above describes batches that are gone.
     producers.truncate(next_offset);
-    producers.expire(super::now_ms(), PRODUCER_ID_EXPIRATION_MS);
-    let mut epochs = match file::read_small(&dir.join(crate::epochs::EPOCHS_FILE)).await? {
-        Some(bytes) => crate::epochs::LeaderEpochs::decode(&bytes).unwrap_or_else(|| {
+    producers.expire(now_ms(), PRODUCER_ID_EXPIRATION_MS);
+    let mut epochs = match file::read_small(&dir.join(EPOCHS_FILE)).await? {
+        Some(bytes) => LeaderEpochs::decode(&bytes).unwrap_or_else(|| {
             tracing::warn!(dir = %dir.display(), "damaged leader-epoch checkpoint; keeping the epochs found in the scanned segments");
             Default::default()
         }),
@@ -240,44 +242,19 @@ pub(crate) async fn recover(
     for (epoch, start) in scanned_epochs.into_iter().filter(|&(_, s)| s < next_offset) {
         epochs.observe(epoch, start);
     }
-    let state = State {
+    Ok(State::recovered(Recovered {
         dir: dir.to_path_buf(),
+        config,
         faults,
         segments,
         log_start_offset,
-        next_offset,
-        written_end: next_offset,
-        synced_end: next_offset,
-        readable_end: next_offset,
         recovery_point: meta.recovery_point.min(next_offset),
-        pending: VecDeque::new(),
-        waiters: VecDeque::new(),
-        drain_waiters: Vec::new(),
-        flusher_running: false,
-        writer: Writer {
-            segment_base: 0,
-            file: None,
-            tail_pos,
-            tail,
-        },
-        sealed_reader: None,
-        cache: TailCache::new(config.tail_cache_bytes),
-        unsynced_bytes: 0,
-        first_unsynced_at: None,
-        sync_timer_armed: false,
-        failed: None,
-        epoch_fence: None,
-        closed: false,
-        stats: LogStats::default(),
+        tail_pos,
+        tail,
         producers,
         producer_expiration_ms: PRODUCER_ID_EXPIRATION_MS,
-        cleaned_end: i64::MIN,
         epochs,
-        config,
-    };
-    let mut state = state;
-    state.writer.segment_base = state.active().base_offset;
-    Ok(state)
+    }))
 }
 
 /// Kafka's default `producer.id.expiration.ms` (one day).
