@@ -2,7 +2,7 @@
 //! one at a time, this shard's logs whose `cleanup.policy` includes
 //! `compact` and that are due (dirty ratio reached, or kept tombstones past
 //! `delete.retention.ms`). The storage crate does the work
-//! (`storage/src/compact.rs`); this only schedules it, in a task queue with
+//! (`storage/src/log/compact.rs`); this only schedules it, in a task queue with
 //! few shares so that request handling keeps the core when both want it.
 
 use std::rc::Rc;
