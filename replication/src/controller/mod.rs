@@ -7,7 +7,8 @@
 //!   function of the log.
 //! - `state_machine`: openraft's state machine over it, snapshots, and the
 //!   watch through which the rest of the broker sees applied metadata.
-//! - `log_store`, `file_log`: the Raft log in memory (tests) and in files.
+//! - `log_store`: the Raft log, written once over a `Persistence`: in
+//!   memory (`MemLogStore`, tests) or in files (`file_log::FileLogStore`).
 //! - `network`: an in-process network for tests.
 //! - `tcp`: the real transport, openraft's RPCs between controller nodes
 //!   over TCP on glommio, peers found by their `BasicNode` address.
@@ -17,7 +18,6 @@
 //! A controller node lives on one executor (openraft's `single-threaded`
 //! feature): its `Raft`, storage and state machine are `!Send`.
 
-pub mod file_log;
 mod files;
 pub mod liveness;
 pub mod log_store;
@@ -36,6 +36,8 @@ use openraft::storage::RaftLogStorage;
 use openraft::type_config::alias;
 use openraft::{BasicNode, Config, Raft, RaftNetworkFactory};
 
+/// The file log, at the path it has always had.
+pub use log_store::file_log;
 pub use metadata::{Applied, ClusterMetadata, Command, CommandResult, MetadataError};
 pub use runtime::GlommioRuntime;
 pub use state_machine::{AppliedMetadata, MetadataStateMachine, MetadataWatch};
