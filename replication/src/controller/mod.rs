@@ -9,9 +9,12 @@
 //!   watch through which the rest of the broker sees applied metadata.
 //! - `log_store`: the Raft log, written once over a `Persistence`: in
 //!   memory (`MemLogStore`, tests) or in files (`file_log::FileLogStore`).
-//! - `network`: an in-process network for tests.
+//! - `rpc`: the RPCs between controller nodes, written once: the messages,
+//!   openraft's client over any `Transport`, and the dispatch of a request
+//!   to the local `Raft`.
+//! - `network`: an in-process transport for tests.
 //! - `tcp`: the real transport, openraft's RPCs between controller nodes
-//!   over TCP on glommio, peers found by their `BasicNode` address.
+//!   over TCP, peers found by their `BasicNode` address.
 //! - `Controller`: one node's handle: submit a command, watch the
 //!   metadata, learn the leader.
 //!
@@ -23,6 +26,7 @@ pub mod liveness;
 pub mod log_store;
 pub mod metadata;
 pub mod network;
+mod rpc;
 pub mod runtime;
 pub mod state_machine;
 pub mod sync;
@@ -162,7 +166,7 @@ impl Controller {
         &self,
         command: Command,
     ) -> Result<(u64, CommandResult), SubmitError> {
-        network::submit(&self.raft, command).await
+        rpc::submit(&self.raft, command).await
     }
 
     /// Forms the quorum of `voters` (id, controller address) if this
