@@ -86,7 +86,7 @@ pub async fn run(controller: Controller, session: Duration, tick: Duration) {
     let mut proposed: BTreeMap<String, Instant> = BTreeMap::new();
     let repeat_after = Duration::from_secs(1);
     loop {
-        glommio::timer::sleep(tick).await;
+        GlommioRuntime::sleep(tick).await;
         let leading = controller.leader() == Some(controller.id);
         let metadata = controller.applied().metadata;
         let nodes: Vec<(NodeId, bool)> = metadata

@@ -7,22 +7,26 @@
 //!   function of the log.
 //! - `state_machine`: openraft's state machine over it, snapshots, and the
 //!   watch through which the rest of the broker sees applied metadata.
-//! - `log_store`, `file_log`: the Raft log in memory (tests) and in files.
-//! - `network`: an in-process network for tests.
+//! - `log_store`: the Raft log, written once over a `Persistence`: in
+//!   memory (`MemLogStore`, tests) or in files (`file_log::FileLogStore`).
+//! - `rpc`: the RPCs between controller nodes, written once: the messages,
+//!   openraft's client over any `Transport`, and the dispatch of a request
+//!   to the local `Raft`.
+//! - `network`: an in-process transport for tests.
 //! - `tcp`: the real transport, openraft's RPCs between controller nodes
-//!   over TCP on glommio, peers found by their `BasicNode` address.
+//!   over TCP, peers found by their `BasicNode` address.
 //! - `Controller`: one node's handle: submit a command, watch the
 //!   metadata, learn the leader.
 //!
 //! A controller node lives on one executor (openraft's `single-threaded`
 //! feature): its `Raft`, storage and state machine are `!Send`.
 
-pub mod file_log;
 mod files;
 pub mod liveness;
 pub mod log_store;
 pub mod metadata;
 pub mod network;
+mod rpc;
 pub mod runtime;
 pub mod state_machine;
 pub mod sync;
@@ -36,6 +40,8 @@ use openraft::storage::RaftLogStorage;
 use openraft::type_config::alias;
 use openraft::{BasicNode, Config, Raft, RaftNetworkFactory};
 
+/// The file log, at the path it has always had.
+pub use log_store::file_log;
 pub use metadata::{Applied, ClusterMetadata, Command, CommandResult, MetadataError};
 pub use runtime::GlommioRuntime;
 pub use state_machine::{AppliedMetadata, MetadataStateMachine, MetadataWatch};
@@ -160,7 +166,7 @@ impl Controller {
         &self,
         command: Command,
     ) -> Result<(u64, CommandResult), SubmitError> {
-        network::submit(&self.raft, command).await
+        rpc::submit(&self.raft, command).await
     }
 
     /// Forms the quorum of `voters` (id, controller address) if this

@@ -4,6 +4,10 @@
 //! semantics, where a dropped handle leaves the task running); timers are
 //! glommio's; instants are `std::time::Instant`; the channels are the
 //! single-threaded ones of `sync`.
+//!
+//! This is the controller's seam to glommio: the rest of the controller
+//! spawns, sleeps and opens sockets through what this module names
+//! (`spawn_local`, `GlommioRuntime`'s timers, `TcpStream`, `Semaphore`).
 
 use std::fmt;
 use std::future::Future;
@@ -16,6 +20,16 @@ use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use openraft::AsyncRuntime;
 
 use super::sync::{LocalMpsc, LocalMutex, LocalOneshot, LocalWatch};
+
+/// The executor's TCP sockets and its semaphore, for the TCP transport.
+pub(crate) use glommio::net::{TcpListener, TcpStream};
+pub(crate) use glommio::sync::{Semaphore, StaticPermit};
+
+/// Runs `future` in a task of its own on the current executor, detached:
+/// it runs to its end whether or not anyone waits for it.
+pub(crate) fn spawn_local(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
+}
 
 /// io_uring buffer memory of executors made by [`GlommioRuntime::new`]:
 /// openraft's tests and ours do no DMA I/O, and `ulimit -l` is small.

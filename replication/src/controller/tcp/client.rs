@@ -2,6 +2,8 @@
 //! `RaftNetworkFactory` a node gives its `Raft`; every client it makes for
 //! one peer shares that peer's single connection (`Link`), on which
 //! requests are multiplexed by correlation id and answered in any order.
+//! A `Peer` is the `rpc::Transport` to one node; openraft's client on top
+//! of it, deadlines and error mapping included, is `rpc::RpcClient`.
 //!
 //! A link is dialled in a task of its own when an RPC needs it, so a slow
 //! dial is not cut short by one RPC's short deadline (openraft gives an
@@ -14,7 +16,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
@@ -24,21 +25,15 @@ use futures_lite::future::or;
 use futures_lite::AsyncWriteExt;
 use futures_util::future::{FutureExt, Shared};
 use futures_util::StreamExt;
-use glommio::net::TcpStream;
-use openraft::async_runtime::Select2;
-use openraft::errors::{RPCError, ReplicationClosed, StreamingError, Unreachable};
-use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
-};
-use openraft::{AsyncRuntime, BasicNode, OptionalSend};
+use openraft::network::RaftNetworkFactory;
+use openraft::{AsyncRuntime, BasicNode};
 
 use super::wire::{encode, read_frame, Frame};
 use super::{TcpConfig, TcpConfigError, TcpError};
-use crate::controller::network::{Reply, Request};
+use crate::controller::rpc::{call, Reply, Request, RpcClient, Transport};
+use crate::controller::runtime::{spawn_local, TcpStream};
 use crate::controller::{
-    Command, CommandResult, Controller, ControllerId, GlommioRuntime, Snapshot, SubmitError,
-    TypeConfig, Vote,
+    Command, CommandResult, Controller, ControllerId, GlommioRuntime, SubmitError, TypeConfig,
 };
 use crate::NodeId;
 
@@ -82,17 +77,15 @@ impl RaftNetworkFactory<TypeConfig> for TcpNetwork {
                 peer
             }
         };
-        TcpConnection { peer }
+        RpcClient::new(peer)
     }
 }
 
-/// One openraft client for one peer; clones of the peer's link.
-pub struct TcpConnection {
-    peer: Rc<Peer>,
-}
+/// One openraft client for one peer, over the peer's link.
+pub type TcpConnection = RpcClient<Rc<Peer>>;
 
 /// What RPCs to one peer share.
-struct Peer {
+pub struct Peer {
     from: ControllerId,
     target: ControllerId,
     addr: String,
@@ -177,7 +170,7 @@ impl Peer {
                     // Every dial pushes the next one back.
                     st.dial_not_before = now + st.backoff;
                     st.backoff = (st.backoff * 2).min(self.backoff_max());
-                    glommio::spawn_local(dial(Rc::downgrade(self), done)).detach();
+                    spawn_local(dial(Rc::downgrade(self), done));
                     dialing
                 }
             }
@@ -199,23 +192,17 @@ impl Peer {
         };
         encode(&hello, self.config.frame_bytes_max)
     }
+}
 
-    /// Sends `request` and waits for its reply, at most `ttl` in all
-    /// (dial included).
-    async fn call(self: &Rc<Self>, request: Request, ttl: Duration) -> Result<Reply, String> {
-        match GlommioRuntime::timeout(ttl, self.call_unbounded(request)).await {
-            Ok(Ok(Reply::Failed(e))) => {
-                Err(format!("node {} failed the request: {e}", self.target))
-            }
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "no answer from node {} at {} in {ttl:?}",
-                self.target, self.addr
-            )),
-        }
+/// The TCP transport to one peer: a request goes out on the peer's link
+/// (dialled first if need be) and its reply is matched by correlation id.
+impl Transport for Rc<Peer> {
+    fn target(&self) -> ControllerId {
+        self.target
     }
 
-    async fn call_unbounded(self: &Rc<Self>, request: Request) -> Result<Reply, String> {
+    /// Unbounded here: `rpc::call` puts the deadline on it.
+    async fn send(&self, request: Request) -> Result<Reply, String> {
         let correlation = self.correlation_last.get() + 1;
         self.correlation_last.set(correlation);
         let frame = encode(
@@ -365,7 +352,7 @@ impl Link {
             replied: Cell::new(false),
             queued: Cell::new(1),
         });
-        glommio::spawn_local(run_link(stream, frames, shared.clone(), limit, target)).detach();
+        spawn_local(run_link(stream, frames, shared.clone(), limit, target));
         Link { outbox, shared }
     }
 
@@ -428,87 +415,6 @@ struct PendingSlot {
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         self.shared.pending.borrow_mut().remove(&self.correlation);
-    }
-}
-
-impl TcpConnection {
-    /// An RPC bounded by openraft's deadline for it: `soft_ttl`, which
-    /// openraft asks transports to keep to so that they fail before it
-    /// cancels them at `hard_ttl`.
-    async fn call(
-        &self,
-        request: Request,
-        option: &RPCOption,
-    ) -> Result<Reply, Unreachable<TypeConfig>> {
-        self.peer
-            .call(request, option.soft_ttl())
-            .await
-            .map_err(Unreachable::from_string)
-    }
-
-    fn unexpected<T>(&self) -> Result<T, Unreachable<TypeConfig>> {
-        Err(Unreachable::from_string(format!(
-            "node {} answered with the wrong reply",
-            self.peer.target
-        )))
-    }
-}
-
-impl RaftNetworkV2<TypeConfig> for TcpConnection {
-    type SnapshotData = Vec<u8>;
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Request::Append(rpc), &option).await? {
-            Reply::Append(r) => Ok(r),
-            _ => Ok(self.unexpected()?),
-        }
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Request::Vote(rpc), &option).await? {
-            Reply::Vote(r) => Ok(r),
-            _ => Ok(self.unexpected()?),
-        }
-    }
-
-    async fn pre_vote(
-        &mut self,
-        rpc: VoteRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(Request::PreVote(rpc), &option).await? {
-            Reply::Vote(r) => Ok(r),
-            _ => Ok(self.unexpected()?),
-        }
-    }
-
-    async fn full_snapshot(
-        &mut self,
-        vote: Vote,
-        snapshot: Snapshot,
-        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        option: RPCOption,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let request = Request::Snapshot {
-            vote,
-            meta: snapshot.meta,
-            data: snapshot.snapshot,
-        };
-        let call = self.call(request, &option);
-        match GlommioRuntime::select2(Box::pin(cancel), Box::pin(call)).await {
-            Select2::First(closed) => Err(StreamingError::Closed(closed)),
-            Select2::Second(Ok(Reply::Snapshot(r))) => Ok(r),
-            Select2::Second(Ok(_)) => Ok(self.unexpected()?),
-            Select2::Second(Err(e)) => Err(StreamingError::Unreachable(e)),
-        }
     }
 }
 
@@ -581,7 +487,7 @@ impl ControllerClient {
                 Err(SubmitError::NotLeader { .. } | SubmitError::Unknown { .. })
                     if Instant::now() < deadline =>
                 {
-                    glommio::timer::sleep(LEADER_WAIT).await;
+                    GlommioRuntime::sleep(LEADER_WAIT).await;
                 }
                 other => return other,
             }
@@ -653,7 +559,7 @@ impl ControllerClient {
             if Instant::now() >= deadline {
                 return Err(last);
             }
-            glommio::timer::sleep(LEADER_WAIT).await;
+            GlommioRuntime::sleep(LEADER_WAIT).await;
         }
     }
 
@@ -689,6 +595,6 @@ impl ControllerClient {
             }
         };
         let ttl = deadline.saturating_duration_since(Instant::now());
-        peer.call(request, ttl.max(Duration::from_millis(1))).await
+        call(&peer, request, ttl.max(Duration::from_millis(1))).await
     }
 }

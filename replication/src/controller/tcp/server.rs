@@ -16,14 +16,13 @@ use futures_lite::future::or;
 use futures_lite::AsyncWriteExt;
 use futures_util::future::{FutureExt, Shared};
 use futures_util::StreamExt;
-use glommio::net::{TcpListener, TcpStream};
-use glommio::sync::{Semaphore, StaticPermit};
 use openraft::AsyncRuntime;
 
 use super::wire::{encode, read_frame, Frame};
 use super::{TcpConfig, TcpError};
 use crate::controller::liveness::Liveness;
-use crate::controller::network::{dispatch, Reply};
+use crate::controller::rpc::{dispatch, Reply};
+use crate::controller::runtime::{spawn_local, Semaphore, StaticPermit, TcpListener, TcpStream};
 use crate::controller::{Controller, ControllerId, ControllerRaft, GlommioRuntime};
 
 /// A failing `accept` (out of file descriptors, most likely) is retried
@@ -81,7 +80,7 @@ impl TcpServer {
             config: self.config,
         });
         tracing::info!(node = node.id, addr = %self.local_addr, "controller server listening");
-        glommio::spawn_local(accept_loop(self.listener, node, stop_rx.shared(), alive)).detach();
+        spawn_local(accept_loop(self.listener, node, stop_rx.shared(), alive));
         ServerHandle {
             local_addr: self.local_addr,
             stop: Some(stop_tx),
@@ -143,7 +142,7 @@ async fn accept_loop(listener: TcpListener, node: Rc<Node>, stop: Stop, alive: A
             Some(Ok(stream)) => stream,
             Some(Err(e)) => {
                 tracing::warn!(node = node.id, "controller server: accept failed: {e}");
-                glommio::timer::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
+                GlommioRuntime::sleep(Duration::from_millis(ACCEPT_RETRY_MS)).await;
                 continue;
             }
         };
@@ -158,7 +157,7 @@ async fn accept_loop(listener: TcpListener, node: Rc<Node>, stop: Stop, alive: A
             continue;
         };
         let (node, stop, alive) = (node.clone(), stop.clone(), alive.clone());
-        glommio::spawn_local(async move {
+        spawn_local(async move {
             match serve_connection(stream, &node, &stop, &alive).await {
                 Ok(()) => tracing::debug!(node = node.id, ?peer, "controller connection closed"),
                 Err(e) => {
@@ -166,8 +165,7 @@ async fn accept_loop(listener: TcpListener, node: Rc<Node>, stop: Stop, alive: A
                 }
             }
             drop((permit, alive));
-        })
-        .detach();
+        });
     }
     tracing::info!(node = node.id, "controller server stopped");
     drop((listener, alive));
@@ -255,7 +253,7 @@ async fn serve_connection(
                 .map_err(|e| TcpError::Protocol(format!("in-flight bound: {e}")))?;
             let (node, stop, alive, replies) =
                 (node.clone(), stop.clone(), alive.clone(), replies.clone());
-            glommio::spawn_local(async move {
+            spawn_local(async move {
                 let served = or(
                     async { Some(dispatch(&node.raft, Some(&node.liveness), request).await) },
                     async {
@@ -279,8 +277,7 @@ async fn serve_connection(
                     let _ = replies.unbounded_send((frame, permit));
                 }
                 drop(alive);
-            })
-            .detach();
+            });
         }
     };
     let writing = async {

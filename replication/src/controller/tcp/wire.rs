@@ -2,7 +2,7 @@
 //! version][u16 reserved, zero][payload]`, where length counts the payload
 //! only and the payload is the serde_json of a `Frame` (openraft's
 //! messages are serde types; the in-process network sends the same
-//! `Request` and `Reply` encoding).
+//! `rpc::Request` and `rpc::Reply` encoding).
 //!
 //! The reader checks the version and the reserved bits, then refuses a
 //! length over its limit before allocating anything for it, and grows the
@@ -13,7 +13,7 @@ use futures_lite::{AsyncRead, AsyncReadExt};
 use serde::{Deserialize, Serialize};
 
 use super::TcpError;
-use crate::controller::network::{Reply, Request};
+use crate::controller::rpc::{Reply, Request};
 use crate::controller::ControllerId;
 
 /// The schema of `Frame` (and of openraft's messages inside it); bumped on

@@ -1,4 +1,6 @@
-//! The controller's Raft log in a directory:
+//! The controller's Raft log in a directory: `LogFiles`, the persistence
+//! under `FileLogStore` (the log itself, its reads and its bookkeeping,
+//! are `log_store`'s). The files:
 //!
 //! - `log`: entries appended as frames `[len: u32 LE][crc32c: u32 LE]
 //!   [serde_json entry]`; an append is fsynced before openraft is told it
@@ -12,8 +14,8 @@
 //! - `committed`: the committed log id, replaced atomically but not
 //!   fsynced: losing it only means re-applying less on restart.
 //!
-//! Every entry is also held in memory (the controller log is small and is
-//! purged after snapshots), so reads never touch the disk.
+//! Every entry is also held in memory, by `LogStore` (the controller log is
+//! small and is purged after snapshots), so reads never touch the disk.
 //!
 //! Known limitation: this first cut uses blocking `std::fs` calls on the
 //! executor thread, so an fsync stalls the controller's shard for its
@@ -21,21 +23,15 @@
 //! changes, not records), which makes that acceptable for now; moving to
 //! glommio's file API (or a blocking-thread pool) is the follow-up.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
-use openraft::{OptionalSend, RaftLogReader};
-
-use super::files::{invalid_data, read_if_exists, sync_dir, write_atomically};
-use super::{Entry, LogId, TypeConfig, Vote};
+use super::{LogStore, Persistence, Recovered};
+use crate::controller::files::{invalid_data, read_if_exists, sync_dir, write_atomically};
+use crate::controller::{Entry, LogId, Vote};
 
 const LOG_FILE: &str = "log";
 const VOTE_FILE: &str = "vote";
@@ -55,21 +51,16 @@ pub enum FileLogError {
 
 /// A file-backed Raft log. Clones share one log (the reader openraft asks
 /// for is a clone).
-#[derive(Clone)]
-pub struct FileLogStore {
-    inner: Rc<RefCell<FileLog>>,
-}
+pub type FileLogStore = LogStore<LogFiles>;
 
-struct FileLog {
+/// The log's files in its directory.
+pub struct LogFiles {
     dir: PathBuf,
     file: File,
     /// Bytes of whole frames in `file`.
     end: u64,
-    vote: Option<Vote>,
-    last_purged: Option<LogId>,
-    committed: Option<LogId>,
-    /// index → (frame offset in `file`, entry).
-    entries: BTreeMap<u64, (u64, Entry)>,
+    /// index → offset of the entry's frame in `file`.
+    offsets: BTreeMap<u64, u64>,
 }
 
 fn encode_frame(entry: &Entry) -> io::Result<Vec<u8>> {
@@ -126,7 +117,7 @@ fn read_json<T: serde::de::DeserializeOwned>(
         })
 }
 
-impl FileLogStore {
+impl LogStore<LogFiles> {
     /// Opens (or creates) the log in `dir`, recovering from a crash.
     pub fn open(dir: impl Into<PathBuf>) -> Result<FileLogStore, FileLogError> {
         let dir = dir.into();
@@ -160,6 +151,7 @@ impl FileLogStore {
         }
         let purged_index = last_purged.as_ref().map(|l| l.index);
         let mut entries = BTreeMap::new();
+        let mut offsets = BTreeMap::new();
         for (offset, entry) in frames {
             let index = entry.log_id.index;
             if purged_index.is_some_and(|p| index <= p) {
@@ -176,101 +168,79 @@ impl FileLogStore {
                     detail: format!("entry {index} where {expected:?} was expected"),
                 });
             }
-            entries.insert(index, (offset, entry));
+            entries.insert(index, entry);
+            offsets.insert(index, offset);
         }
-        Ok(FileLogStore {
-            inner: Rc::new(RefCell::new(FileLog {
-                dir,
-                file,
-                end: intact as u64,
-                vote,
-                last_purged,
-                committed,
-                entries,
-            })),
-        })
-    }
-
-    fn last_log_id(&self) -> Option<LogId> {
-        let log = self.inner.borrow();
-        log.entries
-            .values()
-            .next_back()
-            .map(|(_, e)| e.log_id)
-            .or_else(|| log.last_purged)
+        let files = LogFiles {
+            dir,
+            file,
+            end: intact as u64,
+            offsets,
+        };
+        let recovered = Recovered {
+            vote,
+            committed,
+            last_purged,
+            entries,
+        };
+        Ok(LogStore::with(files, recovered))
     }
 }
 
-impl FileLog {
-    /// Writes the entries as one batch and fsyncs it; on failure nothing
-    /// of the batch is kept, in memory or (as far as the disk lets us) in
-    /// the file.
-    fn append(&mut self, entries: impl IntoIterator<Item = Entry>) -> io::Result<()> {
-        let mut expected = self
-            .entries
-            .keys()
-            .next_back()
-            .map(|last| last + 1)
-            .or(self.last_purged.as_ref().map(|p| p.index + 1));
+impl Persistence for LogFiles {
+    /// Writes the entries as one batch and fsyncs it; on failure the file
+    /// is cut back (as far as the disk lets us; a torn tail is cut on open
+    /// anyway).
+    fn append(&mut self, entries: &[Entry]) -> io::Result<()> {
         let mut batch = Vec::new();
-        let mut placed = Vec::new();
+        let mut placed = Vec::with_capacity(entries.len());
         for entry in entries {
-            let index = entry.log_id.index;
-            if expected.is_some_and(|x| x != index) {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!("append of entry {index} where {expected:?} was expected"),
-                ));
-            }
-            expected = Some(index + 1);
-            let offset = self.end + batch.len() as u64;
-            batch.extend(encode_frame(&entry)?);
-            placed.push((index, offset, entry));
+            placed.push((entry.log_id.index, self.end + batch.len() as u64));
+            batch.extend(encode_frame(entry)?);
         }
         let written = self
             .file
             .write_all_at(&batch, self.end)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            // Best effort: a torn tail is cut on open anyway.
             let _ = self.file.set_len(self.end);
             return Err(e);
         }
         self.end += batch.len() as u64;
-        for (index, offset, entry) in placed {
-            self.entries.insert(index, (offset, entry));
-        }
+        self.offsets.extend(placed);
         Ok(())
     }
 
     fn truncate_from(&mut self, from: u64) -> io::Result<()> {
-        let Some((_, (offset, _))) = self.entries.range(from..).next() else {
+        let Some((_, &offset)) = self.offsets.range(from..).next() else {
             return Ok(());
         };
-        let offset = *offset;
         self.file.set_len(offset)?;
         self.file.sync_data()?;
         self.end = offset;
-        self.entries.split_off(&from);
+        self.offsets.split_off(&from);
         Ok(())
     }
 
-    fn purge(&mut self, log_id: LogId) -> io::Result<()> {
+    /// Records the purge point durably, then rewrites the log without the
+    /// purged prefix. A crash before the rename leaves the old file, whose
+    /// purged entries `open` skips.
+    fn purge<'a>(
+        &mut self,
+        log_id: LogId,
+        kept: impl Iterator<Item = &'a Entry>,
+    ) -> io::Result<()> {
         let bytes = serde_json::to_vec(&log_id).map_err(invalid_data)?;
         write_atomically(&self.dir, PURGED_FILE, &bytes, true)?;
-        let keep = self.entries.split_off(&(log_id.index + 1));
-        self.last_purged = Some(log_id);
-        // Rewrite the log without the purged prefix. A crash before the
-        // rename leaves the old file, whose purged entries open() skips.
         let tmp = self.dir.join(format!("{LOG_FILE}.tmp"));
-        let mut entries = BTreeMap::new();
+        let mut offsets = BTreeMap::new();
         let mut end = 0u64;
         {
             let file = File::create(&tmp)?;
-            for (index, (_, entry)) in keep {
-                let frame = encode_frame(&entry)?;
+            for entry in kept {
+                let frame = encode_frame(entry)?;
                 file.write_all_at(&frame, end)?;
-                entries.insert(index, (end, entry));
+                offsets.insert(entry.log_id.index, end);
                 end += frame.len() as u64;
             }
             file.sync_all()?;
@@ -279,100 +249,27 @@ impl FileLog {
         std::fs::rename(&tmp, &path)?;
         sync_dir(&self.dir)?;
         self.file = OpenOptions::new().read(true).write(true).open(&path)?;
-        self.entries = entries;
+        self.offsets = offsets;
         self.end = end;
         Ok(())
     }
-}
 
-impl RaftLogReader<TypeConfig> for FileLogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry>, io::Error> {
-        let log = self.inner.borrow();
-        Ok(log
-            .entries
-            .range(range)
-            .map(|(_, (_, e))| e.clone())
-            .collect())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.inner.borrow().vote)
-    }
-}
-
-impl RaftLogStorage<TypeConfig> for FileLogStore {
-    type LogReader = FileLogStore;
-
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let last_purged_log_id = self.inner.borrow().last_purged;
-        Ok(LogState {
-            last_purged_log_id,
-            last_log_id: self.last_log_id(),
-        })
-    }
-
-    async fn get_log_reader(&mut self) -> FileLogStore {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let mut log = self.inner.borrow_mut();
+    fn save_vote(&mut self, vote: &Vote) -> io::Result<()> {
         let bytes = serde_json::to_vec(vote).map_err(invalid_data)?;
-        write_atomically(&log.dir, VOTE_FILE, &bytes, true)?;
-        log.vote = Some(*vote);
-        Ok(())
+        write_atomically(&self.dir, VOTE_FILE, &bytes, true)
     }
 
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let mut log = self.inner.borrow_mut();
+    fn save_committed(&mut self, committed: Option<LogId>) -> io::Result<()> {
         let bytes = serde_json::to_vec(&committed).map_err(invalid_data)?;
-        write_atomically(&log.dir, COMMITTED_FILE, &bytes, false)?;
-        log.committed = committed;
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.inner.borrow().committed)
-    }
-
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: IOFlushed<TypeConfig>,
-    ) -> Result<(), io::Error>
-    where
-        I: IntoIterator<Item = Entry> + OptionalSend,
-        I::IntoIter: OptionalSend,
-    {
-        let result = self.inner.borrow_mut().append(entries);
-        match result {
-            Ok(()) => {
-                callback.io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.io_completed(Err(io::Error::new(e.kind(), e.to_string())));
-                Err(e)
-            }
-        }
-    }
-
-    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let from = last_log_id.map_or(0, |l| l.index + 1);
-        self.inner.borrow_mut().truncate_from(from)
-    }
-
-    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        self.inner.borrow_mut().purge(log_id)
+        write_atomically(&self.dir, COMMITTED_FILE, &bytes, false)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use openraft::storage::{IOFlushed, RaftLogStorage};
+    use openraft::RaftLogReader;
 
     fn blank(term: u64, index: u64) -> Entry {
         use openraft::entry::RaftEntry;
@@ -380,15 +277,16 @@ mod tests {
         Entry::new_blank(LogId::new(leader, index))
     }
 
-    fn indexes(store: &FileLogStore) -> Vec<u64> {
-        store.inner.borrow().entries.keys().copied().collect()
+    async fn indexes(store: &mut FileLogStore) -> Vec<u64> {
+        let entries = store.try_get_log_entries(..).await.expect("read");
+        entries.iter().map(|e| e.log_id.index).collect()
     }
 
     #[test]
     fn reopen_keeps_what_was_flushed_and_cuts_a_torn_tail() {
         use openraft::AsyncRuntime;
         let dir = tempfile::tempdir().expect("tempdir");
-        super::super::GlommioRuntime::new(1).block_on(async {
+        crate::controller::GlommioRuntime::new(1).block_on(async {
             let mut store = FileLogStore::open(dir.path()).expect("open");
             store
                 .append((1..=5).map(|i| blank(1, i)), IOFlushed::noop())
@@ -422,7 +320,7 @@ mod tests {
             drop(file);
 
             let mut store = FileLogStore::open(dir.path()).expect("reopen");
-            assert_eq!(indexes(&store), vec![2, 3, 4]);
+            assert_eq!(indexes(&mut store).await, vec![2, 3, 4]);
             assert_eq!(std::fs::metadata(&path).expect("stat").len(), whole);
             let state = store.get_log_state().await.expect("state");
             assert_eq!(state.last_purged_log_id, Some(blank(1, 1).log_id));
@@ -434,8 +332,8 @@ mod tests {
                 .await
                 .expect("append");
             drop(store);
-            let store = FileLogStore::open(dir.path()).expect("reopen");
-            assert_eq!(indexes(&store), vec![2, 3, 4, 5]);
+            let mut store = FileLogStore::open(dir.path()).expect("reopen");
+            assert_eq!(indexes(&mut store).await, vec![2, 3, 4, 5]);
         });
     }
 

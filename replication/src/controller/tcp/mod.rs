@@ -1,8 +1,8 @@
-//! The controller quorum's transport over TCP, on glommio: openraft's
-//! RPCs (append entries, vote, pre-vote, full snapshot) between controller
-//! nodes, each node serving the RPCs addressed to it (`TcpServer`) and
-//! calling its peers (`TcpNetwork`, the `RaftNetworkFactory` its `Raft`
-//! is given).
+//! The controller quorum's transport over TCP: openraft's RPCs (append
+//! entries, vote, pre-vote, full snapshot) between controller nodes, each
+//! node serving the RPCs addressed to it (`TcpServer`) and calling its
+//! peers (`TcpNetwork`, the `RaftNetworkFactory` its `Raft` is given). The
+//! RPCs themselves are `rpc`'s; this only carries them.
 //!
 //! - `wire`: the frames, `[u32 LE length][u16 LE version][u16 reserved]
 //!   [serde_json payload]` as in the replication links, with the size limit
@@ -10,8 +10,8 @@
 //! - `client`: one persistent connection from a node to each peer, shared
 //!   by every openraft client for that peer, requests multiplexed by
 //!   correlation id, redialled with backoff when it breaks.
-//! - `server`: the accept loop and one task per connection, dispatching
-//!   to the local Raft exactly as the in-process `network::Router` does.
+//! - `server`: the accept loop and one task per connection, handing each
+//!   request to `rpc::dispatch` as the in-process `network::Router` does.
 //!
 //! Peers are found by the `addr` of their `BasicNode` in the membership
 //! (`"ip:port"`; a host name is resolved at each dial, blocking the
