@@ -163,12 +163,7 @@ impl PartitionLog {
     /// Appends and reads go on meanwhile; retention, DeleteRecords and
     /// truncation wait for the pass, close for the segment in progress.
     pub async fn compact(&self) -> Result<CompactionOutcome> {
-        let _lock = self
-            .inner
-            .segments_lock
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _lock = self.inner.segments_exclusive().await?;
         let now = now_ms();
         let (plan, faults, interval, retention, producers_last) = {
             let st = self.inner.state.borrow();

@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use crate::error::{Result, StorageError};
+use crate::error::Result;
 use crate::file::{self, align_down};
 use crate::segment::{self, Segment};
 
@@ -106,12 +106,7 @@ impl PartitionLog {
     /// and deletes segments now wholly below it. `offset` may not pass the
     /// readable end. Returns the new log start offset.
     pub async fn delete_records_before(&self, offset: i64) -> Result<i64> {
-        let _segments = self
-            .inner
-            .segments_lock
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _segments = self.inner.segments_exclusive().await?;
         {
             let mut st = self.inner.state.borrow_mut();
             st.check_open()?;
@@ -134,12 +129,7 @@ impl PartitionLog {
     /// deleted. Idempotent producers past their expiration are forgotten
     /// whatever the policy.
     pub async fn enforce_retention(&self) -> Result<RetentionOutcome> {
-        let _segments = self
-            .inner
-            .segments_lock
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _segments = self.inner.segments_exclusive().await?;
         let now = now_ms();
         self.inner.state.borrow_mut().expire_producers(now);
         let (new_start, count, bytes) = {
@@ -191,18 +181,8 @@ impl PartitionLog {
     /// its leader). A batch that straddles `offset` goes whole, so the new
     /// log end offset may be below `offset`. Returns the new log end offset.
     pub async fn truncate_to(&self, offset: i64) -> Result<i64> {
-        let _gate = self
-            .inner
-            .gate
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
-        let _segments = self
-            .inner
-            .segments_lock
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _gate = self.inner.gate_exclusive().await?;
+        let _segments = self.inner.segments_exclusive().await?;
         self.drain().await;
         let (i, from, base, limit, start) = {
             let st = self.inner.state.borrow();

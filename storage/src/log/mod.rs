@@ -11,7 +11,7 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use glommio::sync::RwLock;
+use glommio::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::batch::{self, BatchError};
 use crate::config::LogConfig;
@@ -99,6 +99,28 @@ struct Inner {
     /// Set by `close`: a cleaning pass stops after the segment it is on,
     /// so that closing waits for one segment, not a whole pass.
     closing: Cell<bool>,
+}
+
+impl Inner {
+    /// The gate held shared, as appends hold it while assigning offsets.
+    pub(crate) async fn gate_shared(&self) -> Result<RwLockReadGuard<'_, ()>> {
+        self.gate.read().await.map_err(|_| StorageError::Closed)
+    }
+
+    /// The gate held exclusively: no append is between its checks and its
+    /// offsets (truncation, close).
+    pub(crate) async fn gate_exclusive(&self) -> Result<RwLockWriteGuard<'_, ()>> {
+        self.gate.write().await.map_err(|_| StorageError::Closed)
+    }
+
+    /// Sealed segments held exclusively, by whatever replaces or removes
+    /// them (cleaning, retention, DeleteRecords, truncation, close).
+    pub(crate) async fn segments_exclusive(&self) -> Result<RwLockWriteGuard<'_, ()>> {
+        self.segments_lock
+            .write()
+            .await
+            .map_err(|_| StorageError::Closed)
+    }
 }
 
 /// Bytes of record-less batches a read gathers, looking for a record, even
@@ -206,12 +228,7 @@ impl PartitionLog {
         if let Some(epoch) = leader_epoch {
             header.partition_leader_epoch = epoch;
         }
-        let _gate = self
-            .inner
-            .gate
-            .read()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _gate = self.inner.gate_shared().await?;
         let (info, done, start_flusher) = {
             let mut st = self.inner.state.borrow_mut();
             st.check_open()?;
@@ -416,20 +433,10 @@ impl PartitionLog {
     /// Flushes, syncs, writes the active segment's indexes and the recovery
     /// point, and closes every file. Later calls fail with `Closed`.
     pub async fn close(&self) -> Result<()> {
-        let _gate = self
-            .inner
-            .gate
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _gate = self.inner.gate_exclusive().await?;
         // A cleaning pass in progress finishes the segment it is on first.
         self.inner.closing.set(true);
-        let _segments = self
-            .inner
-            .segments_lock
-            .write()
-            .await
-            .map_err(|_| StorageError::Closed)?;
+        let _segments = self.inner.segments_exclusive().await?;
         self.drain().await;
         if self.inner.state.borrow().is_closed() {
             return Ok(());
