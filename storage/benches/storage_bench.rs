@@ -3,10 +3,11 @@
 //! then the log's append throughput (1 KiB records in 16 KiB and 1 MiB
 //! batches) under each fsync policy and its append latency under
 //! `fsync=always` with 1, 16 and 256 concurrent appenders, each printed as
-//! a ratio to the raw figures; then opens 10,000 logs on one shard and
+//! a ratio to the raw figures; the small-batch shape over 16 logs with and
+//! without zeros written ahead; then opens 10,000 logs on one shard and
 //! reports memory and descriptors.
 //!
-//! `cargo bench -p storage --bench storage_bench [-- --dir PATH --mib N --logs N]`
+//! `cargo bench -p storage --bench storage_bench [-- --dir PATH --mib N --logs N --only small-batches]`
 
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -21,6 +22,8 @@ struct Args {
     dir: PathBuf,
     mib: u64,
     logs: usize,
+    /// `--only small-batches`: just the small-batch case.
+    only_small: bool,
 }
 
 fn args() -> Args {
@@ -28,6 +31,7 @@ fn args() -> Args {
         dir: std::env::temp_dir(),
         mib: 512,
         logs: 10_000,
+        only_small: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -35,6 +39,7 @@ fn args() -> Args {
             "--dir" => a.dir = PathBuf::from(it.next().expect("--dir PATH")),
             "--mib" => a.mib = it.next().and_then(|v| v.parse().ok()).expect("--mib N"),
             "--logs" => a.logs = it.next().and_then(|v| v.parse().ok()).expect("--logs N"),
+            "--only" => a.only_small = it.next().as_deref() == Some("small-batches"),
             _ => {} // cargo bench passes --bench
         }
     }
@@ -45,16 +50,16 @@ fn main() {
     let a = args();
     let work = tempfile::tempdir_in(&a.dir).expect("scratch dir");
     let root = work.path().to_path_buf();
-    let (mib, logs) = (a.mib, a.logs);
+    let (mib, logs, only_small) = (a.mib, a.logs, a.only_small);
     glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(0))
         .io_memory(8 << 20)
-        .spawn(move || async move { bench(&root, mib, logs).await })
+        .spawn(move || async move { bench(&root, mib, logs, only_small).await })
         .expect("executor")
         .join()
         .expect("bench");
 }
 
-async fn bench(root: &Path, mib: u64, logs: usize) {
+async fn bench(root: &Path, mib: u64, logs: usize, only_small: bool) {
     println!(
         "storage benchmark in {} ({mib} MiB per throughput run)",
         root.display()
@@ -62,6 +67,10 @@ async fn bench(root: &Path, mib: u64, logs: usize) {
     storage::probe_direct_io(root)
         .await
         .expect("direct I/O works here");
+    if only_small {
+        small_batches_over_partitions(root, mib).await;
+        return;
+    }
     let raw_mbps = raw_write_bandwidth(&root.join("raw"), mib).await;
     let sync_us = raw_fdatasync_latency(&root.join("sync")).await;
     println!("raw O_DIRECT sequential write (1 MiB writes): {raw_mbps:.0} MB/s");
@@ -130,7 +139,94 @@ async fn bench(root: &Path, mib: u64, logs: usize) {
         );
     }
     println!();
+    small_batches_over_partitions(root, mib).await;
+    println!();
     many_logs(&root.join("many"), logs).await;
+}
+
+/// The small-batch shape metrics fleets send: 16 KiB batches over 16
+/// partition logs on one shard, 4 appenders each, under each policy, with
+/// zeros written ahead of the data (the default) and without, run back to
+/// back so the comparison shares the machine's state.
+async fn small_batches_over_partitions(root: &Path, mib: u64) {
+    println!("16 KiB batches over 16 logs, 4 appenders each (zeros ahead on / off):");
+    println!(
+        "{:<10} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8}",
+        "policy", "zeros", "MB/s", "p50 us", "p99 us", "p99.9 us", "vs raw"
+    );
+    let raw = raw_write_bandwidth(&root.join("raw-again"), mib.min(256)).await;
+    for (name, policy) in [
+        ("never", FsyncPolicy::Never),
+        ("always", FsyncPolicy::Always),
+    ] {
+        for zeros_ahead in [true, false] {
+            let dir = root.join(format!("parts-{name}-{zeros_ahead}"));
+            let total = (mib << 20).min(512 << 20);
+            let (mbps, h) = partitions_run(&dir, policy, zeros_ahead, 16, 4, total).await;
+            println!(
+                "{name:<10} {:>6} {mbps:>10.0} {:>10} {:>10} {:>10} {:>8.2}",
+                if zeros_ahead { "on" } else { "off" },
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                mbps / raw
+            );
+        }
+    }
+}
+
+/// `appenders` tasks on each of `logs` logs append 16 KiB batches until
+/// `total` bytes are in; returns MB/s and the per-append latency (us).
+async fn partitions_run(
+    dir: &Path,
+    policy: FsyncPolicy,
+    zeros_ahead: bool,
+    logs: usize,
+    appenders: usize,
+    total: u64,
+) -> (f64, Histogram<u64>) {
+    let config = LogConfig {
+        fsync: policy,
+        retention_ms: None,
+        zeros_ahead,
+        ..LogConfig::default()
+    };
+    let mut opened = Vec::new();
+    for i in 0..logs {
+        let log = PartitionLog::open(&dir.join(i.to_string()), config.clone())
+            .await
+            .expect("open");
+        opened.push(log);
+    }
+    let b = batch(16 << 10);
+    let per_task = (total / b.len() as u64 / (logs * appenders) as u64).max(1);
+    let hist = Rc::new(std::cell::RefCell::new(
+        Histogram::<u64>::new(3).expect("histogram"),
+    ));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for log in &opened {
+        for _ in 0..appenders {
+            let (log, b, hist) = (log.clone(), b.clone(), hist.clone());
+            tasks.push(glommio::spawn_local(async move {
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    log.append(&b).await.expect("append");
+                    let _ = hist.borrow_mut().record(t.elapsed().as_micros() as u64);
+                }
+            }));
+        }
+    }
+    for t in tasks {
+        t.await;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let bytes = per_task * (logs * appenders) as u64 * b.len() as u64;
+    for log in opened {
+        log.delete().await.expect("delete");
+    }
+    let h = hist.borrow().clone();
+    (bytes as f64 / secs / 1e6, h)
 }
 
 /// Writes `mib` MiB sequentially in 1 MiB direct writes, then fdatasync.

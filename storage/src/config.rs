@@ -136,6 +136,10 @@ pub struct LogConfig {
     /// `min.cleanable.dirty.ratio`: compact once this fraction of the
     /// compactable bytes has not been cleaned yet.
     pub min_cleanable_dirty_ratio: f64,
+    /// Small writes that would extend the active segment's file carry
+    /// zeros ahead of their data, so the writes after them overwrite
+    /// (`log/flush.rs`). Off only to measure what it gains.
+    pub zeros_ahead: bool,
 }
 
 pub const SEGMENT_BYTES_MIN: u64 = 14;
@@ -157,6 +161,7 @@ impl Default for LogConfig {
             delete_retention_ms: 86_400_000,
             min_compaction_lag_ms: 0,
             min_cleanable_dirty_ratio: 0.5,
+            zeros_ahead: true,
         }
     }
 }

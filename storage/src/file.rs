@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use bytes::Bytes;
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+pub(crate) use glommio::io::DmaBuffer;
+use glommio::io::{DmaFile, OpenOptions};
 
 use crate::error::{Result, StorageError};
 

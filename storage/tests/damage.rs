@@ -387,3 +387,53 @@ fn arbitrary_bytes_on_disk_never_panic_recovery() {
         });
     }
 }
+
+/// Small writes carry zeros ahead of their data, so after a crash the
+/// active segment's file runs on past the last batch in zeros. Reopening
+/// cuts it at the last batch: every acknowledged batch is there, no zero
+/// byte is served as data, and the file ends where the log does.
+#[test]
+fn a_crash_with_zeros_ahead_of_the_data_recovers_at_the_last_batch() {
+    let work = tempfile::tempdir().expect("tmp");
+    let dir = work.path().join("log");
+    let config = LogConfig {
+        fsync: FsyncPolicy::Always,
+        retention_ms: None,
+        ..LogConfig::default()
+    };
+    let written = {
+        let (dir, config) = (dir.clone(), config.clone());
+        run(move || async move {
+            let log = PartitionLog::open(&dir, config).await.expect("open");
+            for i in 0..40u64 {
+                log.append(&tagged_batch(i, 2, 300, i as i64))
+                    .await
+                    .expect("append");
+            }
+            let all = read_all(&log).await;
+            // A crash: the process stops without closing the log.
+            std::mem::forget(log);
+            all
+        })
+    };
+    let files = segment_files(&dir);
+    assert_eq!(files.len(), 1, "one segment: {files:?}");
+    let on_disk = std::fs::read(&files[0]).expect("segment");
+    let data_end: usize = written.iter().map(|(_, b)| b.len()).sum();
+    assert!(
+        on_disk.len() > data_end + 4096,
+        "zeros were written ahead: file {} bytes, data {data_end}",
+        on_disk.len()
+    );
+    assert!(on_disk[data_end..].iter().all(|b| *b == 0));
+
+    // Reads everything back, then appends one batch and closes.
+    let recovered = reopen_and_read(&dir, config);
+    assert_eq!(recovered, written);
+    let after = std::fs::metadata(&files[0]).expect("segment").len() as usize;
+    assert_eq!(
+        after,
+        data_end + tagged_batch(77, 1, 10, 1).len(),
+        "the appended batch follows the last one, and a clean close leaves no zeros"
+    );
+}

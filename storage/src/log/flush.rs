@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::FsyncPolicy;
 use crate::error::{Result, StorageError};
-use crate::file::{self, align_down, align_up, SegmentFile};
+use crate::file::{self, align_down, align_up, DmaBuffer, SegmentFile};
 
 use super::maintenance::seal;
 use super::meta::persist_meta;
@@ -19,6 +19,12 @@ use super::Inner;
 
 /// Upper bound of one write: bounds the DMA buffer the flusher allocates.
 const WRITE_BYTES_MAX: usize = 4 << 20;
+
+/// Writes up to this size carry zeros ahead of their data when they would
+/// extend the file (see `zeros_ahead`).
+const ZEROS_AHEAD_WRITE_MAX: usize = 256 << 10;
+const ZEROS_AHEAD_MIN: u64 = 64 << 10;
+const ZEROS_AHEAD_MAX: u64 = 1 << 20;
 
 pub(super) async fn run(inner: Rc<Inner>) {
     loop {
@@ -58,32 +64,86 @@ async fn write_group(inner: &Rc<Inner>, group: &[PendingWrite]) -> Result<()> {
         roll_writer(inner, segment_base).await?;
     }
     let file = writer_file(inner).await?;
-    let (pos, buf, new_size, tail) = {
+    let (pos, buf, new_size, tail, ahead) = {
         let st = inner.state.borrow();
         let (tail_pos, tail) = st.writer_tail();
-        let data_len: usize = group.iter().map(|p| p.data.len()).sum();
-        let used = tail.len() + data_len;
-        let mut buf = file.alloc(align_up(used as u64) as usize);
-        let out = buf.as_bytes_mut();
-        out[..tail.len()].copy_from_slice(tail);
-        let mut at = tail.len();
-        for p in group {
-            out[at..at + p.data.len()].copy_from_slice(&p.data);
-            at += p.data.len();
-        }
-        out[used..].fill(0);
+        let used = tail.len() + group.iter().map(|p| p.data.len()).sum::<usize>();
+        let config = st.config();
+        let ahead = if config.zeros_ahead {
+            zeros_ahead(tail_pos, used, st.writer_zeroed_end(), config.segment_bytes)
+        } else {
+            0
+        };
+        let buf = block_buffer(&file, tail, group, ahead);
         let new_size = tail_pos + used as u64;
         // The partial last block stays in memory for the next write.
         let from = (align_down(new_size) - tail_pos) as usize;
-        let tail = out[from..used].to_vec();
-        (tail_pos, buf, new_size, tail)
+        let tail = buf.as_bytes()[from..used].to_vec();
+        (tail_pos, buf, new_size, tail, ahead)
     };
-    file.write_blocks(pos, buf).await?;
+    let mut zeroed_end = align_up(new_size);
+    let mut wrote = file.write_blocks(pos, buf).await;
+    if ahead > 0 {
+        if wrote.is_ok() {
+            zeroed_end += ahead as u64;
+        } else {
+            // The zeros are only ahead of need: a disk too full for them
+            // may still hold the data. Nothing else touches the writer's
+            // tail while the flusher writes.
+            let buf = {
+                let st = inner.state.borrow();
+                block_buffer(&file, st.writer_tail().1, group, 0)
+            };
+            wrote = file.write_blocks(pos, buf).await;
+        }
+    }
+    wrote?;
     inner
         .state
         .borrow_mut()
-        .on_write_complete(segment_base, group, new_size, tail);
+        .on_write_complete(segment_base, group, new_size, tail, zeroed_end);
     Ok(())
+}
+
+/// Zeros written ahead of the data, in the same write, when it would
+/// extend the file. On ext4 a direct write that extends its file runs
+/// synchronously in an io_uring worker thread and leaves a size change for
+/// the next fdatasync to commit to the journal; one that overwrites written
+/// blocks is submitted inline and syncs with a bare cache flush. So small
+/// writes pay for one extension per stretch of zeros instead of one each.
+/// Large writes gain little and would double the bytes written, so they
+/// carry none; the stretch grows with the segment (a partition that holds
+/// one record does not cost a mebibyte) and stops at `segment.bytes`, where
+/// the segment is sealed and cut back to its data.
+fn zeros_ahead(pos: u64, len: usize, zeroed_end: u64, segment_bytes: u64) -> usize {
+    let end = align_up(pos + len as u64);
+    if len > ZEROS_AHEAD_WRITE_MAX || end <= zeroed_end {
+        return 0;
+    }
+    let stretch = end.clamp(ZEROS_AHEAD_MIN, ZEROS_AHEAD_MAX);
+    let limit = align_up(segment_bytes);
+    (end + stretch).min(limit).saturating_sub(end) as usize
+}
+
+/// The partial last block `tail` and the group's batches, padded with
+/// zeros to whole blocks and then `ahead` more zero bytes.
+fn block_buffer(
+    file: &SegmentFile,
+    tail: &[u8],
+    group: &[PendingWrite],
+    ahead: usize,
+) -> DmaBuffer {
+    let used = tail.len() + group.iter().map(|p| p.data.len()).sum::<usize>();
+    let mut buf = file.alloc(align_up(used as u64) as usize + ahead);
+    let out = buf.as_bytes_mut();
+    out[..tail.len()].copy_from_slice(tail);
+    let mut at = tail.len();
+    for p in group {
+        out[at..at + p.data.len()].copy_from_slice(&p.data);
+        at += p.data.len();
+    }
+    out[used..].fill(0);
+    buf
 }
 
 /// The writer's file handle, opened (created) on first use.

@@ -46,6 +46,10 @@ struct Writer {
     file: Option<SegmentFile>,
     tail_pos: u64,
     tail: Vec<u8>,
+    /// The writer's file holds allocated, written blocks (data or zeros)
+    /// up to here, so a write below it overwrites instead of extending the
+    /// file. 0 when unknown: whatever may have shrunk the file resets it.
+    zeroed_end: u64,
 }
 
 /// An append waiting for the readable end to reach `.0`.
@@ -207,6 +211,11 @@ impl State {
         self.writer.file.as_ref()
     }
 
+    /// How far the writer's file is known to hold written blocks.
+    pub(crate) fn writer_zeroed_end(&self) -> u64 {
+        self.writer.zeroed_end
+    }
+
     /// Where the writer's partial last block starts, and its bytes.
     pub(crate) fn writer_tail(&self) -> (u64, &[u8]) {
         (self.writer.tail_pos, &self.writer.tail)
@@ -315,6 +324,7 @@ impl State {
                 file: None,
                 tail_pos: r.tail_pos,
                 tail: r.tail,
+                zeroed_end: 0,
             },
             sealed_reader: None,
             unsynced_bytes: 0,

@@ -87,6 +87,7 @@ impl State {
         self.epochs.truncate_to(cut_offset);
         self.writer.file = None;
         self.writer.segment_base = base;
+        self.writer.zeroed_end = 0;
         self.assert_invariants();
         gone
     }
@@ -114,6 +115,7 @@ impl State {
             file: None,
             tail_pos: 0,
             tail: Vec::new(),
+            zeroed_end: 0,
         };
         self.log_start_offset = offset;
         self.next_offset = offset;

@@ -42,7 +42,7 @@ fn write_next(st: &mut State, bytes_max: usize) -> Vec<PendingWrite> {
     let base = group[0].segment_base;
     let size = st.segments()[st.segment_for(base)].written_size
         + group.iter().map(|p| p.data.len() as u64).sum::<u64>();
-    st.on_write_complete(base, &group, size, Vec::new());
+    st.on_write_complete(base, &group, size, Vec::new(), 0);
     group
 }
 
@@ -166,5 +166,5 @@ fn a_write_past_the_log_end_fails_in_debug_builds() {
     append(&mut st, 3);
     let mut group = st.next_write_group(usize::MAX).expect("pending");
     group[0].next_offset = 100;
-    st.on_write_complete(0, &group, 1, Vec::new());
+    st.on_write_complete(0, &group, 1, Vec::new(), 0);
 }

@@ -177,6 +177,7 @@ impl State {
     pub(crate) fn adopt_writer_file(&mut self, base: i64, file: SegmentFile) {
         if self.writer.segment_base == base && self.writer.file.is_none() {
             self.writer.file = Some(file);
+            self.writer.zeroed_end = 0;
         }
         self.debug_assert_invariants();
     }
@@ -188,6 +189,7 @@ impl State {
         self.writer.segment_base = next_base;
         self.writer.tail_pos = 0;
         self.writer.tail.clear();
+        self.writer.zeroed_end = 0;
         self.debug_assert_invariants();
     }
 
@@ -205,15 +207,18 @@ impl State {
     }
 
     /// `group`, all in the segment based at `segment_base`, is on disk; the
-    /// segment's file is now `new_size` bytes and `tail` is its partial last
-    /// block.
+    /// segment now holds `new_size` bytes, `tail` is its partial last block,
+    /// and the file holds written blocks up to `zeroed_end` (past
+    /// `new_size` when the write carried zeros ahead of the data).
     pub(crate) fn on_write_complete(
         &mut self,
         segment_base: i64,
         group: &[PendingWrite],
         new_size: u64,
         tail: Vec<u8>,
+        zeroed_end: u64,
     ) {
+        self.writer.zeroed_end = self.writer.zeroed_end.max(zeroed_end);
         self.writer.tail = tail;
         self.writer.tail_pos = align_down(new_size);
         let last = group
@@ -327,6 +332,8 @@ impl State {
         self.next_offset = to;
         self.cache.truncate(to);
         self.producers.truncate(to);
+        // The caller cuts the file back to `size`.
+        self.writer.zeroed_end = 0;
         self.assert_invariants();
         let file = same
             .then(|| self.writer.file.as_ref().map(SegmentFile::share))
