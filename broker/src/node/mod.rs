@@ -16,10 +16,8 @@ use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use std::task::Poll;
-
 use crate::mesh::{Receivers, Senders};
-use futures_lite::future;
+use futures_util::future::join_all;
 use replication::controller::{Command, CommandResult, SubmitError};
 
 use crate::cluster::admin::{AdminOp, AdminOutcome, TopicAdmin};
@@ -295,17 +293,4 @@ impl Peers for Node {
             }
         })
     }
-}
-
-/// Runs every future to its end, concurrently on this task.
-async fn join_all(mut futures: Vec<LocalFuture<'_, ()>>) {
-    future::poll_fn(|cx| {
-        futures.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if futures.is_empty() {
-            Poll::Ready(())
-        } else {
-            Poll::Pending
-        }
-    })
-    .await
 }

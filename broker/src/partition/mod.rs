@@ -93,6 +93,12 @@ pub struct PartitionRead {
     pub chunks: Vec<Bytes>,
 }
 
+impl PartitionRead {
+    pub fn bytes_len(&self) -> usize {
+        self.chunks.iter().map(Bytes::len).sum()
+    }
+}
+
 /// One partition's idempotent producers, or why they are unknown.
 #[derive(Debug, Clone, Default)]
 pub struct ProducersAnswer {

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_lite::future;
+use futures_util::future::join_all;
 use kafka_protocol::ResponseError as Kafka;
 use storage::PartitionLog;
 
@@ -17,57 +18,77 @@ pub const LATEST_TIMESTAMP: i64 = -1;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 pub const MAX_TIMESTAMP: i64 = -3;
 
+/// Reads each partition's records, within `budget_bytes` for the whole
+/// response. Each read is given what the reads before it leave of the
+/// budget if they fill their own limits, so they can all run at once (a
+/// catch-up over many partitions keeps several disk reads in flight); the
+/// partitions that got nothing that way are read afterwards, in order, from
+/// what the others left, as a one-at-a-time fetch would have.
 pub async fn fetch(
     shard: &Shard,
     items: Vec<FetchItem>,
     budget_bytes: usize,
 ) -> Vec<PartitionRead> {
-    let mut left = budget_bytes;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let failed = |error_code| PartitionRead {
-            error_code,
-            high_watermark: -1,
-            log_start_offset: -1,
-            chunks: Vec::new(),
-        };
-        let replica = match shard.led(&item.tp) {
-            Ok(r) => r,
-            Err(code) => {
-                out.push(failed(code));
-                continue;
-            }
-        };
-        let log = replica.log();
-        // Consumers read what the ISR has: up to the high watermark
-        // (never past what this log can serve yet).
-        let high_watermark = replica.high_watermark().min(log.log_end_offset());
-        let limit = item.partition_max_bytes.min(left);
-        if limit == 0 || (item.offset >= high_watermark && item.offset <= log.log_end_offset()) {
-            out.push(PartitionRead {
-                error_code: 0,
-                high_watermark,
-                log_start_offset: log.log_start_offset(),
-                chunks: Vec::new(),
-            });
+    let mut reserved = budget_bytes;
+    let limits: Vec<usize> = items
+        .iter()
+        .map(|item| {
+            let limit = item.partition_max_bytes.min(reserved);
+            reserved -= limit;
+            limit
+        })
+        .collect();
+    let first = items
+        .iter()
+        .zip(&limits)
+        .map(|(item, &limit)| fetch_one(shard, item, limit));
+    let mut out = join_all(first).await;
+    let mut left = budget_bytes.saturating_sub(out.iter().map(PartitionRead::bytes_len).sum());
+    for (i, item) in items.iter().enumerate() {
+        if limits[i] > 0 || out[i].error_code != 0 || left == 0 {
             continue;
         }
-        match log.read(item.offset, limit).await {
-            Ok(read) => {
-                let chunks = clip_to(read.chunks, high_watermark);
-                let n: usize = chunks.iter().map(|c| c.len()).sum();
-                left = left.saturating_sub(n);
-                out.push(PartitionRead {
-                    error_code: 0,
-                    high_watermark,
-                    log_start_offset: read.log_start_offset,
-                    chunks,
-                });
-            }
-            Err(e) => out.push(failed(storage_error_code(&e))),
-        }
+        let read = fetch_one(shard, item, item.partition_max_bytes.min(left)).await;
+        left = left.saturating_sub(read.bytes_len());
+        out[i] = read;
     }
     out
+}
+
+/// One partition's part of a fetch, at most `limit` bytes (0: none, but
+/// its high watermark and log start).
+async fn fetch_one(shard: &Shard, item: &FetchItem, limit: usize) -> PartitionRead {
+    let failed = |error_code| PartitionRead {
+        error_code,
+        high_watermark: -1,
+        log_start_offset: -1,
+        chunks: Vec::new(),
+    };
+    let replica = match shard.led(&item.tp) {
+        Ok(r) => r,
+        Err(code) => return failed(code),
+    };
+    let log = replica.log();
+    // Consumers read what the ISR has: up to the high watermark
+    // (never past what this log can serve yet).
+    let high_watermark = replica.high_watermark().min(log.log_end_offset());
+    if limit == 0 || (item.offset >= high_watermark && item.offset <= log.log_end_offset()) {
+        return PartitionRead {
+            error_code: 0,
+            high_watermark,
+            log_start_offset: log.log_start_offset(),
+            chunks: Vec::new(),
+        };
+    }
+    match log.read(item.offset, limit).await {
+        Ok(read) => PartitionRead {
+            error_code: 0,
+            high_watermark,
+            log_start_offset: read.log_start_offset,
+            chunks: clip_to(read.chunks, high_watermark),
+        },
+        Err(e) => failed(storage_error_code(&e)),
+    }
 }
 
 /// Waits until a partition's log end offset passes the offset given (or
