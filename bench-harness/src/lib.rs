@@ -8,6 +8,7 @@ pub mod clock;
 pub mod compare;
 pub mod connections;
 pub mod error;
+pub mod goals;
 pub mod limits;
 pub mod plot;
 pub mod report;
