@@ -8,6 +8,8 @@ pub mod clock;
 pub mod compare;
 pub mod connections;
 pub mod error;
+pub mod goals;
+pub mod http_load;
 pub mod limits;
 pub mod plot;
 pub mod report;

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bench_harness::compare::suite::{self, Runs, ScenarioRuns};
+use bench_harness::http_load;
 use bench_harness::limits::LimitsConfig;
 use bench_harness::plot::{self, RateSeries, Series, COLORS};
 use bench_harness::report::Report;
@@ -34,15 +36,17 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run one scenario against the embedded broker under each profile and
-    /// write a Markdown report and an overlay plot.
+    /// Run one scenario (or, with --scenarios, several) against the
+    /// embedded broker under each profile and write one Markdown report,
+    /// an overlay plot and the JSON, with each scenario's goals judged.
     Compare(CompareArgs),
 }
 
 #[derive(Args, Clone)]
 struct RunArgs {
     /// A built-in scenario (default, metrics-ingest, large-records,
-    /// fan-out, goals, replicated-acks1, replicated-acksall), a name under
+    /// fan-out, goals, replicated-acks1, replicated-acksall, small-batches,
+    /// catch-up; HTTP ingest: remote-write, influx), a name under
     /// ./perf/scenarios, or a TOML file.
     #[arg(long, default_value = "default")]
     scenario: String,
@@ -104,6 +108,11 @@ struct RunArgs {
 struct CompareArgs {
     #[command(flatten)]
     run: RunArgs,
+    /// Several scenarios, comma-separated, into one report (e.g.
+    /// goals,small-batches,metrics-ingest,catch-up,remote-write); flags
+    /// such as --duration apply to each. Replaces --scenario.
+    #[arg(long, value_delimiter = ',', conflicts_with = "scenario")]
+    scenarios: Vec<String>,
     /// Profiles to compare, comma-separated.
     #[arg(
         long,
@@ -172,6 +181,18 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
             scenario.cluster_nodes
         );
     }
+    if scenario.http.is_some() && args.hdr_log.is_some() {
+        bail!(
+            "--hdr-log: Kafka-protocol scenarios only; an HTTP ingest run writes --json and --plot"
+        );
+    }
+    let http_flags = args.overrides.http_flags();
+    if scenario.http.is_none() && !http_flags.is_empty() {
+        bail!(
+            "{}: only for HTTP ingest scenarios (remote-write, influx)",
+            http_flags.join(", ")
+        );
+    }
     if let Some(p) = &args.plot {
         if p.extension().and_then(|e| e.to_str()) != Some("svg") {
             bail!(
@@ -217,6 +238,25 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
 
 fn single(args: RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
     let opts = options(&args, cancel)?;
+    if opts.scenario.http.is_some() {
+        let report = http_load::run(&opts)?;
+        print!("{}", report.table());
+        if let Some(path) = &args.json {
+            let text = serde_json::to_string_pretty(&report)?;
+            std::fs::write(path, text + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        if let Some(path) = &args.plot {
+            let suite = [ScenarioRuns {
+                name: report.scenario.name.clone(),
+                description: report.scenario.description.clone(),
+                runs: Runs::Http(vec![report]),
+            }];
+            std::fs::write(path, suite::svg(&suite, "sluice-bench HTTP ingest"))
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+        return Ok(());
+    }
     let report = run(&opts)?;
     print!("{}", report.table());
     write_outputs(&args, &report)
@@ -272,23 +312,93 @@ fn compare(args: CompareArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
             bail!("--profiles: {p:?} is not one of durable, balanced, throughput");
         }
     }
-    let base = options(&args.run, cancel)?;
-    if args.half_peak && base.scenario.rate > 0.0 {
-        bail!("--half-peak needs a scenario run as fast as possible (rate 0)");
+    let date = utc_date();
+    let machine = machine_description();
+    if args.scenarios.is_empty() {
+        let base = options(&args.run, cancel)?;
+        if base.scenario.http.is_none() {
+            if args.half_peak && base.scenario.rate > 0.0 {
+                bail!("--half-peak needs a scenario run as fast as possible (rate 0)");
+            }
+            let (reports, halves) = compare_kafka(&args, base)?;
+            let md = bench_harness::compare::write(&reports, &halves, &args.out, &date, &machine)?;
+            println!("report: {}", md.display());
+            return Ok(());
+        }
     }
+    let names = if args.scenarios.is_empty() {
+        vec![args.run.scenario.clone()]
+    } else {
+        args.scenarios.clone()
+    };
+    // Every scenario is checked before the first one runs for minutes.
+    let mut bases = Vec::new();
+    for name in &names {
+        let mut run = args.run.clone();
+        run.scenario = name.clone();
+        let base = options(&run, cancel).with_context(|| format!("scenario {name}"))?;
+        if base.scenario.http.is_none() && !args.run.overrides.http_flags().is_empty() {
+            bail!("scenario {name}: HTTP ingest flags given for a Kafka-protocol scenario");
+        }
+        bases.push(base);
+    }
+    let mut suite = Vec::new();
+    for base in bases {
+        let name = base.scenario.name.clone();
+        let description = base.scenario.description.clone();
+        let runs = if base.scenario.http.is_some() {
+            let mut reports = Vec::new();
+            for profile in &args.profiles {
+                let mut opts = base.clone();
+                opts.scenario.profile = profile.clone();
+                if !args.run.quiet {
+                    eprintln!("== scenario {name}, profile {profile} ==");
+                }
+                let report = http_load::run(&opts)
+                    .with_context(|| format!("scenario {name}, profile {profile}"))?;
+                print!("{}", report.table());
+                reports.push(report);
+            }
+            Runs::Http(reports)
+        } else {
+            let (reports, halves) =
+                compare_kafka(&args, base).with_context(|| format!("scenario {name}"))?;
+            Runs::Kafka { reports, halves }
+        };
+        suite.push(ScenarioRuns {
+            name,
+            description,
+            runs,
+        });
+    }
+    let md = suite::write(&suite, &args.out, &date, &machine)?;
+    let judged: Vec<_> = suite.iter().flat_map(ScenarioRuns::judge).collect();
+    println!("{}", suite::tally(&judged));
+    println!("report: {}", md.display());
+    Ok(())
+}
+
+/// A Kafka-protocol scenario under each profile, and with --half-peak
+/// each profile again at half of the rate it reached.
+fn compare_kafka(
+    args: &CompareArgs,
+    base: RunOptions,
+) -> anyhow::Result<(Vec<Report>, Vec<Report>)> {
+    // In a list, --half-peak reruns the as-fast-as-possible scenarios only.
+    let half_peak = args.half_peak && base.scenario.rate == 0.0;
     let mut reports = Vec::new();
     let mut halves = Vec::new();
     for profile in &args.profiles {
         let mut opts = base.clone();
         opts.scenario.profile = profile.clone();
         if !args.run.quiet {
-            eprintln!("== profile {profile} ==");
+            eprintln!("== scenario {}, profile {profile} ==", opts.scenario.name);
         }
         let report = run(&opts).with_context(|| format!("profile {profile}"))?;
         print!("{}", report.table());
         let peak_records_per_s = report.produced.records_per_s;
         reports.push(report);
-        if args.half_peak && peak_records_per_s > 0.0 {
+        if half_peak && peak_records_per_s > 0.0 {
             opts.scenario.rate = (peak_records_per_s / 2.0).round().max(1.0);
             opts.scenario.catch_up = false;
             if !args.run.quiet {
@@ -302,11 +412,7 @@ fn compare(args: CompareArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<()> {
             halves.push(half);
         }
     }
-    let date = utc_date();
-    let machine = machine_description();
-    let md = bench_harness::compare::write(&reports, &halves, &args.out, &date, &machine)?;
-    println!("report: {}", md.display());
-    Ok(())
+    Ok((reports, halves))
 }
 
 /// YYYY-MM-DD from the system clock, without a date library.

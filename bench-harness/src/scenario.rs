@@ -1,6 +1,8 @@
-//! Benchmark scenarios: TOML files in `perf/scenarios/` (the four shipped
-//! ones are also built into the binary), overridden field by field from
-//! the command line, and checked before anything connects.
+//! Benchmark scenarios: TOML files in `perf/scenarios/` (the shipped ones
+//! are also built into the binary), overridden field by field from the
+//! command line, and checked before anything connects. A scenario is a
+//! Kafka-protocol load, or with an `[http]` table an HTTP metrics-ingest
+//! load; either may carry `[[goals]]`.
 
 use std::path::{Path, PathBuf};
 
@@ -8,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::records::{parse_compression, VALUE_HEADER_BYTES};
 use crate::error::{BenchError, Result};
+use crate::goals::Goal;
 
-pub const BUILTIN: [(&str, &str); 7] = [
+pub const BUILTIN: [(&str, &str); 11] = [
     (
         "default",
         include_str!(concat!(
@@ -59,7 +62,40 @@ pub const BUILTIN: [(&str, &str); 7] = [
             "/../perf/scenarios/replicated-acksall.toml"
         )),
     ),
+    (
+        "small-batches",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/small-batches.toml"
+        )),
+    ),
+    (
+        "catch-up",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/catch-up.toml"
+        )),
+    ),
+    (
+        "remote-write",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/remote-write.toml"
+        )),
+    ),
+    (
+        "influx",
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../perf/scenarios/influx.toml"
+        )),
+    ),
 ];
+
+/// The names of the built-in scenarios, comma-separated.
+pub fn builtin_names() -> String {
+    BUILTIN.map(|(n, _)| n).join(", ")
+}
 
 /// Nodes of an embedded cluster, at most: each is a process with its own
 /// controller voter, listener and replication links on loopback.
@@ -116,6 +152,70 @@ pub struct Scenario {
     /// a local N-node cluster on loopback, every node a controller voter.
     /// Ignored with `--bootstrap` (refused there when above 1).
     pub cluster_nodes: u32,
+    /// An HTTP metrics-ingest load instead of Kafka producers: `rate` is
+    /// then samples/s, and the producer and consumer fields are unused.
+    pub http: Option<HttpLoad>,
+    /// What the run should reach; the compare report judges each.
+    pub goals: Vec<Goal>,
+}
+
+/// Protocols of the HTTP ingest load.
+pub const HTTP_PROTOCOLS: [&str; 2] = ["remote-write", "influx"];
+/// The broker's `--ingest-format` values.
+pub const INGEST_FORMATS: [&str; 2] = ["raw", "json"];
+
+/// Series at most: every series' labels are encoded ahead of the run.
+pub const HTTP_SERIES_MAX: u32 = 1_000_000;
+/// Series in one request at most (Prometheus sends 2,000 samples a request
+/// by default, Telegraf 1,000 lines).
+pub const HTTP_SERIES_PER_REQUEST_MAX: u32 = 100_000;
+
+/// An HTTP ingest load: `writers` keep-alive connections, each sending
+/// requests of `series_per_request` series from a pool of `series`, to
+/// the embedded broker's ingest listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpLoad {
+    /// `remote-write` (Prometheus 1.0, snappy protobuf) or `influx` (line
+    /// protocol to `/api/v2/write`).
+    pub protocol: String,
+    /// The broker's `--ingest-format`: raw or json.
+    pub ingest_format: String,
+    /// Distinct series the writers cycle through.
+    pub series: u32,
+    pub series_per_request: u32,
+    /// Remote-write: samples of each series in a request; Influx: fields
+    /// of each line. Either way, samples per series per request.
+    pub samples_per_series: u32,
+    /// Concurrent connections, one request in flight each.
+    pub writers: u32,
+    /// As fast as possible (rate 0), then this many samples/s for the
+    /// latency phase. 0: half the samples/s goal that applies to the run,
+    /// or half the peak when none does.
+    pub latency_rate: f64,
+    /// Run the fixed-rate latency phase after an as-fast-as-possible one.
+    pub latency_phase: bool,
+}
+
+impl Default for HttpLoad {
+    fn default() -> Self {
+        HttpLoad {
+            protocol: "remote-write".into(),
+            ingest_format: "raw".into(),
+            series: 10_000,
+            series_per_request: 2_000,
+            samples_per_series: 1,
+            writers: 4,
+            latency_rate: 0.0,
+            latency_phase: true,
+        }
+    }
+}
+
+impl HttpLoad {
+    pub fn samples_per_request(&self) -> u64 {
+        u64::from(self.series_per_request) * u64::from(self.samples_per_series)
+    }
 }
 
 impl Default for Scenario {
@@ -144,6 +244,8 @@ impl Default for Scenario {
             profile: "balanced".into(),
             broker_cores: 1,
             cluster_nodes: 1,
+            http: None,
+            goals: Vec::new(),
         }
     }
 }
@@ -212,6 +314,38 @@ pub struct Overrides {
     /// says otherwise (scenario key `cluster_nodes`).
     #[arg(long, value_name = "N")]
     pub cluster: Option<u32>,
+    /// HTTP ingest scenarios: the broker's --ingest-format, raw or json.
+    #[arg(long)]
+    pub ingest_format: Option<String>,
+    /// HTTP ingest scenarios: concurrent writer connections.
+    #[arg(long)]
+    pub writers: Option<u32>,
+    /// HTTP ingest scenarios: distinct series.
+    #[arg(long)]
+    pub series: Option<u32>,
+    /// HTTP ingest scenarios: series per request.
+    #[arg(long)]
+    pub series_per_request: Option<u32>,
+    /// HTTP ingest scenarios: samples/s of the latency phase (0: half the
+    /// goal, or half the peak).
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
+}
+
+impl Overrides {
+    /// The flags that only an HTTP ingest scenario takes, given.
+    pub fn http_flags(&self) -> Vec<&'static str> {
+        [
+            ("--ingest-format", self.ingest_format.is_some()),
+            ("--writers", self.writers.is_some()),
+            ("--series", self.series.is_some()),
+            ("--series-per-request", self.series_per_request.is_some()),
+            ("--latency-rate", self.latency_rate.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(f, given)| given.then_some(f))
+        .collect()
+    }
 }
 
 impl Scenario {
@@ -242,7 +376,7 @@ impl Scenario {
             path: as_path,
             message: format!(
                 "no such file, and not a built-in scenario ({})",
-                BUILTIN.map(|(n, _)| n).join(", ")
+                builtin_names()
             ),
         })
     }
@@ -265,6 +399,23 @@ impl Scenario {
         if let (Some(n), None) = (o.cluster, o.replication_factor) {
             self.replication_factor = i16::try_from(n).unwrap_or(i16::MAX);
         }
+        if let Some(h) = self.http.as_mut() {
+            macro_rules! set_http {
+                ($($field:ident <- $flag:ident),* $(,)?) => {
+                    $(if let Some(v) = &o.$flag { h.$field = v.clone(); })*
+                };
+            }
+            set_http!(
+                ingest_format <- ingest_format, writers <- writers, series <- series,
+                series_per_request <- series_per_request, latency_rate <- latency_rate,
+            );
+        }
+    }
+
+    /// The ingest format of an HTTP run, none for a Kafka one: goals
+    /// can be bound to it.
+    pub fn ingest_format(&self) -> Option<&str> {
+        self.http.as_ref().map(|h| h.ingest_format.as_str())
     }
 
     /// True when the embedded broker is a cluster of several nodes.
@@ -318,6 +469,24 @@ impl Scenario {
         }
         if self.consumers > 1_000 {
             return bad("consumers", self.consumers, "0 to 1000");
+        }
+        for g in &self.goals {
+            if let Err(why) = g.check() {
+                return bad("goals", why, "one finite at_most or at_least per goal");
+            }
+            if let Some(p) = &g.profile {
+                if !PROFILES.contains(&p.as_str()) {
+                    return bad("goals", p, "profile durable, balanced or throughput");
+                }
+            }
+            if let Some(f) = &g.ingest_format {
+                if !INGEST_FORMATS.contains(&f.as_str()) {
+                    return bad("goals", f, "ingest_format raw or json");
+                }
+            }
+        }
+        if let Some(h) = &self.http {
+            return self.validate_http(h);
         }
         if self.producers == 0 && self.consumers == 0 {
             return bad("producers", 0, "at least one producer or consumer");
@@ -381,6 +550,60 @@ impl Scenario {
     }
 }
 
+impl Scenario {
+    fn validate_http(&self, h: &HttpLoad) -> Result<()> {
+        fn bad(key: &'static str, value: impl ToString, allowed: &str) -> Result<()> {
+            Err(BenchError::Config {
+                key,
+                value: value.to_string(),
+                allowed: allowed.to_string(),
+            })
+        }
+        if !HTTP_PROTOCOLS.contains(&h.protocol.as_str()) {
+            return bad("http.protocol", &h.protocol, "remote-write or influx");
+        }
+        if !INGEST_FORMATS.contains(&h.ingest_format.as_str()) {
+            return bad("ingest-format", &h.ingest_format, "raw or json");
+        }
+        if !(1..=HTTP_SERIES_MAX).contains(&h.series) {
+            return bad("series", h.series, &format!("1 to {HTTP_SERIES_MAX}"));
+        }
+        if !(1..=HTTP_SERIES_PER_REQUEST_MAX.min(h.series)).contains(&h.series_per_request) {
+            return bad(
+                "series-per-request",
+                h.series_per_request,
+                &format!(
+                    "1 to the series ({}) and at most {HTTP_SERIES_PER_REQUEST_MAX}",
+                    h.series
+                ),
+            );
+        }
+        if !(1..=100).contains(&h.samples_per_series) {
+            return bad("http.samples_per_series", h.samples_per_series, "1 to 100");
+        }
+        if !(1..=1000).contains(&h.writers) {
+            return bad("writers", h.writers, "1 to 1000");
+        }
+        if !(h.latency_rate >= 0.0 && h.latency_rate.is_finite()) {
+            return bad(
+                "latency-rate",
+                h.latency_rate,
+                "0 (half the goal or the peak) or samples/s",
+            );
+        }
+        if self.is_cluster() {
+            return bad("cluster", self.cluster_nodes, "1 for an HTTP ingest load");
+        }
+        if self.broker_cores < 1 {
+            return bad("broker-cores", self.broker_cores, "at least 1");
+        }
+        if !PROFILES.contains(&self.profile.as_str()) {
+            return bad("profile", &self.profile, "durable, balanced or throughput");
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -394,6 +617,134 @@ mod tests {
             s1.cores = 1;
             s1.validate().expect(name);
         }
+    }
+
+    #[test]
+    fn small_batches_is_the_issue_command_with_its_goals() {
+        // `sluice-bench --partitions 4 --producers 2 --record-bytes 1024
+        // --acks -1 --batch-bytes 16384 --linger-ms 1 --rate 100000
+        // --consumers 1 --catch-up false --duration 15 --warmup 3`
+        let mut by_flags = Scenario::load("default").expect("default");
+        by_flags.apply(&Overrides {
+            partitions: Some(4),
+            producers: Some(2),
+            record_bytes: Some(1024),
+            acks: Some(-1),
+            batch_bytes: Some(16384),
+            linger_ms: Some(1.0),
+            rate: Some(100_000.0),
+            consumers: Some(1),
+            catch_up: Some(false),
+            duration: Some(15.0),
+            warmup: Some(3.0),
+            ..Overrides::default()
+        });
+        let built_in = Scenario::load("small-batches").expect("small-batches");
+        let same_load = Scenario {
+            name: built_in.name.clone(),
+            description: built_in.description.clone(),
+            profile: built_in.profile.clone(),
+            goals: built_in.goals.clone(),
+            ..by_flags
+        };
+        assert_eq!(same_load, built_in);
+        let scoped: Vec<_> = built_in
+            .goals
+            .iter()
+            .map(|g| (g.metric, g.profile.as_deref().unwrap_or("")))
+            .collect();
+        use crate::goals::Metric::*;
+        assert_eq!(
+            scoped,
+            [
+                (ProduceP99Ms, "throughput"),
+                (BrokerCpuSPerGb, "throughput"),
+                (ScheduleKeptRatio, "durable"),
+                (ProduceP99Ms, "durable"),
+            ]
+        );
+        assert!(Scenario::load("goals").expect("goals").goals.len() == 1);
+        assert!(Scenario::load("metrics-ingest").expect("m").goals.len() == 1);
+    }
+
+    #[test]
+    fn http_scenarios_take_their_flags_and_refuse_nonsense() {
+        let mut s = Scenario::load("remote-write").expect("remote-write");
+        assert_eq!(s.ingest_format(), Some("raw"));
+        let o = Overrides {
+            ingest_format: Some("json".into()),
+            writers: Some(8),
+            series_per_request: Some(500),
+            ..Overrides::default()
+        };
+        assert_eq!(
+            o.http_flags(),
+            ["--ingest-format", "--writers", "--series-per-request"]
+        );
+        s.apply(&o);
+        let h = s.http.clone().expect("http");
+        assert_eq!((h.ingest_format.as_str(), h.writers), ("json", 8));
+        assert_eq!(h.samples_per_request(), 500);
+        s.validate().expect("valid");
+        let key = |h: HttpLoad| match (Scenario {
+            http: Some(h),
+            ..Scenario::default()
+        })
+        .validate()
+        {
+            Err(BenchError::Config { key, .. }) => key,
+            other => panic!("expected a config error, got {other:?}"),
+        };
+        let ok = HttpLoad::default();
+        assert_eq!(
+            key(HttpLoad {
+                protocol: "graphite".into(),
+                ..ok.clone()
+            }),
+            "http.protocol"
+        );
+        assert_eq!(
+            key(HttpLoad {
+                ingest_format: "avro".into(),
+                ..ok.clone()
+            }),
+            "ingest-format"
+        );
+        assert_eq!(
+            key(HttpLoad {
+                series: 10,
+                series_per_request: 11,
+                ..ok.clone()
+            }),
+            "series-per-request"
+        );
+        assert_eq!(
+            key(HttpLoad {
+                writers: 0,
+                ..ok.clone()
+            }),
+            "writers"
+        );
+        // No producers is fine for an HTTP load; a goal with two bounds is not.
+        Scenario {
+            producers: 0,
+            consumers: 0,
+            http: Some(ok.clone()),
+            ..Scenario::default()
+        }
+        .validate()
+        .expect("an HTTP load has no producers");
+        let bad_goal = Scenario::parse(
+            "[[goals]]\nmetric = \"produce_p99_ms\"\nat_most = 1.0\nat_least = 0.5\n",
+            Path::new("x"),
+        )
+        .expect("parses");
+        assert!(bad_goal.validate().is_err());
+        let http = Scenario::parse(
+            "[http]\nprotocol = \"influx\"\nwritres = 3\n",
+            Path::new("x"),
+        );
+        assert!(http.is_err(), "typos in [http] are refused");
     }
 
     #[test]

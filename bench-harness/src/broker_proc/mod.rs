@@ -316,6 +316,17 @@ impl EmbeddedBroker {
         cores: usize,
         parent: Option<&Path>,
     ) -> Result<EmbeddedBroker> {
+        EmbeddedBroker::start_with(bin, profile, cores, parent, &[])
+    }
+
+    /// `start` with more `sluice serve` arguments (the ingest listener's).
+    pub fn start_with(
+        bin: &Path,
+        profile: &str,
+        cores: usize,
+        parent: Option<&Path>,
+        extra_args: &[String],
+    ) -> Result<EmbeddedBroker> {
         let dir = bench_tempdir(parent)?;
         let data_dir = dir.path().join("data");
         let log_path = dir.path().join("sluice.log");
@@ -327,6 +338,7 @@ impl EmbeddedBroker {
         args.push("--data-dir".into());
         args.push(data_dir.display().to_string());
         args.extend(["--profile", profile, "--cores", &cores.to_string()].map(String::from));
+        args.extend_from_slice(extra_args);
         let mut process = Process::spawn(bin, &args, &addr, log_path)?;
         wait_all_ready(&mut [("sluice".to_string(), &mut process)])?;
         Ok(EmbeddedBroker {
@@ -700,7 +712,8 @@ pub fn group_pinned(threads: &[(String, String)], process_cpus: &str) -> Vec<Str
         .collect()
 }
 
-fn free_port() -> Result<u16> {
+/// A loopback port free at the moment of asking.
+pub fn free_port() -> Result<u16> {
     let l = std::net::TcpListener::bind("127.0.0.1:0")
         .map_err(|e| BenchError::io("finding a free port", e))?;
     l.local_addr()

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::broker_proc::ProcSample;
 use crate::connections::{per_connection_bytes, IdleConnections};
 use crate::error::{BenchError, Result};
+use crate::goals::Metric;
 use crate::limits::Limits;
 use crate::scenario::Scenario;
 use crate::stats::{Percentiles, RatePoint, MB};
@@ -514,6 +515,26 @@ fn flow_row(out: &mut String, name: &str, f: &Flow) {
 }
 
 impl Report {
+    /// A figure a goal bounds, when this run measured it.
+    pub fn measure(&self, m: Metric) -> Option<f64> {
+        match m {
+            Metric::ProduceP99Ms => (self.produce_latency.count > 0)
+                .then(|| self.produce_latency.p99_us as f64 / 1000.0),
+            Metric::BrokerCpuSPerGb => self.broker?.cpu_s_per_gb,
+            Metric::ScheduleKeptRatio => {
+                (self.scenario.rate > 0.0).then(|| self.produced.records_per_s / self.scenario.rate)
+            }
+            Metric::LowerLimitRatio => self.produced.fraction_of_lower_limit,
+            Metric::CatchUpToProduceRatio => {
+                let c = self.catch_up.as_ref()?;
+                (self.produced.mb_per_s > 0.0).then(|| c.mb_per_s / self.produced.mb_per_s)
+            }
+            Metric::SamplesPerS | Metric::RequestP99MsAtRate | Metric::BrokerCpuSPerMSamples => {
+                None
+            }
+        }
+    }
+
     /// The final table, for people.
     pub fn table(&self) -> String {
         let mut o = String::new();

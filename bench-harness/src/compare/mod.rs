@@ -1,11 +1,15 @@
 //! `sluice-bench compare`: the same scenario against the embedded broker
 //! under each durability profile, written up as a Markdown report with a
-//! table and one SVG overlaying the profiles' latency curves.
+//! table and one SVG overlaying the profiles' latency curves; with
+//! `--scenarios`, several scenarios into one report (`suite`).
+
+pub mod suite;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use crate::error::{BenchError, Result};
+use crate::goals::{self, Judged};
 use crate::plot::{self, RateSeries, Series, COLORS};
 use crate::report::Report;
 
@@ -29,6 +33,66 @@ pub fn markdown(
     let s = &first.scenario;
     let _ = writeln!(o, "# Sluice fsync profiles: scenario `{}`\n", s.name);
     let _ = writeln!(o, "Recorded {date} on {machine}.\n");
+    runs_tables(&mut o, reports);
+    let _ = writeln!(
+        o,
+        "\nLatencies are per record{}. Throughput counts acknowledged record values; catch-up counts whole record batches read from offset 0.\n\n![latency percentiles and throughput]({})",
+        if s.rate > 0.0 {
+            ", measured from each record's intended send time (corrected for coordinated omission)"
+        } else {
+            ", from record creation (once a request slot is free) to acknowledgement"
+        },
+        svg_names.0
+    );
+    issue_5_goals(&mut o, reports, halves);
+    let judged = judge(reports);
+    if !judged.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## The scenario's goals\n\n{}",
+            goals::markdown_table(&judged)
+        );
+    }
+    if !halves.is_empty() {
+        let _ = writeln!(
+            o,
+            "\n## At half of each profile's peak\n\nThe same workload at a fixed rate of half the records/s each profile reached above; latencies from each record's intended send time (corrected for coordinated omission).\n"
+        );
+        let _ = writeln!(
+            o,
+            "| profile | target records/s | produced MB/s | produce p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | broker cores |"
+        );
+        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in halves {
+            let p = &r.produce_latency;
+            let _ = writeln!(
+                o,
+                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} |",
+                r.scenario.profile,
+                r.scenario.rate,
+                r.produced.mb_per_s,
+                ms(p.p50_us),
+                ms(p.p99_us),
+                ms(p.p999_us),
+                ms(p.p9999_us),
+                ms(p.max_us),
+                r.broker
+                    .as_ref()
+                    .map_or("–".into(), |b| format!("{:.2}", b.cores))
+            );
+        }
+        let _ = writeln!(o, "\n![latency at half peak]({})", svg_names.1);
+    }
+    o
+}
+
+/// The workload line, the table of runs (one row per profile) and the
+/// machine limits measured in each.
+pub fn runs_tables(o: &mut String, reports: &[Report]) {
+    let Some(first) = reports.first() else {
+        return;
+    };
+    let s = &first.scenario;
     let rate = if s.rate > 0.0 {
         format!("{:.0} records/s", s.rate)
     } else {
@@ -97,48 +161,22 @@ pub fn markdown(
             );
         }
     }
-    let _ = writeln!(
-        o,
-        "\nLatencies are per record{}. Throughput counts acknowledged record values; catch-up counts whole record batches read from offset 0.\n\n![latency percentiles and throughput]({})",
-        if s.rate > 0.0 {
-            ", measured from each record's intended send time (corrected for coordinated omission)"
-        } else {
-            ", from record creation (once a request slot is free) to acknowledgement"
-        },
-        svg_names.0
-    );
-    goals(&mut o, reports, halves);
-    if !halves.is_empty() {
-        let _ = writeln!(
-            o,
-            "\n## At half of each profile's peak\n\nThe same workload at a fixed rate of half the records/s each profile reached above; latencies from each record's intended send time (corrected for coordinated omission).\n"
-        );
-        let _ = writeln!(
-            o,
-            "| profile | target records/s | produced MB/s | produce p50 ms | p99 ms | p99.9 ms | p99.99 ms | max ms | broker cores |"
-        );
-        let _ = writeln!(o, "|---|---:|---:|---:|---:|---:|---:|---:|---:|");
-        for r in halves {
-            let p = &r.produce_latency;
-            let _ = writeln!(
-                o,
-                "| {} | {:.0} | {:.1} | {} | {} | {} | {} | {} | {} |",
-                r.scenario.profile,
-                r.scenario.rate,
-                r.produced.mb_per_s,
-                ms(p.p50_us),
-                ms(p.p99_us),
-                ms(p.p999_us),
-                ms(p.p9999_us),
-                ms(p.max_us),
-                r.broker
-                    .as_ref()
-                    .map_or("–".into(), |b| format!("{:.2}", b.cores))
-            );
-        }
-        let _ = writeln!(o, "\n![latency at half peak]({})", svg_names.1);
-    }
-    o
+}
+
+/// The scenario's own goals (`[[goals]]`) against each profile's run.
+pub fn judge(reports: &[Report]) -> Vec<Judged> {
+    reports
+        .iter()
+        .flat_map(|r| {
+            goals::judge(
+                &r.scenario.goals,
+                &r.scenario.name,
+                &r.scenario.profile,
+                None,
+                |m| r.measure(m),
+            )
+        })
+        .collect()
 }
 
 fn find<'a>(reports: &'a [Report], profile: &str) -> Option<&'a Report> {
@@ -154,7 +192,7 @@ fn verdict(met: bool) -> &'static str {
 }
 
 /// Issue #5's goals, checked against what this comparison measured.
-fn goals(o: &mut String, reports: &[Report], halves: &[Report]) {
+fn issue_5_goals(o: &mut String, reports: &[Report], halves: &[Report]) {
     let mut rows = Vec::new();
     if let Some(r) = find(reports, "throughput") {
         if let Some(f) = r.produced.fraction_of_lower_limit {
@@ -296,6 +334,7 @@ pub fn write(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http_load::report::{BrokerCpu, HttpReport, PhaseReport};
     use crate::report::{Flow, HarnessUsage, Target};
     use crate::scenario::Scenario;
     use crate::stats::{latency_histogram, record_us, Percentiles, RatePoint};
@@ -372,5 +411,138 @@ mod tests {
             .expect("svg");
         assert!(svg.contains("durable produce") && svg.contains("throughput produce"));
         assert!(dir.path().join("compare-default-2026-01-01.json").is_file());
+    }
+
+    fn http_report(format: &str, peak_samples_per_s: f64, p99_us: u64) -> HttpReport {
+        let mut scenario = Scenario::load("remote-write").expect("remote-write");
+        scenario.apply(&crate::scenario::Overrides {
+            ingest_format: Some(format.into()),
+            ..Default::default()
+        });
+        let phase = |rate: f64, samples_per_s: f64, p99_us: u64| {
+            let mut h = latency_histogram();
+            record_us(&mut h, Duration::from_micros(p99_us), 100);
+            PhaseReport {
+                rate_samples_per_s: rate,
+                measured_s: 10.0,
+                requests: 10,
+                samples: 20_000,
+                samples_per_s,
+                records_per_s: samples_per_s,
+                requests_per_s: 1.0,
+                body_mb_per_s: 1.0,
+                request_latency: Percentiles::of(&h),
+                corrected_for_coordinated_omission: rate > 0.0,
+                broker: Some(BrokerCpu {
+                    cpu_s: 1.0,
+                    cores: 0.1,
+                    cpu_s_per_m_samples: Some(0.5),
+                    rss_kib: 1024,
+                }),
+                harness_cores: 0.1,
+                errors: 0,
+                statuses: Default::default(),
+                error_samples: vec![],
+                timeline: vec![RatePoint::default()],
+                latency_hist: h,
+            }
+        };
+        HttpReport {
+            tool: "sluice-bench".into(),
+            version: "0".into(),
+            started_unix_s: 0,
+            target: Target::default(),
+            ingest_addr: "127.0.0.1:1".into(),
+            scenario,
+            limits: None,
+            topic: "prometheus".into(),
+            body_bytes_mean: 1000.0,
+            samples_per_request: 2000,
+            phases: vec![
+                phase(0.0, peak_samples_per_s, 50_000),
+                phase(500_000.0, 500_000.0, p99_us),
+            ],
+            records_acknowledged: 40_000,
+            records_stored: Some(40_000),
+            broker_rss_idle_kib: None,
+        }
+    }
+
+    #[test]
+    fn a_suite_judges_every_scenario_s_goals_in_one_report() {
+        let mut small = Scenario::load("small-batches").expect("small-batches");
+        small.profile = "throughput".into();
+        let mut fast = report("throughput", 1500);
+        fast.scenario = small.clone();
+        fast.broker = Some(crate::report::BrokerUsage {
+            cpu_s_per_gb: Some(2.5),
+            ..Default::default()
+        });
+        let mut durable = report("durable", 2500);
+        durable.scenario = Scenario {
+            profile: "durable".into(),
+            ..small
+        };
+        durable.produced = Flow::new(990_000, 1, 10.0, None);
+        let suite_runs = [
+            suite::ScenarioRuns {
+                name: "small-batches".into(),
+                description: "d".into(),
+                runs: suite::Runs::Kafka {
+                    reports: vec![fast, durable],
+                    halves: vec![],
+                },
+            },
+            suite::ScenarioRuns {
+                name: "remote-write".into(),
+                description: "rw".into(),
+                runs: suite::Runs::Http(vec![
+                    http_report("raw", 1.2e6, 12_000),
+                    http_report("json", 0.2e6, 4_000),
+                ]),
+            },
+        ];
+        let judged: Vec<_> = suite_runs.iter().flat_map(|s| s.judge()).collect();
+        let verdicts: Vec<_> = judged
+            .iter()
+            .map(|j| (j.profile.as_str(), j.goal.metric, j.verdict))
+            .collect();
+        use crate::goals::{Metric::*, Verdict::*};
+        assert_eq!(
+            verdicts,
+            [
+                ("throughput", ProduceP99Ms, Met),
+                ("throughput", BrokerCpuSPerGb, NotMet),
+                ("durable", ScheduleKeptRatio, Met),
+                ("durable", ProduceP99Ms, Met),
+                ("balanced", SamplesPerS, Met),
+                ("balanced", RequestP99MsAtRate, NotMet),
+                ("balanced", SamplesPerS, NotMet),
+                ("balanced", RequestP99MsAtRate, Met),
+            ]
+        );
+        assert_eq!(suite::tally(&judged), "5 of 8 goals met.");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let md_path = suite::write(&suite_runs, dir.path(), "2026-01-01", "m").expect("write");
+        assert!(md_path.ends_with("compare-small-batches+remote-write-2026-01-01.md"));
+        let md = std::fs::read_to_string(&md_path).expect("md");
+        assert!(md.contains("## Scenario `remote-write`"), "{md}");
+        assert!(
+            md.contains("| samples/s ≥ 300000 (balanced profile, --ingest-format json) | 200000 | **not met** |"),
+            "{md}"
+        );
+        assert!(md.contains("| balanced | raw | 500000/s |"), "{md}");
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(md_path.with_extension("json")).expect("json"),
+        )
+        .expect("valid json");
+        assert_eq!(json["goals"].as_array().map(Vec::len), Some(8));
+        assert_eq!(json["goals"][1]["verdict"], "not_met");
+        assert_eq!(
+            json["scenarios"][1]["http_runs"][0]["phases"][0]["samples_per_s"],
+            1.2e6
+        );
+        let svg = std::fs::read_to_string(md_path.with_extension("svg")).expect("svg");
+        assert!(svg.contains("remote-write balanced at rate"));
     }
 }
