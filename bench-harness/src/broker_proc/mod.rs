@@ -337,6 +337,9 @@ impl EmbeddedBroker {
             .to_vec();
         args.push("--data-dir".into());
         args.push(data_dir.display().to_string());
+        // The default 127.0.0.1:9644 may belong to a broker already running
+        // on this machine; the harness reads nothing from it.
+        args.extend(["--metrics-listen".to_string(), String::new()]);
         args.extend(["--profile", profile, "--cores", &cores.to_string()].map(String::from));
         args.extend_from_slice(extra_args);
         let mut process = Process::spawn(bin, &args, &addr, log_path)?;
