@@ -237,6 +237,11 @@ impl State {
         self.first_unsynced_at
     }
 
+    /// No append waits for the flusher to write it.
+    pub(crate) fn nothing_pending(&self) -> bool {
+        self.pending.is_empty()
+    }
+
     pub(crate) fn is_sync_timer_armed(&self) -> bool {
         self.sync_timer_armed
     }
