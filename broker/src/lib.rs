@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod footprint;
 pub mod group;
 pub mod ingest;
 pub mod kafka;

@@ -243,6 +243,10 @@ struct ServeArgs {
     /// [default: 300000].
     #[arg(long)]
     leader_imbalance_check_interval_ms: Option<u64>,
+    /// Once serving, hand the kernel back the code pages only start-up
+    /// used; they fault back in if needed [default: true].
+    #[arg(long)]
+    release_startup_pages: Option<bool>,
 }
 
 impl ServeArgs {
@@ -307,7 +311,8 @@ impl ServeArgs {
             replica_fetch_max_bytes,
             offsets_topic_replication_factor,
             auto_leader_rebalance,
-            leader_imbalance_check_interval_ms
+            leader_imbalance_check_interval_ms,
+            release_startup_pages
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;

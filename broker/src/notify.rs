@@ -19,12 +19,15 @@ impl Readiness {
     /// Called by each shard once its listener is bound; the last of
     /// `nr_shards` tells systemd the broker is ready, because before that a
     /// client could be refused by the shard the kernel picks for it.
-    pub fn shard_listening(&self, nr_shards: usize) {
+    /// Returns whether this call made the broker ready.
+    pub fn shard_listening(&self, nr_shards: usize) -> bool {
         let listening = self.shards_listening.fetch_add(1, Ordering::SeqCst) + 1;
         debug_assert!(listening <= nr_shards, "a shard reported listening twice");
-        if listening == nr_shards {
+        let ready = listening == nr_shards;
+        if ready {
             send(NotifyState::Ready, "READY=1");
         }
+        ready
     }
 
     /// Called by each shard when it stops accepting; only the first call

@@ -209,7 +209,9 @@ async fn shard_main(
     }
     node.spawn_replication(link);
     node.metrics.set_serving(true);
-    barriers.readiness.shard_listening(nr_shards);
+    if barriers.readiness.shard_listening(nr_shards) && config.release_startup_pages {
+        spawn_release_startup_pages();
+    }
     crate::metrics::spawn_reactor_probe(&node.shard, node.metrics.clone());
     spawn_shutdown_watch(&node.shard);
     spawn_retention(&node.shard);
@@ -285,6 +287,22 @@ fn spawn_shutdown_watch(shard: &Rc<Shard>) {
             tracing::info!("shutting down: no new connections, finishing requests in flight");
         }
         shard.begin_shutdown();
+    })
+    .detach();
+}
+
+/// Start-up goes on a moment after the last shard listens (the first
+/// controller heartbeats, the first timers); pages released before that
+/// would only fault back in.
+const STARTUP_SETTLE: Duration = Duration::from_secs(2);
+
+fn spawn_release_startup_pages() {
+    glommio::spawn_local(async move {
+        glommio::timer::sleep(STARTUP_SETTLE).await;
+        // One madvise over the executable's ranges: a few milliseconds of
+        // this shard's time, once.
+        let released_bytes = crate::footprint::release_startup_pages();
+        tracing::debug!(released_bytes, "start-up pages handed back");
     })
     .detach();
 }

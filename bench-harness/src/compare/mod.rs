@@ -191,6 +191,10 @@ fn verdict(met: bool) -> &'static str {
     }
 }
 
+/// Issue #22's idle footprint (issue #5 allowed 32 MiB). The harness reads
+/// it once the topic exists, before any load.
+const IDLE_RSS_KIB_MAX: u64 = 16 << 10;
+
 /// Issue #5's goals, checked against what this comparison measured.
 fn issue_5_goals(o: &mut String, reports: &[Report], halves: &[Report]) {
     let mut rows = Vec::new();
@@ -225,9 +229,10 @@ fn issue_5_goals(o: &mut String, reports: &[Report], halves: &[Report]) {
         .max();
     if let Some(kib) = idle {
         rows.push(format!(
-            "| idle broker RSS ≤ 32 MiB | {:.1} MiB (largest of the runs) | {} |",
+            "| idle broker RSS ≤ {} MiB | {:.1} MiB (largest of the runs) | {} |",
+            IDLE_RSS_KIB_MAX >> 10,
             kib as f64 / 1024.0,
-            verdict(kib <= 32 << 10)
+            verdict(kib <= IDLE_RSS_KIB_MAX)
         ));
     }
     let harness = reports

@@ -191,6 +191,11 @@ pub struct Config {
     pub auto_leader_rebalance: bool,
     /// `leader.imbalance.check.interval.seconds`, in ms.
     pub leader_imbalance_check_interval_ms: u64,
+    /// Once every shard serves, hand back the executable's pages that only
+    /// start-up touched (`footprint`): about half of an idle broker's
+    /// resident code. The first request of each kind may fault a few pages
+    /// back in.
+    pub release_startup_pages: bool,
 }
 
 pub const IO_MEMORY_BYTES_MIN: usize = 2 << 20;
@@ -252,6 +257,7 @@ impl Default for Config {
             offsets_topic_replication_factor: 3,
             auto_leader_rebalance: true,
             leader_imbalance_check_interval_ms: 300_000,
+            release_startup_pages: true,
         }
     }
 }
