@@ -437,3 +437,33 @@ fn a_crash_with_zeros_ahead_of_the_data_recovers_at_the_last_batch() {
         "the appended batch follows the last one, and a clean close leaves no zeros"
     );
 }
+
+/// A crash after a roll, when the new segment's first write (its data and
+/// the zeros ahead of it) reached the file only as zeros: the sealed
+/// segments keep every batch, the log ends at the new segment's base, and
+/// appends go on from there.
+#[test]
+fn a_new_segment_holding_only_zeros_recovers_empty_at_its_base() {
+    let work = tempfile::tempdir().expect("tmp");
+    let config = small_segments();
+    let original = build_log(work.path(), 120, config.clone());
+    let active = segment_files(work.path()).pop().expect("segments");
+    let active_base: i64 = active
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base");
+    assert!(active_base > 0, "the log rolled at least once");
+    std::fs::write(&active, vec![0u8; 64 << 10]).expect("zero the active segment");
+
+    let recovered = reopen_and_read(work.path(), config);
+    let sealed: Vec<_> = original
+        .into_iter()
+        .filter(|(o, _)| *o < active_base)
+        .collect();
+    assert_eq!(recovered, sealed);
+    let appended = recovered
+        .last()
+        .map(|(_, b)| storage::batch::validate(b).expect("valid").next_offset());
+    assert_eq!(appended, Some(active_base));
+}
