@@ -6,12 +6,18 @@ use bench_harness::http_load::bodies::{influx_body, remote_write_body, series_la
 use broker::config::IngestFormat;
 use broker::ingest::influx_line::{parse_all, Precision};
 use broker::ingest::remote_write::{decode, decompress, Version};
+use bytes::Bytes;
 
 #[test]
 fn remote_write_bodies_decode_with_the_broker_s_decoder() {
     let body = remote_write_body(10_000, 9_990, 2_000, 2, 3, 1_700_000_000_000);
     let proto = decompress(&body, 16 << 20).expect("a snappy block the broker reads");
-    let json = decode(&proto, Version::V1, IngestFormat::Json).expect("a WriteRequest");
+    let json = decode(
+        Bytes::copy_from_slice(&proto),
+        Version::V1,
+        IngestFormat::Json,
+    )
+    .expect("a WriteRequest");
     assert_eq!(json.records.len(), 2_000);
     assert_eq!(json.samples, 4_000);
     // The 11th series wraps round to series 0; its key is the series in
@@ -22,7 +28,12 @@ fn remote_write_bodies_decode_with_the_broker_s_decoder() {
     for (name, value) in labels.iter().skip(1) {
         assert!(key.contains(&format!("{name}=\"{value}\"")), "{key}");
     }
-    let raw = decode(&proto, Version::V1, IngestFormat::Raw).expect("raw");
+    let raw = decode(
+        Bytes::copy_from_slice(&proto),
+        Version::V1,
+        IngestFormat::Raw,
+    )
+    .expect("raw");
     assert_eq!(raw.records.len(), 2_000);
     assert_eq!(raw.records[10].key, json.records[10].key);
 }
@@ -53,9 +64,13 @@ fn every_pre_encoded_body_is_accepted() {
                     .len() as u64
             } else {
                 let proto = decompress(body, 16 << 20).expect("snappy");
-                decode(&proto, Version::V1, IngestFormat::Raw)
-                    .expect("WriteRequest")
-                    .samples
+                decode(
+                    Bytes::copy_from_slice(&proto),
+                    Version::V1,
+                    IngestFormat::Raw,
+                )
+                .expect("WriteRequest")
+                .samples
             };
             assert_eq!(n, *samples, "{protocol}");
         }

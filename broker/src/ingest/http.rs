@@ -311,8 +311,10 @@ async fn influx_write(ingest: &Ingest, precision: Precision, body: Vec<u8>, gzip
 /// is told how much was written, as its spec asks.
 async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refusal {
     let shard = &ingest.shard;
-    let decoded = remote_write::decompress(&body, shard.config.ingest_body_bytes_max)
-        .and_then(|raw| remote_write::decode(&raw, version, ingest.format).map_err(|e| (400, e)));
+    let decoded =
+        remote_write::decompress(&body, shard.config.ingest_body_bytes_max).and_then(|raw| {
+            remote_write::decode(raw.into(), version, ingest.format).map_err(|e| (400, e))
+        });
     let decoded = match decoded {
         Ok(d) => d,
         Err((status, message)) => {

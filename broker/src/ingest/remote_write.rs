@@ -34,12 +34,15 @@ pub struct TimeSeries {
     pub samples: Vec<Sample>,
 }
 
+/// Name and value are protobuf strings, held as slices of the request
+/// body (decoded from a `Bytes`, prost shares it rather than allocating two
+/// `String`s per label); `push_series` checks that they are UTF-8.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, prost::Message)]
 pub struct Label {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub value: String,
+    #[prost(bytes = "bytes", tag = "1")]
+    pub name: Bytes,
+    #[prost(bytes = "bytes", tag = "2")]
+    pub value: Bytes,
 }
 
 /// A sample in both versions: value, then milliseconds since the epoch.
@@ -126,14 +129,13 @@ pub fn decompress(body: &[u8], max: usize) -> Result<Vec<u8>, (u16, String)> {
 
 /// Decodes a (decompressed) request into records; the first bad series
 /// refuses the whole request, so a write is all or nothing.
-pub fn decode(body: &[u8], version: Version, format: Format) -> Result<Decoded, String> {
+pub fn decode(body: Bytes, version: Version, format: Format) -> Result<Decoded, String> {
     let mut out = Decoded::default();
     match version {
         Version::V1 => {
             let req = WriteRequest::decode(body).map_err(|e| format!("not a WriteRequest: {e}"))?;
             for (i, ts) in req.timeseries.into_iter().enumerate() {
-                let labels = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-                push_series(&mut out, i, labels, ts.samples, format)?;
+                push_series(&mut out, i, ts.labels, ts.samples, format)?;
             }
         }
         Version::V2 => {
@@ -142,6 +144,7 @@ pub fn decode(body: &[u8], version: Version, format: Format) -> Result<Decoded, 
                 timeseries,
             } = RequestV2::decode(body)
                 .map_err(|e| format!("not an io.prometheus.write.v2.Request: {e}"))?;
+            let symbols: Vec<Bytes> = symbols.into_iter().map(Bytes::from).collect();
             let symbol = |i: usize, r: u32| {
                 symbols
                     .get(r as usize)
@@ -154,7 +157,10 @@ pub fn decode(body: &[u8], version: Version, format: Format) -> Result<Decoded, 
                 }
                 let mut labels = Vec::with_capacity(ts.labels_refs.len() / 2);
                 for pair in ts.labels_refs.chunks_exact(2) {
-                    labels.push((symbol(i, pair[0])?, symbol(i, pair[1])?));
+                    labels.push(Label {
+                        name: symbol(i, pair[0])?,
+                        value: symbol(i, pair[1])?,
+                    });
                 }
                 push_series(&mut out, i, labels, ts.samples, format)?;
             }
@@ -166,7 +172,7 @@ pub fn decode(body: &[u8], version: Version, format: Format) -> Result<Decoded, 
 fn push_series(
     out: &mut Decoded,
     index: usize,
-    mut labels: Vec<(String, String)>,
+    mut labels: Vec<Label>,
     samples: Vec<Sample>,
     format: Format,
 ) -> Result<(), String> {
@@ -177,30 +183,44 @@ fn push_series(
     if labels.is_empty() {
         return Err(format!("series {index} has no labels"));
     }
-    labels.sort();
-    if let Some((name, _)) = labels.iter().find(|(n, _)| n.is_empty()) {
+    labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let text = |b| {
+        label_text(b).ok_or_else(|| format!("series {index}: a label name or value is not UTF-8"))
+    };
+    let mut key_len = 2;
+    for l in &labels {
+        let (name, value) = (text(&l.name)?, text(&l.value)?);
+        if name.is_empty() {
+            return Err(format!(
+                "series {index}: a label with an empty name ({value:?})"
+            ));
+        }
+        key_len += name.len() + value.len() + 4;
+    }
+    if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(format!(
-            "series {index}: a label with an empty name ({name:?})"
+            "series {index}: label {} is repeated",
+            String::from_utf8_lossy(&w[0].name)
         ));
     }
-    if let Some(w) = labels.windows(2).find(|w| w[0].0 == w[1].0) {
-        return Err(format!("series {index}: label {} is repeated", w[0].0));
-    }
+    // Checked above: every name and value is UTF-8.
+    let str_of = |b| label_text(b).unwrap_or_default();
     let name = labels
         .iter()
-        .find(|(n, _)| n == "__name__")
-        .map(|(_, v)| v.clone());
-    let mut key = name.clone().unwrap_or_default();
+        .find(|l| l.name == "__name__")
+        .map(|l| str_of(&l.value));
+    let mut key = String::with_capacity(key_len);
+    key.push_str(name.unwrap_or_default());
     key.push('{');
     let mut first = true;
-    for (n, v) in labels.iter().filter(|(n, _)| n != "__name__") {
+    for l in labels.iter().filter(|l| l.name != "__name__") {
         if !first {
             key.push(',');
         }
         first = false;
-        key.push_str(n);
+        key.push_str(str_of(&l.name));
         key.push_str("=\"");
-        for c in v.chars() {
+        for c in str_of(&l.value).chars() {
             match c {
                 '\\' => key.push_str("\\\\"),
                 '"' => key.push_str("\\\""),
@@ -214,21 +234,17 @@ fn push_series(
     let timestamp_ms = samples[0].timestamp;
     out.samples += samples.len() as u64;
     let value = match format {
-        Format::Raw => Bytes::from(
-            TimeSeries {
-                labels: labels
-                    .into_iter()
-                    .map(|(name, value)| Label { name, value })
-                    .collect(),
-                samples,
-            }
-            .encode_to_vec(),
-        ),
+        Format::Raw => Bytes::from(TimeSeries { labels, samples }.encode_to_vec()),
         Format::Json => {
             let label_map: Map<String, Value> = labels
-                .into_iter()
-                .filter(|(n, _)| n != "__name__")
-                .map(|(n, v)| (n, Value::String(v)))
+                .iter()
+                .filter(|l| l.name != "__name__")
+                .map(|l| {
+                    (
+                        str_of(&l.name).to_string(),
+                        Value::String(str_of(&l.value).to_string()),
+                    )
+                })
                 .collect();
             let samples: Vec<Value> = samples
                 .iter()
@@ -247,6 +263,10 @@ fn push_series(
     Ok(())
 }
 
+fn label_text(b: &Bytes) -> Option<&str> {
+    std::str::from_utf8(b).ok()
+}
+
 /// A sample value in JSON: a number when finite, else Prometheus's spelling.
 fn number(v: f64) -> Value {
     match serde_json::Number::from_f64(v) {
@@ -263,8 +283,8 @@ mod tests {
 
     fn label(name: &str, value: &str) -> Label {
         Label {
-            name: name.into(),
-            value: value.into(),
+            name: Bytes::copy_from_slice(name.as_bytes()),
+            value: Bytes::copy_from_slice(value.as_bytes()),
         }
     }
 
@@ -300,7 +320,7 @@ mod tests {
             ],
         };
         let body = req.encode_to_vec();
-        let d = decode(&body, Version::V1, Format::Json).expect("decodes");
+        let d = decode(Bytes::copy_from_slice(&body), Version::V1, Format::Json).expect("decodes");
         assert_eq!((d.records.len(), d.samples), (2, 3));
         let r = &d.records[0];
         assert_eq!(&r.key[..], br#"up{instance="a:9100",job="node"}"#);
@@ -333,14 +353,24 @@ mod tests {
                 samples: vec![sample(7, 0.5)],
             }],
         };
-        let d2 = decode(&req.encode_to_vec(), Version::V2, Format::Json).expect("v2");
+        let d2 = decode(
+            Bytes::copy_from_slice(&req.encode_to_vec()),
+            Version::V2,
+            Format::Json,
+        )
+        .expect("v2");
         let v1 = WriteRequest {
             timeseries: vec![TimeSeries {
                 labels: vec![label("__name__", "up"), label("job", "node")],
                 samples: vec![sample(7, 0.5)],
             }],
         };
-        let d1 = decode(&v1.encode_to_vec(), Version::V1, Format::Json).expect("v1");
+        let d1 = decode(
+            Bytes::copy_from_slice(&v1.encode_to_vec()),
+            Version::V1,
+            Format::Json,
+        )
+        .expect("v1");
         assert_eq!(d1.records, d2.records);
         for bad in [vec![3, 4, 1], vec![3, 99]] {
             let req = RequestV2 {
@@ -351,7 +381,12 @@ mod tests {
                 }],
             };
             assert!(
-                decode(&req.encode_to_vec(), Version::V2, Format::Json).is_err(),
+                decode(
+                    Bytes::copy_from_slice(&req.encode_to_vec()),
+                    Version::V2,
+                    Format::Json
+                )
+                .is_err(),
                 "{bad:?}"
             );
         }
@@ -365,9 +400,18 @@ mod tests {
                 samples: vec![sample(3, 4.0)],
             }],
         };
-        let d = decode(&req.encode_to_vec(), Version::V1, Format::Raw).expect("decodes");
+        let d = decode(
+            Bytes::copy_from_slice(&req.encode_to_vec()),
+            Version::V1,
+            Format::Raw,
+        )
+        .expect("decodes");
         let ts = TimeSeries::decode(&d.records[0].value[..]).expect("a TimeSeries");
-        let names: Vec<&str> = ts.labels.iter().map(|l| l.name.as_str()).collect();
+        let names: Vec<&str> = ts
+            .labels
+            .iter()
+            .map(|l| label_text(&l.name).expect("utf-8"))
+            .collect();
         assert_eq!(names, ["__name__", "a", "b"]);
         assert_eq!(ts.samples, vec![sample(3, 4.0)]);
     }
@@ -378,6 +422,10 @@ mod tests {
             vec![],
             vec![label("", "x")],
             vec![label("__name__", "a"), label("__name__", "b")],
+            vec![Label {
+                name: Bytes::from_static(b"job"),
+                value: Bytes::from_static(b"\xff"),
+            }],
         ];
         for labels in bad_series {
             let req = WriteRequest {
@@ -392,10 +440,20 @@ mod tests {
                     },
                 ],
             };
-            let e = decode(&req.encode_to_vec(), Version::V1, Format::Json).expect_err("refused");
+            let e = decode(
+                Bytes::copy_from_slice(&req.encode_to_vec()),
+                Version::V1,
+                Format::Json,
+            )
+            .expect_err("refused");
             assert!(e.contains("series 1"), "{labels:?}: {e}");
         }
-        assert!(decode(b"\xff\xff\xff", Version::V1, Format::Json).is_err());
+        assert!(decode(
+            Bytes::copy_from_slice(b"\xff\xff\xff"),
+            Version::V1,
+            Format::Json
+        )
+        .is_err());
         // Invalid UTF-8 in a label is refused by the decoder.
         let mut body = WriteRequest {
             timeseries: vec![TimeSeries {
@@ -409,7 +467,7 @@ mod tests {
             .position(|w| w == b"ab")
             .expect("label bytes");
         body[at] = 0xff;
-        assert!(decode(&body, Version::V1, Format::Json).is_err());
+        assert!(decode(Bytes::copy_from_slice(&body), Version::V1, Format::Json).is_err());
     }
 
     #[test]
@@ -461,15 +519,23 @@ mod tests {
             seed
         };
         for n in 0..=valid.len() {
-            let _ = decode(&valid[..n], Version::V1, Format::Json);
-            let _ = decode(&valid[..n], Version::V2, Format::Raw);
+            let _ = decode(
+                Bytes::copy_from_slice(&valid[..n]),
+                Version::V1,
+                Format::Json,
+            );
+            let _ = decode(
+                Bytes::copy_from_slice(&valid[..n]),
+                Version::V2,
+                Format::Raw,
+            );
         }
         for _ in 0..20_000 {
             let mut v = valid.clone();
             let i = (next() % v.len() as u64) as usize;
             v[i] = next() as u8;
-            let _ = decode(&v, Version::V1, Format::Json);
-            let _ = decode(&v, Version::V2, Format::Json);
+            let _ = decode(Bytes::copy_from_slice(&v), Version::V1, Format::Json);
+            let _ = decode(Bytes::copy_from_slice(&v), Version::V2, Format::Json);
             let _ = decompress(&v, 1 << 16);
         }
     }
