@@ -25,6 +25,14 @@ pub struct WriteRequest {
     pub timeseries: Vec<TimeSeries>,
 }
 
+/// `prometheus.WriteRequest` as it is read: each series left as its bytes,
+/// a slice of the body, so that the raw format can store a series as sent.
+#[derive(Clone, PartialEq, prost::Message)]
+struct WriteRequestWire {
+    #[prost(bytes = "bytes", repeated, tag = "1")]
+    timeseries: Vec<Bytes>,
+}
+
 /// `prometheus.TimeSeries`; also the raw format's record value.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct TimeSeries {
@@ -133,9 +141,12 @@ pub fn decode(body: Bytes, version: Version, format: Format) -> Result<Decoded, 
     let mut out = Decoded::default();
     match version {
         Version::V1 => {
-            let req = WriteRequest::decode(body).map_err(|e| format!("not a WriteRequest: {e}"))?;
-            for (i, ts) in req.timeseries.into_iter().enumerate() {
-                push_series(&mut out, i, ts.labels, ts.samples, format)?;
+            let req =
+                WriteRequestWire::decode(body).map_err(|e| format!("not a WriteRequest: {e}"))?;
+            for (i, sent) in req.timeseries.into_iter().enumerate() {
+                let ts = TimeSeries::decode(sent.clone())
+                    .map_err(|e| format!("not a WriteRequest: series {i}: {e}"))?;
+                push_series(&mut out, i, ts.labels, ts.samples, Some(sent), format)?;
             }
         }
         Version::V2 => {
@@ -162,18 +173,22 @@ pub fn decode(body: Bytes, version: Version, format: Format) -> Result<Decoded, 
                         value: symbol(i, pair[1])?,
                     });
                 }
-                push_series(&mut out, i, labels, ts.samples, format)?;
+                push_series(&mut out, i, labels, ts.samples, None, format)?;
             }
         }
     }
     Ok(out)
 }
 
+/// One series to one record. `sent` is the series' bytes as the request
+/// held them (1.0), which the raw format stores as they are when they
+/// already say what it would write: labels sorted, nothing it would drop.
 fn push_series(
     out: &mut Decoded,
     index: usize,
     mut labels: Vec<Label>,
     samples: Vec<Sample>,
+    sent: Option<Bytes>,
     format: Format,
 ) -> Result<(), String> {
     if samples.is_empty() {
@@ -183,44 +198,47 @@ fn push_series(
     if labels.is_empty() {
         return Err(format!("series {index} has no labels"));
     }
+    let was_sorted = labels.is_sorted_by(|a, b| a.name <= b.name);
     labels.sort_unstable_by(|a, b| a.name.cmp(&b.name));
     let text = |b| {
         label_text(b).ok_or_else(|| format!("series {index}: a label name or value is not UTF-8"))
     };
-    let mut key_len = 2;
-    for l in &labels {
-        let (name, value) = (text(&l.name)?, text(&l.value)?);
-        if name.is_empty() {
-            return Err(format!(
-                "series {index}: a label with an empty name ({value:?})"
-            ));
-        }
-        key_len += name.len() + value.len() + 4;
-    }
     if let Some(w) = labels.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(format!(
             "series {index}: label {} is repeated",
             String::from_utf8_lossy(&w[0].name)
         ));
     }
-    // Checked above: every name and value is UTF-8.
-    let str_of = |b| label_text(b).unwrap_or_default();
-    let name = labels
+    let key_len: usize = labels
         .iter()
-        .find(|l| l.name == "__name__")
-        .map(|l| str_of(&l.value));
-    let mut key = String::with_capacity(key_len);
+        .map(|l| l.name.len() + l.value.len() + 4)
+        .sum();
+    let mut key = String::with_capacity(key_len + 2);
+    let name = match labels.iter().find(|l| l.name == "__name__") {
+        Some(l) => Some(text(&l.value)?),
+        None => None,
+    };
     key.push_str(name.unwrap_or_default());
     key.push('{');
+    // Each name and value is checked as it is written into the key.
     let mut first = true;
-    for l in labels.iter().filter(|l| l.name != "__name__") {
+    for l in &labels {
+        let (n, v) = (text(&l.name)?, text(&l.value)?);
+        if n.is_empty() {
+            return Err(format!(
+                "series {index}: a label with an empty name ({v:?})"
+            ));
+        }
+        if n == "__name__" {
+            continue;
+        }
         if !first {
             key.push(',');
         }
         first = false;
-        key.push_str(str_of(&l.name));
+        key.push_str(n);
         key.push_str("=\"");
-        for c in str_of(&l.value).chars() {
+        for c in v.chars() {
             match c {
                 '\\' => key.push_str("\\\\"),
                 '"' => key.push_str("\\\""),
@@ -234,17 +252,20 @@ fn push_series(
     let timestamp_ms = samples[0].timestamp;
     out.samples += samples.len() as u64;
     let value = match format {
-        Format::Raw => Bytes::from(TimeSeries { labels, samples }.encode_to_vec()),
+        Format::Raw => {
+            let ts = TimeSeries { labels, samples };
+            match sent {
+                Some(sent) if was_sorted && sent.len() == ts.encoded_len() => sent,
+                _ => Bytes::from(ts.encode_to_vec()),
+            }
+        }
         Format::Json => {
+            // Every name and value was checked while building the key.
+            let owned = |b| label_text(b).unwrap_or_default().to_string();
             let label_map: Map<String, Value> = labels
                 .iter()
                 .filter(|l| l.name != "__name__")
-                .map(|l| {
-                    (
-                        str_of(&l.name).to_string(),
-                        Value::String(str_of(&l.value).to_string()),
-                    )
-                })
+                .map(|l| (owned(&l.name), Value::String(owned(&l.value))))
                 .collect();
             let samples: Vec<Value> = samples
                 .iter()
@@ -537,6 +558,32 @@ mod tests {
             let _ = decode(Bytes::copy_from_slice(&v), Version::V1, Format::Json);
             let _ = decode(Bytes::copy_from_slice(&v), Version::V2, Format::Json);
             let _ = decompress(&v, 1 << 16);
+        }
+    }
+
+    #[test]
+    fn raw_records_are_the_series_as_sent_unless_they_need_rewriting() {
+        let sorted = TimeSeries {
+            labels: vec![label("__name__", "up"), label("job", "node")],
+            samples: vec![sample(7, 1.0)],
+        };
+        // The same series with an exemplar field (3, empty), which the raw
+        // format does not keep.
+        let mut with_exemplar = sorted.encode_to_vec();
+        with_exemplar.extend_from_slice(&[0x1a, 0x00]);
+        let unsorted = TimeSeries {
+            labels: vec![label("job", "node"), label("__name__", "up")],
+            samples: vec![sample(7, 1.0)],
+        };
+        for (sent, why) in [
+            (sorted.encode_to_vec(), "as sent"),
+            (with_exemplar, "exemplar dropped"),
+            (unsorted.encode_to_vec(), "labels sorted"),
+        ] {
+            let mut body = Vec::new();
+            prost::encoding::bytes::encode(1, &sent, &mut body);
+            let d = decode(Bytes::from(body), Version::V1, Format::Raw).expect(why);
+            assert_eq!(d.records[0].value, sorted.encode_to_vec(), "{why}");
         }
     }
 }
