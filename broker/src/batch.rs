@@ -16,6 +16,28 @@ pub struct NewRecord {
 
 /// Encodes `records` as one record batch.
 pub fn encode(records: Vec<NewRecord>) -> Result<Bytes, String> {
+    let mut buf = BytesMut::new();
+    encode_into(&mut buf, records)?;
+    Ok(buf.freeze())
+}
+
+/// Bytes of a v2 batch's header, and the most a record adds besides its key
+/// and value (its varint fields): what `encode_into` reserves up front so
+/// that the encoder never grows the buffer.
+const BATCH_HEADER_BYTES: usize = 61;
+const RECORD_FRAMING_BYTES_MAX: usize = 32;
+
+/// Appends `records` to `buf` as one record batch.
+pub fn encode_into(buf: &mut BytesMut, records: Vec<NewRecord>) -> Result<(), String> {
+    let data: usize = records
+        .iter()
+        .map(|r| {
+            r.key.as_ref().map_or(0, Bytes::len)
+                + r.value.as_ref().map_or(0, Bytes::len)
+                + RECORD_FRAMING_BYTES_MAX
+        })
+        .sum();
+    buf.reserve(BATCH_HEADER_BYTES + data);
     let records: Vec<Record> = records
         .into_iter()
         .enumerate()
@@ -38,17 +60,15 @@ pub fn encode(records: Vec<NewRecord>) -> Result<Bytes, String> {
             headers: Default::default(),
         })
         .collect();
-    let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
-        &mut buf,
+        buf,
         &records,
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
         },
     )
-    .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
+    .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

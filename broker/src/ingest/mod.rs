@@ -213,14 +213,14 @@ pub fn now_ns() -> i64 {
 /// owning shard splits a records field into its batches as for Produce.
 fn encode(records: Vec<Record>, batch_bytes_max: usize) -> Result<Bytes, String> {
     let mut out = BytesMut::new();
-    let mut pending: Vec<NewRecord> = Vec::new();
+    let mut pending: Vec<NewRecord> = Vec::with_capacity(records.len().min(BATCH_RECORDS_MAX));
     let mut pending_bytes = 0usize;
     for r in records {
         let size = r.key.len() + r.value.len() + RECORD_OVERHEAD_BYTES;
         if !pending.is_empty()
             && (pending.len() >= BATCH_RECORDS_MAX || pending_bytes + size > batch_bytes_max)
         {
-            out.extend_from_slice(&batch::encode(std::mem::take(&mut pending))?);
+            batch::encode_into(&mut out, std::mem::take(&mut pending))?;
             pending_bytes = 0;
         }
         pending_bytes += size;
@@ -231,7 +231,7 @@ fn encode(records: Vec<Record>, batch_bytes_max: usize) -> Result<Bytes, String>
         });
     }
     if !pending.is_empty() {
-        out.extend_from_slice(&batch::encode(pending)?);
+        batch::encode_into(&mut out, pending)?;
     }
     Ok(out.freeze())
 }

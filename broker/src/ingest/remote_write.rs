@@ -238,13 +238,17 @@ fn push_series(
         first = false;
         key.push_str(n);
         key.push_str("=\"");
-        for c in v.chars() {
-            match c {
-                '\\' => key.push_str("\\\\"),
-                '"' => key.push_str("\\\""),
-                '\n' => key.push_str("\\n"),
-                c => key.push(c),
+        if v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
+            for c in v.chars() {
+                match c {
+                    '\\' => key.push_str("\\\\"),
+                    '"' => key.push_str("\\\""),
+                    '\n' => key.push_str("\\n"),
+                    c => key.push(c),
+                }
             }
+        } else {
+            key.push_str(v);
         }
         key.push('"');
     }
