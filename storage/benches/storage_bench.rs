@@ -175,8 +175,7 @@ async fn small_batches_over_partitions(root: &Path, mib: u64) {
     }
 }
 
-/// `appenders` tasks on each of `logs` logs append 16 KiB batches until
-/// `total` bytes are in; returns MB/s and the per-append latency (us).
+/// The small-batch case's run: 16 KiB batches over `logs` logs.
 async fn partitions_run(
     dir: &Path,
     policy: FsyncPolicy,
@@ -191,42 +190,7 @@ async fn partitions_run(
         zeros_ahead,
         ..LogConfig::default()
     };
-    let mut opened = Vec::new();
-    for i in 0..logs {
-        let log = PartitionLog::open(&dir.join(i.to_string()), config.clone())
-            .await
-            .expect("open");
-        opened.push(log);
-    }
-    let b = batch(16 << 10);
-    let per_task = (total / b.len() as u64 / (logs * appenders) as u64).max(1);
-    let hist = Rc::new(std::cell::RefCell::new(
-        Histogram::<u64>::new(3).expect("histogram"),
-    ));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for log in &opened {
-        for _ in 0..appenders {
-            let (log, b, hist) = (log.clone(), b.clone(), hist.clone());
-            tasks.push(glommio::spawn_local(async move {
-                for _ in 0..per_task {
-                    let t = Instant::now();
-                    log.append(&b).await.expect("append");
-                    let _ = hist.borrow_mut().record(t.elapsed().as_micros() as u64);
-                }
-            }));
-        }
-    }
-    for t in tasks {
-        t.await;
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let bytes = per_task * (logs * appenders) as u64 * b.len() as u64;
-    for log in opened {
-        log.delete().await.expect("delete");
-    }
-    let h = hist.borrow().clone();
-    (bytes as f64 / secs / 1e6, h)
+    appends(dir, config, logs, 16 << 10, appenders, total).await
 }
 
 /// Writes `mib` MiB sequentially in 1 MiB direct writes, then fdatasync.
@@ -280,8 +244,8 @@ fn batch(batch_bytes: usize) -> Bytes {
     storage::testing::batch_with_values(0, (0..records).map(|i| vec![i as u8; 1000]))
 }
 
-/// `appenders` tasks append `batch_bytes` batches until `total` bytes are
-/// in; returns MB/s and the per-append latency histogram (us).
+/// `appenders` tasks append `batch_bytes` batches to one log until `total`
+/// bytes are in; returns MB/s and the per-append latency histogram (us).
 async fn append_run(
     dir: &Path,
     policy: FsyncPolicy,
@@ -295,30 +259,53 @@ async fn append_run(
         retention_ms: None,
         ..LogConfig::default()
     };
-    let log = PartitionLog::open(dir, config).await.expect("open");
+    appends(dir, config, 1, batch_bytes, appenders, total).await
+}
+
+/// `appenders` tasks on each of `logs` logs append `batch_bytes` batches
+/// until `total` bytes are in; returns MB/s and the per-append latency (us).
+async fn appends(
+    dir: &Path,
+    config: LogConfig,
+    logs: usize,
+    batch_bytes: usize,
+    appenders: usize,
+    total: u64,
+) -> (f64, Histogram<u64>) {
+    let mut opened = Vec::new();
+    for i in 0..logs {
+        let log = PartitionLog::open(&dir.join(i.to_string()), config.clone())
+            .await
+            .expect("open");
+        opened.push(log);
+    }
     let b = batch(batch_bytes);
-    let per_task = (total / b.len() as u64 / appenders as u64).max(1);
+    let per_task = (total / b.len() as u64 / (logs * appenders) as u64).max(1);
     let hist = Rc::new(std::cell::RefCell::new(
         Histogram::<u64>::new(3).expect("histogram"),
     ));
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for _ in 0..appenders {
-        let (log, b, hist) = (log.clone(), b.clone(), hist.clone());
-        tasks.push(glommio::spawn_local(async move {
-            for _ in 0..per_task {
-                let t = Instant::now();
-                log.append(&b).await.expect("append");
-                let _ = hist.borrow_mut().record(t.elapsed().as_micros() as u64);
-            }
-        }));
+    for log in &opened {
+        for _ in 0..appenders {
+            let (log, b, hist) = (log.clone(), b.clone(), hist.clone());
+            tasks.push(glommio::spawn_local(async move {
+                for _ in 0..per_task {
+                    let t = Instant::now();
+                    log.append(&b).await.expect("append");
+                    let _ = hist.borrow_mut().record(t.elapsed().as_micros() as u64);
+                }
+            }));
+        }
     }
     for t in tasks {
         t.await;
     }
     let secs = start.elapsed().as_secs_f64();
-    let bytes = per_task * appenders as u64 * b.len() as u64;
-    log.delete().await.expect("delete");
+    let bytes = per_task * (logs * appenders) as u64 * b.len() as u64;
+    for log in opened {
+        log.delete().await.expect("delete");
+    }
     let h = hist.borrow().clone();
     (bytes as f64 / secs / 1e6, h)
 }
