@@ -23,9 +23,10 @@ pub fn encode(records: Vec<NewRecord>) -> Result<Bytes, String> {
 
 /// Bytes of a v2 batch's header, and the most a record adds besides its key
 /// and value (its varint fields): what `encode_into` reserves up front so
-/// that the encoder never grows the buffer.
+/// that the encoder never grows the buffer, and what callers count to
+/// size their batches.
 const BATCH_HEADER_BYTES: usize = 61;
-const RECORD_FRAMING_BYTES_MAX: usize = 32;
+pub const RECORD_FRAMING_BYTES_MAX: usize = 32;
 
 /// Appends `records` to `buf` as one record batch.
 pub fn encode_into(buf: &mut BytesMut, records: Vec<NewRecord>) -> Result<(), String> {

@@ -31,9 +31,6 @@ use crate::node::Node;
 /// `max_message_bytes` together with the byte bound below.
 const BATCH_RECORDS_MAX: usize = 10_000;
 
-/// Per-record overhead estimate of the v2 record encoding (varints, attrs).
-const RECORD_OVERHEAD_BYTES: usize = 32;
-
 /// Seconds a client is told to wait after a 429 or 503.
 pub const RETRY_AFTER_S: u32 = 1;
 
@@ -216,7 +213,7 @@ fn encode(records: Vec<Record>, batch_bytes_max: usize) -> Result<Bytes, String>
     let mut pending: Vec<NewRecord> = Vec::with_capacity(records.len().min(BATCH_RECORDS_MAX));
     let mut pending_bytes = 0usize;
     for r in records {
-        let size = r.key.len() + r.value.len() + RECORD_OVERHEAD_BYTES;
+        let size = r.key.len() + r.value.len() + batch::RECORD_FRAMING_BYTES_MAX;
         if !pending.is_empty()
             && (pending.len() >= BATCH_RECORDS_MAX || pending_bytes + size > batch_bytes_max)
         {
