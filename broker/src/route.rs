@@ -1,5 +1,7 @@
-//! Scatter and gather: a request's partitions grouped by owning shard, sent
-//! concurrently, and the answers put back in the request's order.
+//! Scatter and gather: a request's partitions grouped by owning shard,
+//! placed on each in turn (so that a pipelined produce request is in line
+//! everywhere before the next one starts), answered concurrently, and the
+//! answers put back in the request's order.
 
 use std::rc::Rc;
 use std::time::Duration;
