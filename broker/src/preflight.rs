@@ -58,7 +58,37 @@ pub fn check(config: &Config) -> Result<DataDirLock, StartError> {
     check_port(config)?;
     check_memlock(config)?;
     check_io_uring()?;
+    raise_open_files();
     Ok(lock)
+}
+
+/// Raises the soft limit on open descriptors to the hard one: a client
+/// connection takes two (one read, one written; see `connection`), and
+/// shells often start with a soft limit of 1,024.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit only reads the struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+        tracing::warn!(
+            soft = limit.rlim_cur,
+            hard = limit.rlim_max,
+            "could not raise the open-file limit to its hard limit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Two brokers on one data directory would corrupt each other's logs.

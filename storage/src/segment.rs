@@ -136,20 +136,32 @@ pub(crate) struct ScanEnd {
     pub damage: Option<String>,
 }
 
+/// How the offsets of a segment's batches may move from one to the next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gaps {
+    /// Dense: each batch starts where the one before ended. This also
+    /// catches a flipped bit in a base offset (outside the CRC) in the
+    /// active segment.
+    None,
+    /// A batch may start past the expected offset (never before it): the
+    /// cleaner drops batches whose records all went, so a sealed segment's
+    /// offsets increase but need not be dense.
+    Allowed,
+    /// As `Allowed`, and every batch ends at or before this offset (the
+    /// next segment's base): a batch past it has a damaged base offset.
+    Below(i64),
+}
+
 /// Walks the batches of `file` from `position` (a batch boundary holding
 /// `expected_offset`) to `end`, validating each one (CRC, offsets moving
-/// forward) and handing header, position and bytes to `visit`. `visit`
-/// returns false to stop early. With `gaps`, a batch may start past the
-/// expected offset (never before it): the cleaner drops batches whose
-/// records all went, so a sealed segment's offsets increase but need not be
-/// dense. Without, offsets must be dense, which also catches a flipped bit
-/// in a base offset (outside the CRC) in the active segment.
+/// forward as `gaps` says) and handing header, position and bytes to
+/// `visit`. `visit` returns false to stop early.
 pub(crate) async fn scan<F>(
     file: &SegmentFile,
     mut position: u64,
     end: u64,
     mut expected_offset: Option<i64>,
-    gaps: bool,
+    gaps: Gaps,
     mut visit: F,
 ) -> Result<ScanEnd>
 where
@@ -195,8 +207,21 @@ where
             Ok(h) => h,
             Err(e) => return Ok(stop(position, expected_offset, e.to_string())),
         };
+        if let Gaps::Below(limit) = gaps {
+            if header.next_offset() > limit {
+                return Ok(stop(
+                    position,
+                    expected_offset,
+                    format!(
+                        "batch ends at offset {}, past the next segment's base {limit}",
+                        header.next_offset()
+                    ),
+                ));
+            }
+        }
         if let Some(expected) = expected_offset {
-            if header.base_offset < expected || (!gaps && header.base_offset != expected) {
+            let dense = gaps == Gaps::None;
+            if header.base_offset < expected || (dense && header.base_offset != expected) {
                 return Ok(stop(
                     position,
                     expected_offset,

@@ -192,6 +192,67 @@ fn a_corrupt_sealed_segment_is_reported_not_served() {
     });
 }
 
+/// The base offset is outside a batch's CRC: a flipped bit there can make
+/// a sealed segment's last batch claim offsets past the next segment's
+/// base. Recovery treats that batch as damage: a synced segment is kept
+/// and readers pass the batch as a gap; an unsynced one is cut there with
+/// what follows. Never a panic, never the batch served.
+#[test]
+fn a_sealed_batch_claiming_offsets_past_the_next_segment_is_damage() {
+    for synced in [true, false] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = small_segments();
+        let original = build_log(dir.path(), 120, config.clone());
+        let first = segment_files(dir.path()).remove(0);
+        let mut bytes = std::fs::read(&first).expect("read");
+        let (mut at, mut last) = (0, 0);
+        while let Some(size) = storage::batch::peek_batch_size(&bytes[at..]) {
+            last = at;
+            at += size;
+            if at >= bytes.len() {
+                break;
+            }
+        }
+        let damaged_base = i64::from_be_bytes(bytes[last..last + 8].try_into().expect("8 bytes"));
+        bytes[last..last + 8].copy_from_slice(&(1i64 << 40).to_be_bytes());
+        std::fs::write(&first, bytes).expect("write");
+        if !synced {
+            // Without its metadata the log trusts no segment as synced.
+            std::fs::remove_file(dir.path().join("meta")).expect("remove the metadata");
+        }
+        let path = dir.path().to_path_buf();
+        let config = config.clone();
+        let last_base = original.last().expect("batches").0;
+        let original_end = storage::batch::validate(&original.last().expect("batches").1)
+            .expect("valid")
+            .next_offset();
+        run(move || async move {
+            let log = PartitionLog::open(&path, config).await.expect("open");
+            let (served, corrupt) = read_through(&log).await;
+            assert!(served > 0);
+            assert_eq!(corrupt, 0, "what is served is valid and in range");
+            let end = log.log_end_offset();
+            let all = read_all(&log).await;
+            assert!(
+                all.windows(2).all(|w| w[0].0 < w[1].0) && all.iter().all(|(b, _)| *b < end),
+                "offsets increase and stay below the log end {end}"
+            );
+            assert!(
+                all.iter().all(|(b, _)| *b != damaged_base),
+                "the damaged batch is not served"
+            );
+            if synced {
+                // A synced segment is kept whole; what follows it too.
+                assert_eq!(end, original_end);
+                assert!(log.read(last_base, 1 << 20).await.is_ok());
+            } else {
+                assert_eq!(end, damaged_base, "cut at the damaged batch");
+            }
+            log.close().await.expect("close");
+        });
+    }
+}
+
 #[test]
 fn missing_or_damaged_indexes_are_rebuilt() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -148,3 +148,57 @@ fn a_taken_metrics_port_fails_start_up_with_the_fix() {
     assert!(stderr.contains("binding the metrics endpoint"), "{stderr}");
     assert!(stderr.contains("--metrics-listen"), "{stderr}");
 }
+
+#[test]
+fn a_low_open_file_limit_is_raised_to_the_hard_one() {
+    use std::os::unix::process::CommandExt;
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut cmd = Command::new(sluice_binary());
+    cmd.args([
+        "serve",
+        "--listen",
+        &free_addr(),
+        "--metrics-listen",
+        "",
+        "--data-dir",
+    ])
+    .arg(tmp.path().join("d"))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    // SAFETY: setrlimit is async-signal-safe; it only lowers this child's
+    // own limit between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 256,
+                rlim_max: 4096,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("start sluice");
+    let limits = format!("/proc/{}/limits", child.id());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let soft = loop {
+        let text = std::fs::read_to_string(&limits).unwrap_or_default();
+        let soft = text
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .and_then(|v| v.parse::<u64>().ok());
+        if soft == Some(4096) || std::time::Instant::now() > deadline {
+            break soft;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        soft,
+        Some(4096),
+        "the soft limit was raised to the hard one"
+    );
+}

@@ -30,7 +30,7 @@ use crate::error::{Result, StorageError};
 use crate::file::{self, Faults, SegmentFile};
 use crate::index::SegmentIndex;
 use crate::records::{self, RecordView};
-use crate::segment;
+use crate::segment::{self, Gaps};
 
 use super::state::{Replacement, State};
 use super::{now_ms, PartitionLog};
@@ -210,20 +210,27 @@ impl PartitionLog {
             }
             let file = SegmentFile::open(&seg.path, faults.clone()).await?;
             let mut full = false;
-            let end = segment::scan(&file, 0, seg.size, Some(seg.base), true, |h, _, bytes| {
-                if h.is_control() {
-                    return true;
-                }
-                if let Ok(recs) = records::decode(bytes, h) {
-                    for r in &recs.records {
-                        if let Some(key) = recs.key(r) {
-                            latest.insert(key_hash(key), r.offset);
+            let end = segment::scan(
+                &file,
+                0,
+                seg.size,
+                Some(seg.base),
+                Gaps::Allowed,
+                |h, _, bytes| {
+                    if h.is_control() {
+                        return true;
+                    }
+                    if let Ok(recs) = records::decode(bytes, h) {
+                        for r in &recs.records {
+                            if let Some(key) = recs.key(r) {
+                                latest.insert(key_hash(key), r.offset);
+                            }
                         }
                     }
-                }
-                full = latest.len() > COMPACTION_KEYS_MAX;
-                !full
-            })
+                    full = latest.len() > COMPACTION_KEYS_MAX;
+                    !full
+                },
+            )
             .await;
             file.close().await;
             let end = end?;
@@ -314,30 +321,37 @@ impl PartitionLog {
         let mut position = 0u64;
         let mut expected = Some(seg.base);
         let result = loop {
-            let end = segment::scan(&src, position, seg.size, expected, true, |h, _, bytes| {
-                let kept = filter.apply(h, bytes, &mut cleaned);
-                let batch: &[u8] = match &kept {
-                    Kept::Whole => bytes,
-                    Kept::Dropped => {
-                        changed = true;
-                        return out.len() < WRITE_CHUNK_BYTES;
-                    }
-                    Kept::Filtered(b) => {
-                        changed = true;
-                        b
-                    }
-                };
-                let at = written + out.len() as u64;
-                index.on_append(
-                    (h.base_offset - seg.base) as u32,
-                    at as u32,
-                    batch.len() as u32,
-                    h.max_timestamp,
-                    interval,
-                );
-                out.extend_from_slice(batch);
-                out.len() < WRITE_CHUNK_BYTES
-            })
+            let end = segment::scan(
+                &src,
+                position,
+                seg.size,
+                expected,
+                Gaps::Allowed,
+                |h, _, bytes| {
+                    let kept = filter.apply(h, bytes, &mut cleaned);
+                    let batch: &[u8] = match &kept {
+                        Kept::Whole => bytes,
+                        Kept::Dropped => {
+                            changed = true;
+                            return out.len() < WRITE_CHUNK_BYTES;
+                        }
+                        Kept::Filtered(b) => {
+                            changed = true;
+                            b
+                        }
+                    };
+                    let at = written + out.len() as u64;
+                    index.on_append(
+                        (h.base_offset - seg.base) as u32,
+                        at as u32,
+                        batch.len() as u32,
+                        h.max_timestamp,
+                        interval,
+                    );
+                    out.extend_from_slice(batch);
+                    out.len() < WRITE_CHUNK_BYTES
+                },
+            )
             .await;
             let end = match end {
                 Ok(end) => end,

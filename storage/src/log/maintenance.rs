@@ -6,7 +6,7 @@ use std::rc::Rc;
 
 use crate::error::Result;
 use crate::file::{self, align_down};
-use crate::segment::{self, Segment};
+use crate::segment::{self, Gaps, Segment};
 
 use super::meta::persist_meta;
 use super::{now_ms, Inner, PartitionLog};
@@ -210,7 +210,7 @@ impl PartitionLog {
         // Find the first batch that reaches `offset`: everything from it goes.
         let file = self.file_for(i).await?;
         let mut cut = (limit, -1i64);
-        segment::scan(&file, from, limit, None, true, |h, pos, _| {
+        segment::scan(&file, from, limit, None, Gaps::Allowed, |h, pos, _| {
             if h.next_offset() > offset {
                 cut = (pos, h.base_offset);
                 return false;
@@ -301,12 +301,19 @@ async fn recompute_max_timestamp(log: &PartitionLog, i: usize) -> Result<()> {
         (u64::from(pos), expected, seg.written_size, best)
     };
     let file = log.file_for(i).await?;
-    segment::scan(&file, from_pos, limit, Some(expected), true, |h, _, _| {
-        if h.max_timestamp > best.0 {
-            best = (h.max_timestamp, h.base_offset);
-        }
-        true
-    })
+    segment::scan(
+        &file,
+        from_pos,
+        limit,
+        Some(expected),
+        Gaps::Allowed,
+        |h, _, _| {
+            if h.max_timestamp > best.0 {
+                best = (h.max_timestamp, h.base_offset);
+            }
+            true
+        },
+    )
     .await?;
     log.inner.state.borrow_mut().restore_max_timestamp(i, best);
     Ok(())

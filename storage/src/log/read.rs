@@ -10,7 +10,7 @@ use bytes::Bytes;
 use crate::batch;
 use crate::error::{Result, StorageError};
 use crate::file::SegmentFile;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Gaps, Segment};
 
 use super::{PartitionLog, ReadBatches, TimestampOffset, READ_ON_BYTES_MIN, READ_SWAP_RETRIES_MAX};
 
@@ -251,27 +251,34 @@ impl PartitionLog {
         let expected = if position == 0 { Some(base) } else { None };
         let mut hit = None;
         let matches = |t: i64| if exact { t == ts } else { t >= ts };
-        let scan_end = segment::scan(&file, position, end, expected, true, |h, _, bytes| {
-            if h.base_offset >= end_offset {
-                return false;
-            }
-            if !matches(h.max_timestamp) {
-                return true;
-            }
-            let records = batch::record_positions(bytes).unwrap_or_default();
-            hit = records
-                .iter()
-                .find(|r| matches(r.timestamp))
-                .map(|r| TimestampOffset {
-                    timestamp: r.timestamp,
-                    offset: r.offset,
-                })
-                .or(Some(TimestampOffset {
-                    timestamp: h.max_timestamp,
-                    offset: h.base_offset,
-                }));
-            false
-        })
+        let scan_end = segment::scan(
+            &file,
+            position,
+            end,
+            expected,
+            Gaps::Allowed,
+            |h, _, bytes| {
+                if h.base_offset >= end_offset {
+                    return false;
+                }
+                if !matches(h.max_timestamp) {
+                    return true;
+                }
+                let records = batch::record_positions(bytes).unwrap_or_default();
+                hit = records
+                    .iter()
+                    .find(|r| matches(r.timestamp))
+                    .map(|r| TimestampOffset {
+                        timestamp: r.timestamp,
+                        offset: r.offset,
+                    })
+                    .or(Some(TimestampOffset {
+                        timestamp: h.max_timestamp,
+                        offset: h.base_offset,
+                    }));
+                false
+            },
+        )
         .await;
         let stale = version.is_none()
             || self

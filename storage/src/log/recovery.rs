@@ -14,7 +14,7 @@ use crate::error::{Result, StorageError};
 use crate::file::{self, align_down, Faults, SegmentFile};
 use crate::index::SegmentIndex;
 use crate::producer::ProducerTable;
-use crate::segment::{self, Segment};
+use crate::segment::{self, Gaps, Segment};
 
 use super::compact::finish_interrupted_swaps;
 use super::meta::{Meta, META_FILE};
@@ -60,6 +60,11 @@ pub(super) async fn recover(
         let last = k + 1 == bases.len();
         let next_base = bases.get(k + 1).copied();
         let trusted = !last && next_base.is_some_and(|n| n <= meta.recovery_point);
+        // A sealed segment's batches end by the next one's base.
+        let gaps = match next_base {
+            Some(n) => Gaps::Below(n),
+            None => Gaps::None,
+        };
         let mut seg = Segment::new(dir, base);
         let file = SegmentFile::open(&seg.path, faults.clone()).await?;
         let size = file.size().await?;
@@ -89,7 +94,7 @@ pub(super) async fn recover(
         // Producer state is replayed from the latest snapshot on.
         let replay = base >= snapshot_base;
         if replay && resumed {
-            segment::scan(&file, 0, size, Some(base), !last, |h, _, _| {
+            segment::scan(&file, 0, size, Some(base), gaps, |h, _, _| {
                 producers.record(h);
                 true
             })
@@ -101,7 +106,7 @@ pub(super) async fn recover(
             from_pos,
             size,
             Some(from_offset),
-            !last,
+            gaps,
             |h, pos, _| {
                 if replay && !resumed {
                     producers.record(h);
@@ -164,7 +169,7 @@ pub(super) async fn recover(
                     // cut: rebuild them from what remains.
                     let mut fresh = SegmentIndex::default();
                     let mut best = (-1, base);
-                    segment::scan(&file, 0, end.position, Some(base), true, |h, pos, _| {
+                    segment::scan(&file, 0, end.position, Some(base), gaps, |h, pos, _| {
                         let rel = (h.base_offset - base) as u32;
                         fresh.on_append(rel, pos as u32, h.size as u32, h.max_timestamp, interval);
                         if h.max_timestamp > best.0 {
