@@ -21,6 +21,15 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// The base offset a segment file is named after.
+fn base_of(segment: &Path) -> i64 {
+    segment
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("a segment file named by its base offset")
+}
+
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for e in std::fs::read_dir(from).expect("list") {
@@ -84,11 +93,7 @@ fn torn_or_flipped_active_segment_keeps_every_batch_before_the_damage() {
     let config = small_segments();
     let original = build_log(pristine.path(), 120, config.clone());
     let active = segment_files(pristine.path()).pop().expect("segments");
-    let active_base: i64 = active
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("base");
+    let active_base = base_of(&active);
     // Positions of the active segment's batches.
     let mut pos = 0u64;
     let mut layout = Vec::new();
@@ -509,11 +514,7 @@ fn a_new_segment_holding_only_zeros_recovers_empty_at_its_base() {
     let config = small_segments();
     let original = build_log(work.path(), 120, config.clone());
     let active = segment_files(work.path()).pop().expect("segments");
-    let active_base: i64 = active
-        .file_stem()
-        .and_then(|s| s.to_str())
-        .and_then(|s| s.parse().ok())
-        .expect("base");
+    let active_base = base_of(&active);
     assert!(active_base > 0, "the log rolled at least once");
     std::fs::write(&active, vec![0u8; 64 << 10]).expect("zero the active segment");
 
