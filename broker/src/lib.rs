@@ -11,6 +11,7 @@ pub mod connection;
 pub mod errors;
 pub mod footprint;
 pub mod group;
+pub mod in_line;
 pub mod ingest;
 pub mod kafka;
 pub mod listener;

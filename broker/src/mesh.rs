@@ -40,6 +40,18 @@ impl<Req: Send + 'static, Resp: Send + 'static> Mesh<Req, Resp> {
 
     /// Sends `body` to shard `to` and waits for its answer.
     pub async fn call(&self, self_id: usize, to: usize, body: Req) -> Result<Resp, MeshError> {
+        self.send(self_id, to, body).await?.answer().await
+    }
+
+    /// Sends `body` to shard `to` and returns once it is in that shard's
+    /// channel, behind everything this shard sent there before (the
+    /// channel keeps order), with the wait for its answer.
+    pub async fn send(
+        &self,
+        self_id: usize,
+        to: usize,
+        body: Req,
+    ) -> Result<Answer<Resp>, MeshError> {
         let senders = self.senders.as_ref().ok_or(MeshError(to))?;
         let id = self.next_id.get();
         self.next_id.set(id + 1);
@@ -59,7 +71,7 @@ impl<Req: Send + 'static, Resp: Send + 'static> Mesh<Req, Resp> {
             self.pending.borrow_mut().remove(&id);
             return Err(MeshError(to));
         }
-        rx.await.map_err(|_| MeshError(to))
+        Ok(Answer { to, rx })
     }
 
     pub async fn respond(&self, to: usize, id: u64, body: Resp) {
@@ -74,5 +86,17 @@ impl<Req: Send + 'static, Resp: Send + 'static> Mesh<Req, Resp> {
             // The caller may have given up (a fetch that already answered).
             let _ = tx.send(body);
         }
+    }
+}
+
+/// The answer to a request already sent (see [`Mesh::send`]).
+pub struct Answer<Resp> {
+    to: usize,
+    rx: oneshot::Receiver<Resp>,
+}
+
+impl<Resp> Answer<Resp> {
+    pub async fn answer(self) -> Result<Resp, MeshError> {
+        self.rx.await.map_err(|_| MeshError(self.to))
     }
 }

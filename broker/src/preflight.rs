@@ -62,9 +62,9 @@ pub fn check(config: &Config) -> Result<DataDirLock, StartError> {
     Ok(lock)
 }
 
-/// Raises the soft limit on open descriptors to the hard one: every client
-/// connection, segment file and replication link takes one, and shells
-/// often start with a soft limit of 1,024.
+/// Raises the soft limit on open descriptors to the hard one: a client
+/// connection takes two (one read, one written; see `connection`), and
+/// shells often start with a soft limit of 1,024.
 fn raise_open_files() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

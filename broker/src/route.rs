@@ -1,10 +1,13 @@
-//! Scatter and gather: a request's partitions grouped by owning shard, sent
-//! concurrently, and the answers put back in the request's order.
+//! Scatter and gather: a request's partitions grouped by owning shard,
+//! placed on each in turn (so that a pipelined produce request is in line
+//! everywhere before the next one starts), answered concurrently, and the
+//! answers put back in the request's order.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use futures_lite::future;
+use futures_util::future::join_all;
 use kafka_protocol::ResponseError as Kafka;
 
 use crate::cluster::admin::{AdminOp, AdminOutcome};
@@ -13,6 +16,7 @@ use crate::partition::{
     FetchItem, OffsetAnswer, PartitionRead, PartitionRequest, PartitionResponse, PartitionWrite,
     ProduceItem, ProducersAnswer,
 };
+use crate::peers::LocalFuture;
 use crate::shard::{Shard, TopicPartition};
 use crate::signal::AppendSignal;
 
@@ -45,57 +49,72 @@ async fn scatter<T, O>(
     tp: impl Fn(&T) -> &TopicPartition,
     request: impl Fn(Vec<T>) -> PartitionRequest,
     answer: fn(PartitionResponse) -> Option<Vec<O>>,
-    failed: impl Fn() -> O,
+    failed: fn() -> O,
 ) -> Vec<O>
 where
-    O: Clone + 'static,
+    O: 'static,
+{
+    place(shard, items, tp, request, answer, failed).await.await
+}
+
+/// Places each group in line on its shard, one after the other (see
+/// `Node::place_partitions`), and returns the wait for the answers, put
+/// back in the request's order.
+async fn place<T, O>(
+    shard: &Rc<Node>,
+    items: Vec<T>,
+    tp: impl Fn(&T) -> &TopicPartition,
+    request: impl Fn(Vec<T>) -> PartitionRequest,
+    answer: fn(PartitionResponse) -> Option<Vec<O>>,
+    failed: fn() -> O,
+) -> LocalFuture<'static, Vec<O>>
+where
+    O: 'static,
 {
     let total = items.len();
-    let mut groups = group(shard, items, tp);
-    // The common case, every partition on one shard: no task to spawn, and
-    // the answers are already in request order.
-    if groups.len() == 1 {
-        let (owner, _, items) = groups.remove(0);
-        return match shard
-            .call_partitions(owner, request(items))
-            .await
-            .and_then(answer)
-        {
-            Some(answers) if answers.len() == total => answers,
-            _ => (0..total).map(|_| failed()).collect(),
-        };
+    let mut placed = Vec::new();
+    for (owner, positions, items) in group(shard, items, tp) {
+        let answers = shard.place_partitions(owner, request(items)).await;
+        placed.push((positions, answers));
     }
-    let tasks: Vec<_> = groups
-        .into_iter()
-        .map(|(owner, positions, items)| {
-            let shard = shard.clone();
-            let req = request(items);
-            let task = crate::rt::spawn_local(async move {
-                shard.call_partitions(owner, req).await.and_then(answer)
-            });
-            (positions, task)
-        })
-        .collect();
-    let mut out: Vec<Option<O>> = vec![None; total];
-    for (positions, task) in tasks {
-        match task.await {
-            Some(answers) if answers.len() == positions.len() => {
-                for (pos, a) in positions.into_iter().zip(answers) {
-                    out[pos] = Some(a);
+    Box::pin(async move {
+        // The common case, every partition on one shard: the answers are
+        // already in request order.
+        if placed.len() == 1 {
+            let (_, answers) = placed.remove(0);
+            return match answers.await.and_then(answer) {
+                Some(answers) if answers.len() == total => answers,
+                _ => (0..total).map(|_| failed()).collect(),
+            };
+        }
+        let (positions, waits): (Vec<_>, Vec<_>) = placed.into_iter().unzip();
+        let mut out: Vec<Option<O>> = (0..total).map(|_| None).collect();
+        for (positions, answers) in positions.into_iter().zip(join_all(waits).await) {
+            match answers.and_then(answer) {
+                Some(answers) if answers.len() == positions.len() => {
+                    for (pos, a) in positions.into_iter().zip(answers) {
+                        out[pos] = Some(a);
+                    }
                 }
-            }
-            _ => {
-                for pos in positions {
-                    out[pos] = Some(failed());
+                _ => {
+                    for pos in positions {
+                        out[pos] = Some(failed());
+                    }
                 }
             }
         }
-    }
-    out.into_iter().map(|o| o.unwrap_or_else(&failed)).collect()
+        out.into_iter().map(|o| o.unwrap_or_else(failed)).collect()
+    })
 }
 
-pub async fn produce(shard: &Rc<Node>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
-    scatter(
+/// Produce in two steps: returns once every partition's batches have their
+/// place in their logs (offsets taken, in order behind earlier produce
+/// requests from this shard), with the wait for the answers.
+pub async fn place_produce(
+    shard: &Rc<Node>,
+    items: Vec<ProduceItem>,
+) -> LocalFuture<'static, Vec<PartitionWrite>> {
+    place(
         shard,
         items,
         |i| &i.tp,
@@ -104,14 +123,22 @@ pub async fn produce(shard: &Rc<Node>, items: Vec<ProduceItem>) -> Vec<Partition
             PartitionResponse::Produced(v) => Some(v),
             _ => None,
         },
-        || PartitionWrite {
-            error_code: Kafka::NotLeaderOrFollower.code(),
-            error_message: None,
-            base_offset: -1,
-            log_start_offset: -1,
-        },
+        produce_refused,
     )
     .await
+}
+
+fn produce_refused() -> PartitionWrite {
+    PartitionWrite {
+        error_code: Kafka::NotLeaderOrFollower.code(),
+        error_message: None,
+        base_offset: -1,
+        log_start_offset: -1,
+    }
+}
+
+pub async fn produce(shard: &Rc<Node>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+    place_produce(shard, items).await.await
 }
 
 pub async fn fetch(

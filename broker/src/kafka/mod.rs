@@ -297,6 +297,32 @@ pub async fn dispatch(shard: &Rc<Node>, frame: RequestFrame) -> Result<Reply, Ha
     (api.handler)(shard.clone(), frame).await
 }
 
+/// How a request takes its turn on its connection (see `connection`).
+pub enum Turn {
+    /// Already placed in line (a produce request's batches have their
+    /// offsets): the rest may run while later requests are read and placed.
+    Placed(HandlerFuture),
+    /// Not started: runs once every earlier request is answered, and
+    /// before any later one starts.
+    Alone(HandlerFuture),
+}
+
+/// Produce requests, whose appends stay in order however many are in
+/// flight, are placed at once when `may_place`; every other request waits
+/// its turn.
+pub async fn take_turn(shard: &Rc<Node>, frame: RequestFrame, may_place: bool) -> Turn {
+    let supported = find(frame.api_key)
+        .is_some_and(|api| (api.min_version..=api.max_version).contains(&frame.api_version()));
+    if frame.api_key != ApiKey::Produce || !supported || !may_place {
+        let shard = shard.clone();
+        return Turn::Alone(Box::pin(async move { dispatch(&shard, frame).await }));
+    }
+    match decode::<m::ProduceRequest>(&frame) {
+        Ok(request) => Turn::Placed(produce::place(shard, &frame, request).await),
+        Err(e) => Turn::Placed(Box::pin(async move { Err(e) })),
+    }
+}
+
 pub(crate) fn decode<R: Decodable>(frame: &RequestFrame) -> Result<R, HandlerError> {
     let mut body = frame.body.clone();
     R::decode(&mut body, frame.api_version()).map_err(|e| HandlerError::Malformed {

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
-use super::{respond, str_bytes, topics, HandlerError, Reply};
+use super::{str_bytes, topics, HandlerError, HandlerFuture, Reply};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::metadata::validate_topic_name;
 use crate::node::Node;
@@ -28,6 +28,18 @@ pub async fn handle(
     frame: &RequestFrame,
     request: ProduceRequest,
 ) -> Result<Reply, HandlerError> {
+    place(shard, frame, request).await.await
+}
+
+/// Produce in two steps: returns once every partition's batches have their
+/// place in their logs, behind those of produce requests placed before
+/// (see `connection`), with the rest of the work: the wait for the writes
+/// and the response.
+pub async fn place(
+    shard: &Rc<Node>,
+    frame: &RequestFrame,
+    request: ProduceRequest,
+) -> HandlerFuture {
     let version = frame.api_version();
     let by_id = version >= TOPIC_IDS_FROM;
     let acks = request.acks;
@@ -98,14 +110,39 @@ pub async fn handle(
             }
         }
     }
-    let written = route::produce(shard, items).await;
+    let written = route::place_produce(shard, items).await;
+    let (api_key, version, correlation_id) =
+        (frame.api_key, frame.api_version(), frame.correlation_id());
+    Box::pin(async move {
+        let written = written.await;
+        match answer(&request, slots, names, &written, acks) {
+            Ok(response) => Ok(Reply::Frame(vec![net::encode_response(
+                api_key,
+                version,
+                correlation_id,
+                &response,
+            )?])),
+            Err(reply) => Ok(reply),
+        }
+    })
+}
+
+/// The response to `request` from its answers, or (acks=0) the reply that
+/// takes its place.
+fn answer(
+    request: &ProduceRequest,
+    slots: Vec<Result<usize, PartitionWrite>>,
+    names: Vec<(TopicName, uuid::Uuid)>,
+    written: &[PartitionWrite],
+    acks: i16,
+) -> Result<ProduceResponse, Reply> {
     let mut answers = slots.into_iter().map(|slot| match slot {
         Ok(i) => written[i].clone(),
         Err(known) => known,
     });
     if acks == 0 {
         let failed: Vec<PartitionWrite> = answers.filter(|a| a.error_code != 0).collect();
-        return Ok(match failed.first() {
+        return Err(match failed.first() {
             None => Reply::Nothing,
             Some(f) => Reply::Close(format!(
                 "acks=0 produce failed with error code {}: {}",
@@ -132,5 +169,5 @@ pub async fn handle(
         }
         response.responses.push(tr);
     }
-    respond(frame, &response)
+    Ok(response)
 }

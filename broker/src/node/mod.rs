@@ -23,6 +23,7 @@ use replication::controller::{Command, CommandResult, SubmitError};
 use crate::cluster::admin::{AdminOp, AdminOutcome, TopicAdmin};
 use crate::cluster::ClusterNode;
 use crate::group::coordinator::{Coordinator, GroupAnswer, GroupCall};
+use crate::in_line::Started;
 use crate::mesh::{Envelope, Mesh};
 use crate::metadata::ClusterMetadata;
 use crate::metrics::{ShardMetrics, ShardSnapshot};
@@ -135,6 +136,41 @@ impl Node {
         match self.call(to, ShardRequest::Partition(request)).await {
             Some(ShardResponse::Partition(r)) => Some(r),
             _ => None,
+        }
+    }
+
+    /// Places partition work in line on shard `to` and returns the wait for
+    /// its answer. On this shard the work is started (what it does before
+    /// its first wait is done now); on another it is in that shard's
+    /// channel, which it serves in arrival order. Either way it is ahead
+    /// of anything this shard places there afterwards.
+    pub async fn place_partitions(
+        self: &Rc<Self>,
+        to: usize,
+        request: PartitionRequest,
+    ) -> LocalFuture<'static, Option<PartitionResponse>> {
+        if to == self.id {
+            let node = self.clone();
+            let started =
+                Started::start(async move { crate::partition::serve(&node.shard, request).await })
+                    .await;
+            return Box::pin(async move { Some(started.finish().await) });
+        }
+        match self
+            .mesh
+            .send(self.id, to, ShardRequest::Partition(request))
+            .await
+        {
+            Ok(sent) => Box::pin(async move {
+                match sent.answer().await {
+                    Ok(ShardResponse::Partition(r)) => Some(r),
+                    _ => None,
+                }
+            }),
+            Err(e) => {
+                tracing::warn!(shard = self.id, "{e}");
+                Box::pin(async { None })
+            }
         }
     }
 

@@ -6,32 +6,23 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
+use futures_util::future::join_all;
 use kafka_protocol::ResponseError as Kafka;
 use replication::log_replica::{LogReplica, ReplicaError};
 
 use super::{PartitionWrite, ProduceItem};
 use crate::errors::{code, storage_error_code};
+use crate::in_line::Started;
 use crate::shard::{Shard, TopicPartition};
 
-pub async fn produce(shard: &Rc<Shard>, mut items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
-    if items.len() == 1 {
-        let item = items.remove(0);
-        return vec![produce_one(shard, item).await];
-    }
-    // Partitions append concurrently so that one fsync can cover them
-    // all (group commit); batches of one partition stay in order.
-    let tasks: Vec<_> = items
-        .into_iter()
-        .map(|item| {
-            let shard = shard.clone();
-            crate::rt::spawn_local(async move { produce_one(&shard, item).await })
-        })
-        .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in tasks {
-        out.push(t.await);
-    }
-    out
+/// Appends each item's batches. Every append takes its offsets on this
+/// future's first poll, in item order, before anything waits: a request
+/// served after this one, even before this one is answered, appends
+/// behind it (the order pipelined produce requests rely on).
+pub async fn produce(shard: &Rc<Shard>, items: Vec<ProduceItem>) -> Vec<PartitionWrite> {
+    // Partitions are written concurrently so that one flush round (and one
+    // fsync) covers them all.
+    join_all(items.into_iter().map(|item| produce_one(shard, item))).await
 }
 
 async fn produce_one(shard: &Shard, item: ProduceItem) -> PartitionWrite {
@@ -161,9 +152,20 @@ async fn append_records(replica: &LogReplica, records: &bytes::Bytes) -> Partiti
     if batches.is_empty() {
         return fail(code(Kafka::InvalidRecord), "no record batch".into());
     }
-    let mut first: Option<storage::AppendInfo> = None;
+    // Each batch takes its offsets before the next is started, and one
+    // refused then stops the rest; the writes are awaited afterwards.
+    let mut started = Vec::with_capacity(batches.len());
     for batch in batches {
-        match replica.append_as_leader(&batch).await {
+        let append = Started::start(async move { replica.append_as_leader(&batch).await }).await;
+        let refused = matches!(append, Started::Done(Err(_)));
+        started.push(append);
+        if refused {
+            break;
+        }
+    }
+    let mut first: Option<storage::AppendInfo> = None;
+    for append in started {
+        match append.finish().await {
             Ok(info) => {
                 first.get_or_insert(info);
             }
@@ -284,6 +286,27 @@ mod tests {
             let written = produce(&shard, vec![item(batch("d"), -1)]).await;
             assert_eq!(written[0].error_code, 0);
             assert_eq!(written[0].base_offset, 0);
+        });
+    }
+
+    #[test]
+    fn every_append_takes_its_offsets_when_the_produce_is_started() {
+        on_a_shard(&[], async |shard| {
+            let earlier = Started::start(produce(
+                &shard,
+                vec![item(batch("a1"), 1), item(batch("a2"), 1)],
+            ))
+            .await;
+            let log = shard.log(&("t".into(), 0)).expect("the log is open");
+            assert_eq!(log.next_offset(), 2, "both appends took their offsets");
+            let later = Started::start(produce(&shard, vec![item(batch("b"), 1)])).await;
+            assert_eq!(log.next_offset(), 3);
+            let later = later.finish().await;
+            let earlier = earlier.finish().await;
+            let offsets =
+                |w: &[PartitionWrite]| w.iter().map(|w| w.base_offset).collect::<Vec<_>>();
+            assert_eq!(offsets(&earlier), [0, 1], "the earlier request went first");
+            assert_eq!(offsets(&later), [2]);
         });
     }
 
