@@ -53,6 +53,9 @@ fn waiting_fetches_are_woken_by_appends() {
             .expect("report")
             .map_err(|(e, _)| e)
             .expect("delivered");
+        // Which side was slow, if the assertion below fails: the produce
+        // acknowledgement or the waiting fetch.
+        let acked = sent.elapsed();
         let got = loop {
             assert!(sent.elapsed() < Duration::from_secs(20), "never arrived");
             if let Some(m) = consumer.poll(Duration::from_millis(50)) {
@@ -64,7 +67,7 @@ fn waiting_fetches_are_woken_by_appends() {
         let latency = sent.elapsed();
         assert!(
             latency < Duration::from_secs(3),
-            "record took {latency:?}: the 10 s fetch wait was not woken by the append"
+            "record took {latency:?} (acknowledged after {acked:?}): the 10 s fetch wait was not woken by the append"
         );
     }
 }
