@@ -4,7 +4,8 @@
 # rsyslog with rsyslog-kafka (the shippers test), Prometheus (the
 # remote-write test), and a Python venv with the
 # Kafka clients the compatibility script drives. (librdkafka, bundled by the
-# rdkafka crate, builds with the gcc and make a fresh machine has.)
+# rdkafka crate, builds with the gcc and make a fresh machine has, and
+# OpenSSL's headers.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,11 @@ dpkg -s rsyslog-kafka >/dev/null 2>&1 || need+=(rsyslog-kafka)
 # Prometheus scrapes the broker and remote-writes into it
 # (tests/python/prometheus.py); the test runs its own instance.
 [ -x /usr/bin/prometheus ] || need+=(prometheus)
+# librdkafka's TLS (the rdkafka crate's `ssl` feature) builds against
+# OpenSSL found by pkg-config; the TLS tests make certificates with openssl.
+dpkg -s libssl-dev >/dev/null 2>&1 || need+=(libssl-dev)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # Network namespaces cut one cluster node off (tests/python/cluster_partition.py).
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then

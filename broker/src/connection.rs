@@ -20,10 +20,17 @@ use futures_channel::oneshot;
 use futures_lite::{future, FutureExt};
 use kafka_protocol::messages::ApiKey;
 
+use bytes::Bytes;
+use futures_lite::AsyncRead;
+use net::tls::TlsWriter;
+use std::sync::Arc;
+
 use crate::kafka::{self, HandlerFuture, Reply, Turn};
 use crate::node::Node;
 use crate::rt::local_channel::{self, LocalReceiver, LocalSender};
 use crate::rt::TcpStream;
+use crate::security::principal;
+use crate::security::tls::ServerTls;
 
 /// Requests placed and not yet answered, at most, beyond the one being
 /// answered. Producers keep up to 5 in flight (Kafka's limit with
@@ -46,12 +53,21 @@ struct Pending {
     answered: Option<oneshot::Sender<()>>,
 }
 
-pub async fn serve(shard: Rc<Node>, stream: TcpStream) {
+/// What a connection knows of the Kafka listener that accepted it.
+#[derive(Clone)]
+pub struct Entry {
+    /// The listener's place in the broker's list (`Config::kafka_listeners`).
+    pub listener: u8,
+    /// The listener's TLS configuration, for SSL and SASL_SSL listeners.
+    pub tls: Option<Arc<ServerTls>>,
+}
+
+pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
     let peer: Option<SocketAddr> = stream.peer_addr().ok();
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(?peer, "TCP_NODELAY refused: {e}");
     }
-    let writer = match crate::rt::second_handle(&stream) {
+    let mut writer = match crate::rt::second_handle(&stream) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(?peer, "closing connection: no second socket handle: {e}");
@@ -62,17 +78,97 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream) {
     let (to_answer, answers) = local_channel::new_bounded(PIPELINE_DEPTH);
     let placed_bytes = Rc::new(Cell::new(0usize));
     let (answering_ended, ended) = oneshot::channel::<()>();
+    let mut stream = stream;
+    let Some(tls) = entry.tls else {
+        let answering = crate::rt::spawn_local(answer(
+            shard.clone(),
+            Outbound::Plain(writer),
+            answers,
+            placed_bytes.clone(),
+            answering_ended,
+            peer,
+        ));
+        let context = Context {
+            listener: entry.listener,
+            peer,
+        };
+        read(
+            &shard,
+            &mut stream,
+            to_answer,
+            &placed_bytes,
+            ended,
+            context,
+        )
+        .await;
+        // What was placed is answered before the socket closes.
+        answering.await;
+        let _ = stream.shutdown(std::net::Shutdown::Both).await;
+        return;
+    };
+    let timeout = Duration::from_millis(shard.config.tls_handshake_timeout_ms);
+    let handshake = future::or(
+        async { Some(net::tls::accept(&mut stream, &mut writer, tls.config()).await) },
+        future::or(
+            async {
+                crate::rt::sleep(timeout).await;
+                None
+            },
+            async {
+                shard.stopped().await;
+                None
+            },
+        ),
+    )
+    .await;
+    let mut reader = match handshake {
+        Some(Ok(reader)) => reader,
+        Some(Err(e)) => {
+            shard.metrics.tls_handshake_failed();
+            tracing::info!(?peer, "closing connection: TLS handshake failed: {e}");
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            return;
+        }
+        None => {
+            shard.metrics.tls_handshake_failed();
+            tracing::info!(
+                ?peer,
+                "closing connection: no TLS handshake within {} ms",
+                timeout.as_millis()
+            );
+            let _ = stream.shutdown(std::net::Shutdown::Both).await;
+            return;
+        }
+    };
+    let session = reader.session().clone();
+    let principal = session
+        .borrow()
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| principal::from_certificate(cert))
+        .unwrap_or_else(|| principal::ANONYMOUS.to_string());
+    tracing::debug!(?peer, %principal, "TLS connection");
     let answering = crate::rt::spawn_local(answer(
         shard.clone(),
-        writer,
+        Outbound::Tls(writer, TlsWriter::new(session)),
         answers,
         placed_bytes.clone(),
         answering_ended,
         peer,
     ));
-    let mut stream = stream;
-    read(&shard, &mut stream, to_answer, &placed_bytes, ended, peer).await;
-    // What was placed is answered before the socket closes.
+    let context = Context {
+        listener: entry.listener,
+        peer,
+    };
+    read(
+        &shard,
+        &mut reader,
+        to_answer,
+        &placed_bytes,
+        ended,
+        context,
+    )
+    .await;
     answering.await;
     // Dropping the stream only drops this descriptor: a receive still in
     // flight in io_uring holds the socket open until its cancellation is
@@ -83,14 +179,22 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream) {
 
 /// Reads requests and places them, until the client closes, the shard
 /// stops, the connection idles out or the answering side ends.
-async fn read(
+/// What every request of a connection carries.
+#[derive(Clone, Copy)]
+struct Context {
+    listener: u8,
+    peer: Option<SocketAddr>,
+}
+
+async fn read<R: AsyncRead + Unpin>(
     shard: &Rc<Node>,
-    stream: &mut TcpStream,
+    stream: &mut R,
     to_answer: LocalSender<Pending>,
     placed_bytes: &Rc<Cell<usize>>,
     mut answering_ended: oneshot::Receiver<()>,
-    peer: Option<SocketAddr>,
+    context: Context,
 ) {
+    let peer = context.peer;
     let limit = shard.config.max_request_bytes;
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     loop {
@@ -129,6 +233,7 @@ async fn read(
         let request = match net::decode_request(frame) {
             Ok(mut r) => {
                 r.peer = peer;
+                r.listener = context.listener;
                 r
             }
             Err(e) => {
@@ -207,9 +312,31 @@ async fn read(
 
 /// Awaits each placed request in turn and writes its answer, until the
 /// reading side is done or an answer ends the connection.
+/// The writing side of a connection.
+enum Outbound {
+    Plain(TcpStream),
+    Tls(TcpStream, TlsWriter),
+}
+
+impl Outbound {
+    async fn write_chunks(&mut self, chunks: &[Bytes]) -> std::io::Result<()> {
+        match self {
+            Outbound::Plain(stream) => net::write_chunks(stream, chunks).await,
+            Outbound::Tls(stream, tls) => tls.write_chunks(stream, chunks).await,
+        }
+    }
+
+    /// A TLS session's end is told to the client (close_notify).
+    async fn close(&mut self) {
+        if let Outbound::Tls(stream, tls) = self {
+            tls.close(stream).await;
+        }
+    }
+}
+
 async fn answer(
     shard: Rc<Node>,
-    mut stream: TcpStream,
+    mut stream: Outbound,
     answers: LocalReceiver<Pending>,
     placed_bytes: Rc<Cell<usize>>,
     // Dropped on return, which tells the reading side.
@@ -231,7 +358,7 @@ async fn answer(
         let written = match outcome {
             Ok(Ok(Reply::Frame(chunks))) => {
                 let bytes_out = chunks.iter().map(|c| c.len()).sum();
-                let written = net::write_chunks(&mut stream, &chunks).await;
+                let written = stream.write_chunks(&chunks).await;
                 done(bytes_out);
                 written
             }
@@ -267,4 +394,5 @@ async fn answer(
             break;
         }
     }
+    stream.close().await;
 }

@@ -27,6 +27,7 @@ pub mod producer_ids;
 pub mod replicas;
 pub mod route;
 pub mod rt;
+pub mod security;
 pub mod server;
 pub mod shard;
 pub mod signal;

@@ -107,6 +107,32 @@ struct ServeArgs {
     /// Address clients are told to connect to [default: the listen address].
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
+    /// Kafka listeners, comma-separated PROTOCOL://HOST:PORT with PROTOCOL
+    /// PLAINTEXT or SSL (SASL_PLAINTEXT and SASL_SSL are refused until SASL
+    /// is built), e.g. PLAINTEXT://127.0.0.1:9092,SSL://0.0.0.0:9093
+    /// [default: one PLAINTEXT listener on --listen].
+    #[arg(long, value_name = "LIST")]
+    listeners: Option<String>,
+    /// What clients of each listener are told to connect to, in the same
+    /// form [default: each listener's own address].
+    #[arg(long, value_name = "LIST")]
+    advertised_listeners: Option<String>,
+    /// PEM certificate chain of the SSL listeners; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert; re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates must be signed by.
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// Client certificates (ssl.client.auth): none, requested or required
+    /// [default: none].
+    #[arg(long, value_name = "none|requested|required")]
+    tls_client_auth: Option<String>,
+    /// Bound on a TLS handshake in ms [default: 10000].
+    #[arg(long)]
+    tls_handshake_timeout_ms: Option<u64>,
     /// Where partition logs and metadata live [default: ./sluice-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -266,6 +292,10 @@ impl ServeArgs {
         }
         set!(
             listen,
+            listeners,
+            advertised_listeners,
+            tls_client_auth,
+            tls_handshake_timeout_ms,
             metrics_listen,
             ingest_http_listen,
             influx_tcp_listen,
@@ -316,6 +346,15 @@ impl ServeArgs {
         );
         if self.advertise.is_some() {
             c.advertise = self.advertise;
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert;
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key;
+        }
+        if self.tls_client_ca.is_some() {
+            c.tls_client_ca = self.tls_client_ca;
         }
         if self.cpus.is_some() {
             c.cpus = self.cpus;

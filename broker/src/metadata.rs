@@ -42,9 +42,35 @@ impl TopicMeta {
 pub struct NodeMeta {
     pub host: String,
     pub port: i32,
+    /// (listener name, host, port) of every Kafka listener; empty for a
+    /// node registered with one address (`host`, `port`) for all.
+    #[serde(default)]
+    pub listeners: Vec<(String, String, i32)>,
     pub link_addrs: Vec<String>,
     pub shards: u32,
     pub fenced: bool,
+}
+
+impl NodeMeta {
+    /// Where clients of listener `name` reach this node; `None` if it has
+    /// no such listener (Kafka then leaves it out of their answers).
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return Some((&self.host, self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, h, p)| (h.as_str(), *p))
+    }
+}
+
+/// `host:port` split, the port -1 when missing or bad.
+fn host_port(addr: &str) -> (String, i32) {
+    match addr.rsplit_once(':') {
+        Some((h, p)) => (h.to_string(), p.parse().unwrap_or(-1)),
+        None => (addr.to_string(), -1),
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,13 +142,19 @@ impl ClusterMetadata {
             .nodes
             .iter()
             .map(|(&id, n)| {
-                let (host, port) = match n.addr.rsplit_once(':') {
-                    Some((h, p)) => (h.to_string(), p.parse().unwrap_or(-1)),
-                    None => (n.addr.clone(), -1),
-                };
+                let (host, port) = host_port(&n.addr);
+                let listeners = n
+                    .listeners
+                    .iter()
+                    .map(|(name, addr)| {
+                        let (h, p) = host_port(addr);
+                        (name.clone(), h, p)
+                    })
+                    .collect();
                 let meta = NodeMeta {
                     host,
                     port,
+                    listeners,
                     link_addrs: n.link_addrs.clone(),
                     shards: n.shards,
                     fenced: n.fenced,

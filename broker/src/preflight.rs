@@ -29,10 +29,12 @@ pub enum StartError {
     IoUring { reason: String },
     #[error("metadata: {0}. Fix: restore {1} from a backup or move it away to start empty")]
     Metadata(crate::metadata::MetadataError, String),
-    #[error("binding {addr} failed: {reason}. Fix: stop whatever listens there or choose another --listen")]
+    #[error("binding {addr} failed: {reason}. Fix: stop whatever listens there or choose another --listen (or --listeners)")]
     Bind { addr: String, reason: String },
     #[error("binding the metrics endpoint {addr} failed: {reason}. Fix: stop whatever listens there, choose another --metrics-listen, or switch it off with --metrics-listen ''")]
     MetricsBind { addr: String, reason: String },
+    #[error("TLS: {0}. Fix: give --tls-cert and --tls-key as readable PEM files whose key matches the certificate (and --tls-client-ca as PEM CA certificates)")]
+    Tls(String),
     #[error("shard {shard} failed: {reason}")]
     Shard { shard: usize, reason: String },
     #[error("joining the cluster failed: {reason}. Fix: check --node-id, --controller-listen and --controller-voters (the same list on every node)")]
@@ -126,7 +128,13 @@ pub(crate) const PORT_RELEASE_WAIT: std::time::Duration = std::time::Duration::f
 /// another broker of the same user (or with the dying sockets of a killed
 /// one); a plain bind first makes that an error, after a bounded wait.
 fn check_port(config: &Config) -> Result<(), StartError> {
-    let addr = config.listen_addr()?;
+    for listener in config.kafka_listeners()? {
+        check_free(listener.bind)?;
+    }
+    Ok(())
+}
+
+fn check_free(addr: std::net::SocketAddr) -> Result<(), StartError> {
     let deadline = std::time::Instant::now() + PORT_RELEASE_WAIT;
     loop {
         match std::net::TcpListener::bind(addr) {

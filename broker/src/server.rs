@@ -12,11 +12,12 @@ use glommio::channels::channel_mesh::{Full, MeshBuilder};
 use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
-use crate::connection;
+use crate::connection::{self, Entry};
 use crate::listener::Acceptor;
 use crate::mesh::MESH_CHANNEL_CAPACITY;
 use crate::node::{Node, ShardEnvelope};
 use crate::preflight::StartError;
+use crate::security::tls::ServerTls;
 use crate::shard::Shard;
 
 /// How often shards look at the process-wide shutdown flag set by the
@@ -40,7 +41,15 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
     let shards = config.shards();
     tracing::info!(
         shards,
-        listen = %config.listen,
+        listeners = %config
+            .kafka_listeners()
+            .map(|l| {
+                l.iter()
+                    .map(|l| format!("{}://{}", l.protocol.name(), l.bind))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default(),
         data_dir = %data_dir.display(),
         profile = config.profile.name(),
         fsync = config.fsync_policy().map(|p| p.name()).unwrap_or("?"),
@@ -51,6 +60,13 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
     // with a message rather than leaving a broker without its endpoint;
     // node 0 takes it over.
     let metrics_listener = Arc::new(std::sync::Mutex::new(bind_metrics(&config)?));
+    let tls = match config.tls_files()? {
+        Some(files) => Some(Arc::new(
+            ServerTls::load(files).map_err(|e| StartError::Tls(e.to_string()))?,
+        )),
+        None => None,
+    };
+    spawn_reload_on_sighup(tls.clone());
     let config = Arc::new(config);
     let barriers = Arc::new(Barriers::default());
     let mesh = MeshBuilder::<ShardEnvelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
@@ -69,7 +85,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         .name("sluice-node")
         .io_memory(io_memory)
         .on_all_shards(move || async move {
-            shard_main(config, mesh, shutdown, barriers, metrics_listener).await
+            shard_main(config, mesh, shutdown, barriers, metrics_listener, tls).await
         })
         .map_err(|e| StartError::IoUring {
             reason: e.to_string(),
@@ -102,6 +118,7 @@ async fn shard_main(
     shutdown: Arc<AtomicBool>,
     barriers: Arc<Barriers>,
     metrics_listener: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
+    tls: Option<Arc<ServerTls>>,
 ) -> Result<(), StartError> {
     let _stop_all_if_this_panics = PanicStopsAll(shutdown.clone());
     let nr_shards = mesh.nr_peers();
@@ -176,21 +193,23 @@ async fn shard_main(
         }
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
-    let addr = config.listen_addr()?;
-    let listener = crate::listener::bind(addr).map_err(|e| StartError::Bind {
-        addr: addr.to_string(),
-        reason: e.to_string(),
-    });
-    let listener = match listener {
-        Ok(l) => l,
-        Err(e) => {
-            // Let the other shards stop too instead of serving half a broker.
-            shutdown.store(true, Ordering::SeqCst);
-            node.begin_shutdown();
-            crate::partition::placement::close_logs(&node).await;
-            return Err(e);
+    let mut listeners = Vec::new();
+    for spec in config.kafka_listeners()? {
+        let bound = crate::listener::bind(spec.bind).map_err(|e| StartError::Bind {
+            addr: spec.bind.to_string(),
+            reason: e.to_string(),
+        });
+        match bound {
+            Ok(l) => listeners.push((spec, l)),
+            Err(e) => {
+                // Let the other shards stop too instead of serving half a broker.
+                shutdown.store(true, Ordering::SeqCst);
+                node.begin_shutdown();
+                crate::partition::placement::close_logs(&node).await;
+                return Err(e);
+            }
         }
-    };
+    }
     if let Err(e) = crate::ingest::start(&node) {
         shutdown.store(true, Ordering::SeqCst);
         node.begin_shutdown();
@@ -198,7 +217,14 @@ async fn shard_main(
         return Err(e);
     }
     if id == 0 {
-        tracing::info!(%addr, "listening");
+        for (spec, _) in &listeners {
+            tracing::info!(
+                addr = %spec.bind,
+                protocol = spec.protocol.name(),
+                advertised = %format!("{}:{}", spec.advertised.0, spec.advertised.1),
+                "listening"
+            );
+        }
         let taken = metrics_listener.lock().ok().and_then(|mut l| l.take());
         if let Some(listener) = taken {
             if let Ok(local) = listener.local_addr() {
@@ -216,9 +242,27 @@ async fn shard_main(
     spawn_shutdown_watch(&node.shard);
     spawn_retention(&node.shard);
     crate::cleaner::spawn_cleaner(&node.shard);
-    let acceptor = Acceptor::new(listener, config.connections_per_shard_max, "kafka listener");
-    acceptor
-        .serve_all(
+    // Every listener serves until the shard stops; the connection bound
+    // is per listener.
+    let acceptors: Vec<(Acceptor, Entry)> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, (spec, listener))| {
+            let entry = Entry {
+                listener: i as u8,
+                tls: if spec.protocol.tls() {
+                    tls.clone()
+                } else {
+                    None
+                },
+            };
+            let acceptor =
+                Acceptor::new(listener, config.connections_per_shard_max, "kafka listener");
+            (acceptor, entry)
+        })
+        .collect();
+    futures_util::future::join_all(acceptors.iter().map(|(acceptor, entry)| {
+        acceptor.serve_all(
             node.stopped(),
             || {
                 node.metrics.connection_refused();
@@ -230,25 +274,28 @@ async fn shard_main(
             |stream| {
                 node.metrics.connection_opened();
                 let node = node.clone();
+                let entry = entry.clone();
                 async move {
-                    connection::serve(node.clone(), stream).await;
+                    connection::serve(node.clone(), stream, entry).await;
                     node.metrics.connection_closed();
                 }
             },
         )
-        .await;
+    }))
+    .await;
     barriers.readiness.shard_stopping();
-    let open = acceptor.close();
+    let open: Vec<_> = acceptors.into_iter().map(|(a, _)| a.close()).collect();
+    let open_count = || open.iter().map(|o| o.count()).sum::<usize>();
     node.metrics.set_serving(false);
     // Connections finish the request they are handling, then close.
     let deadline = Instant::now() + Duration::from_millis(config.shutdown_timeout_ms);
-    while open.count() > 0 && Instant::now() < deadline {
+    while open_count() > 0 && Instant::now() < deadline {
         glommio::timer::sleep(Duration::from_millis(10)).await;
     }
-    if open.count() > 0 {
+    if open_count() > 0 {
         tracing::warn!(
             shard = id,
-            connections = open.count(),
+            connections = open_count(),
             "shutdown timeout; closing anyway"
         );
     }
@@ -262,6 +309,37 @@ async fn shard_main(
     }
     crate::partition::placement::close_logs(&node).await;
     Ok(())
+}
+
+/// SIGHUP re-reads the TLS files (certificates expire; a fleet rotates
+/// them without restarts). Without TLS there is nothing to re-read, and
+/// the signal is only logged rather than ending the process.
+fn spawn_reload_on_sighup(tls: Option<Arc<ServerTls>>) {
+    let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("SIGHUP cannot be caught, so TLS files cannot be reloaded: {e}");
+            return;
+        }
+    };
+    let spawned = std::thread::Builder::new()
+        .name("sluice-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match &tls {
+                    None => tracing::info!("SIGHUP: no TLS files to reload"),
+                    Some(tls) => match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
+                        Err(e) => tracing::error!(
+                            "SIGHUP: TLS files not reloaded, the previous ones stay in use: {e}"
+                        ),
+                    },
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("no thread for SIGHUP reloads: {e}");
+    }
 }
 
 /// A node that panics must not leave a half broker serving, nor the other

@@ -41,6 +41,9 @@ pub struct Shard {
     pub config: Arc<Config>,
     pub default_log: LogConfig,
     pub advertised: (String, i32),
+    /// The Kafka listeners, in configuration order (a request's
+    /// `listener` indexes it).
+    pub listeners: Vec<crate::config::Listener>,
     metadata: RefCell<Arc<ClusterMetadata>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
     /// Fired when a log of this shard grew, or leadership changed, so that
@@ -57,6 +60,22 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// The name of listener `index` (its security protocol).
+    pub fn listener_name(&self, index: u8) -> &'static str {
+        self.listeners
+            .get(usize::from(index))
+            .map_or("PLAINTEXT", |l| l.protocol.name())
+    }
+
+    /// Where clients of listener `index` reach this node.
+    pub fn own_endpoint(&self, index: u8) -> (String, i32) {
+        self.listeners
+            .get(usize::from(index))
+            .map_or_else(|| self.advertised.clone(), |l| l.advertised.clone())
+    }
+}
+
+impl Shard {
     pub fn new(
         id: usize,
         nr_shards: usize,
@@ -65,6 +84,7 @@ impl Shard {
     ) -> Result<Shard, crate::config::ConfigError> {
         let default_log = config.default_log_config()?;
         let advertised = config.advertised()?;
+        let listeners = config.kafka_listeners()?;
         let cache_budget = storage::CacheBudget::new(config.shard_cache_bytes);
         Ok(Shard {
             id,
@@ -73,6 +93,7 @@ impl Shard {
             config,
             default_log,
             advertised,
+            listeners,
             metadata: RefCell::new(Arc::new(ClusterMetadata::empty())),
             logs: RefCell::new(HashMap::new()),
             appended: AppendSignal::default(),

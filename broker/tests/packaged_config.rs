@@ -102,6 +102,9 @@ fn packaged_config_comments_show_the_defaults() {
     let mut all = Config::from_toml(&uncommented(&packaged_text()))
         .expect("the uncommented file parses: every key exists");
     assert!(all.advertise.take().is_some());
+    assert!(all.tls_cert.take().is_some());
+    assert!(all.tls_key.take().is_some());
+    assert!(all.tls_client_ca.take().is_some());
     assert!(all.cores.take().is_some());
     assert!(all.cpus.take().is_some());
     assert!(all.fsync.take().is_some());

@@ -9,6 +9,7 @@ pub mod frame;
 pub mod link;
 pub mod request;
 pub mod response;
+pub mod tls;
 pub mod write;
 
 pub use fetch::{FetchPartitionParts, FetchResponseParts, FetchTopicParts};

@@ -32,6 +32,10 @@ pub struct RequestFrame {
     /// The client's address, set by the connection: group members are
     /// described with it.
     pub peer: Option<std::net::SocketAddr>,
+    /// The broker listener the connection came in on (its place in the
+    /// broker's list), set by the connection: Metadata answers with the
+    /// addresses of that listener.
+    pub listener: u8,
 }
 
 impl RequestFrame {
@@ -81,6 +85,7 @@ pub fn decode_request(frame: Bytes) -> Result<RequestFrame, RequestError> {
         header,
         body,
         peer: None,
+        listener: 0,
     })
 }
 

@@ -63,6 +63,7 @@ fn register(node_id: u32) -> Command {
         addr: format!("broker-{node_id}:9092"),
         shards: 2,
         link_addrs: Vec::new(),
+        listeners: Vec::new(),
     }
 }
 

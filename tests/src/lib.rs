@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod certs;
+
 /// How long a broker may take to start listening or to stop.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,7 +48,7 @@ pub fn sluice_binary() -> PathBuf {
 /// A port nothing listens on now and that this test process has not
 /// handed out before: tests run in parallel threads, and the kernel may
 /// give a port that one broker has not bound yet to the next caller.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -72,6 +74,12 @@ pub struct Broker {
 impl Broker {
     /// Starts a broker on a free port with a fresh data directory.
     pub fn start(extra_args: &[&str]) -> Broker {
+        Broker::start_with(|_| extra_args.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// Like `start`, with arguments that depend on the broker's PLAINTEXT
+    /// address (`--listeners` naming it beside others, say).
+    pub fn start_with(extra_args: impl FnOnce(SocketAddr) -> Vec<String>) -> Broker {
         let tmp = tempfile::Builder::new()
             .prefix("sluice-e2e-")
             .tempdir_in(std::env::temp_dir())
@@ -86,7 +94,7 @@ impl Broker {
             addr,
             data_dir,
             _tmp: Some(tmp),
-            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            extra_args: extra_args(addr),
             log_path,
         };
         b.spawn();

@@ -191,6 +191,14 @@ pub async fn start(
                     addr: format!("{advertised_host}:{advertised_port}"),
                     shards: shard.nr_shards as u32,
                     link_addrs,
+                    listeners: shard
+                        .listeners
+                        .iter()
+                        .map(|l| {
+                            let (host, port) = &l.advertised;
+                            (l.protocol.name().to_string(), format!("{host}:{port}"))
+                        })
+                        .collect(),
                 },
                 SUBMIT_TIMEOUT,
             )

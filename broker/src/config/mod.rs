@@ -4,8 +4,10 @@
 
 mod cluster;
 mod group;
+mod listeners;
 
 pub use group::GroupConfig;
+pub use listeners::{ClientAuth, Listener, SecurityProtocol, TlsFiles};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -93,6 +95,23 @@ pub struct Config {
     pub ingest_queue_bytes_max: usize,
     /// Address given to clients in Metadata; defaults to `listen`.
     pub advertise: Option<String>,
+    /// Kafka listeners, `PROTOCOL://HOST:PORT` comma-separated (PLAINTEXT,
+    /// SSL, SASL_PLAINTEXT, SASL_SSL); empty: one PLAINTEXT listener on
+    /// `listen`, advertised as `advertise`.
+    pub listeners: String,
+    /// What clients of each listener are told, in the same form; a
+    /// listener not named advertises its bind address.
+    pub advertised_listeners: String,
+    /// PEM certificate chain of the SSL and SASL_SSL listeners.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificates that client certificates are checked against.
+    pub tls_client_ca: Option<PathBuf>,
+    /// `ssl.client.auth`: none, requested or required.
+    pub tls_client_auth: String,
+    /// Bound on a TLS handshake; a client slower than this is cut off.
+    pub tls_handshake_timeout_ms: u64,
     pub data_dir: PathBuf,
     /// Shards (one per core); `None` = every core (every CPU of `cpus`).
     pub cores: Option<usize>,
@@ -213,6 +232,13 @@ impl Default for Config {
             ingest_format: "json".into(),
             ingest_queue_bytes_max: 16 << 20,
             advertise: None,
+            listeners: String::new(),
+            advertised_listeners: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_client_auth: "none".into(),
+            tls_handshake_timeout_ms: 10_000,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
             cpus: None,
@@ -285,11 +311,11 @@ impl Config {
             value: self.metrics_listen.clone(),
             allowed: "an IP address and port, e.g. 127.0.0.1:9644, or \"\" to switch it off".into(),
         })?;
-        if Ok(addr) == self.listen_addr() {
+        if self.is_kafka_listener(addr) {
             return Err(ConfigError {
                 key: "metrics_listen",
                 value: self.metrics_listen.clone(),
-                allowed: "an address other than listen's".into(),
+                allowed: "an address other than the Kafka listeners'".into(),
             });
         }
         Ok(Some(addr))
@@ -308,12 +334,13 @@ impl Config {
                 allowed: "an IP address and port, e.g. 127.0.0.1:8086, or \"\" to switch it off"
                     .into(),
             })?;
-            let taken = Ok(addr) == self.listen_addr() || Ok(Some(addr)) == self.metrics_addr();
+            let taken = self.is_kafka_listener(addr) || Ok(Some(addr)) == self.metrics_addr();
             if taken {
                 return Err(ConfigError {
                     key,
                     value: value.into(),
-                    allowed: "an address other than listen's and metrics_listen's".into(),
+                    allowed: "an address other than the Kafka listeners' and metrics_listen's"
+                        .into(),
                 });
             }
             Ok(Some(addr))
@@ -372,8 +399,23 @@ impl Config {
         }
     }
 
-    /// Host and port clients are told to connect to.
+    fn is_kafka_listener(&self, addr: SocketAddr) -> bool {
+        self.kafka_listeners()
+            .is_ok_and(|l| l.iter().any(|l| l.bind == addr))
+    }
+
+    /// Host and port of the first Kafka listener, as clients are told:
+    /// the address the cluster's records give for this node.
     pub fn advertised(&self) -> Result<(String, i32), ConfigError> {
+        if self.listeners.trim().is_empty() {
+            return self.shorthand_advertised();
+        }
+        let first = self.kafka_listeners()?.into_iter().next();
+        Ok(first.map(|l| l.advertised).unwrap_or_default())
+    }
+
+    /// `advertise`, or `listen` when it names a reachable address.
+    fn shorthand_advertised(&self) -> Result<(String, i32), ConfigError> {
         let text = self.advertise.as_deref().unwrap_or(&self.listen);
         let bad = || ConfigError {
             key: "advertise",
@@ -440,7 +482,23 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.listen_addr()?;
+        // A SASL listener without authentication would let anyone in
+        // while its name promises otherwise.
+        if let Some(l) = self.kafka_listeners()?.iter().find(|l| l.protocol.sasl()) {
+            return Err(ConfigError {
+                key: "listeners",
+                value: format!("{}://{}", l.protocol.name(), l.bind),
+                allowed: "PLAINTEXT or SSL listeners: SASL authentication is not built yet".into(),
+            });
+        }
+        self.tls_files()?;
+        if self.tls_handshake_timeout_ms == 0 {
+            return Err(ConfigError {
+                key: "tls_handshake_timeout_ms",
+                value: "0".into(),
+                allowed: "at least 1".into(),
+            });
+        }
         self.validate_cluster()?;
         self.metrics_addr()?;
         self.ingest_addrs()?;

@@ -28,7 +28,7 @@ pub async fn handle(
     }
     response.cluster_id = str_bytes(shard.metadata().cluster_id.clone());
     response.controller_id = BrokerId(super::metadata::controller_id(shard));
-    response.brokers = super::metadata::brokers(shard)
+    response.brokers = super::metadata::brokers(shard, frame.listener)
         .into_iter()
         .map(|m| {
             let mut b = DescribeClusterBroker::default();

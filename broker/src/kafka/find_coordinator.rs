@@ -55,14 +55,17 @@ pub async fn handle(
                 Some(state) => state.leader.map(|l| l as i32),
                 None => Some(shard.config.node_id),
             };
-            let node = leader.and_then(|l| meta.nodes.get(&l).map(|n| (l, n)));
+            let name = shard.listener_name(frame.listener);
+            let node = leader
+                .filter(|&l| l != shard.config.node_id)
+                .and_then(|l| meta.nodes.get(&l).map(|n| (l, n)))
+                .and_then(|(l, n)| n.endpoint(name).map(|(h, p)| (l, h.to_string(), p)));
             match node {
-                Some((id, n)) => Ok((id, n.host.clone(), n.port)),
-                None if leader == Some(shard.config.node_id) => Ok((
-                    shard.config.node_id,
-                    shard.advertised.0.clone(),
-                    shard.advertised.1,
-                )),
+                Some(found) => Ok(found),
+                None if leader == Some(shard.config.node_id) => {
+                    let (host, port) = shard.own_endpoint(frame.listener);
+                    Ok((shard.config.node_id, host, port))
+                }
                 None => Err((
                     Kafka::CoordinatorNotAvailable.code(),
                     format!("partition {partition} of {OFFSETS_TOPIC} has no leader"),

@@ -32,7 +32,7 @@ pub async fn handle(
         _ => None,
     };
     let mut response = MetadataResponse::default();
-    response.brokers = brokers(shard);
+    response.brokers = brokers(shard, frame.listener);
     response.cluster_id = Some(str_bytes(shard.metadata().cluster_id.clone()));
     response.controller_id = BrokerId(controller_id(shard));
     response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
@@ -79,29 +79,31 @@ pub async fn handle(
     respond(frame, &response)
 }
 
-/// The live brokers; this one always, even before its registration is
+/// The live brokers, at their addresses on the listener the client came
+/// in on (`listener`); this one always, even before its registration is
 /// applied, so that a client always has somewhere to go.
-pub(crate) fn brokers(shard: &Shard) -> Vec<MetadataResponseBroker> {
+pub(crate) fn brokers(shard: &Shard, listener: u8) -> Vec<MetadataResponseBroker> {
     let meta = shard.metadata();
+    let name = shard.listener_name(listener);
+    let me = shard.config.node_id;
+    let broker = |id: i32, host: &str, port: i32| {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(id);
+        b.host = str_bytes(host);
+        b.port = port;
+        b
+    };
     let mut out: Vec<MetadataResponseBroker> = meta
         .nodes
         .iter()
-        .filter(|(&id, n)| !n.fenced || id == shard.config.node_id)
-        .map(|(&id, n)| {
-            let mut b = MetadataResponseBroker::default();
-            b.node_id = BrokerId(id);
-            b.host = str_bytes(n.host.clone());
-            b.port = n.port;
-            b
-        })
+        .filter(|(&id, n)| !n.fenced && id != me)
+        .filter_map(|(&id, n)| n.endpoint(name).map(|(host, port)| broker(id, host, port)))
         .collect();
-    if !meta.nodes.contains_key(&shard.config.node_id) {
-        let mut b = MetadataResponseBroker::default();
-        b.node_id = BrokerId(shard.config.node_id);
-        b.host = str_bytes(shard.advertised.0.clone());
-        b.port = shard.advertised.1;
-        out.push(b);
-    }
+    // This node as its own configuration says, which its registration may
+    // not show yet.
+    let (host, port) = shard.own_endpoint(listener);
+    out.push(broker(me, &host, port));
+    out.sort_by_key(|b| b.node_id.0);
     out
 }
 

@@ -39,6 +39,7 @@ pub struct ShardMetrics {
     connections_active: Cell<u64>,
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
+    tls_handshakes_failed: Cell<u64>,
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
@@ -68,6 +69,7 @@ impl Default for ShardMetrics {
             connections_active: Cell::new(0),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            tls_handshakes_failed: Cell::new(0),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
             prometheus_samples: Cell::new(0),
@@ -138,6 +140,7 @@ impl ShardMetrics {
             connections_active: m.connections_active.get(),
             connections_accepted: m.connections_accepted.get(),
             connections_refused: m.connections_refused.get(),
+            tls_handshakes_failed: m.tls_handshakes_failed.get(),
             influx_points: m.influx_points.get(),
             influx_lines_malformed: m.influx_lines_malformed.get(),
             prometheus_samples: m.prometheus_samples.get(),
@@ -188,6 +191,10 @@ impl ShardMetrics {
 
     pub fn connection_refused(&self) {
         add(&self.connections_refused, 1);
+    }
+
+    pub fn tls_handshake_failed(&self) {
+        add(&self.tls_handshakes_failed, 1);
     }
 
     pub fn influx_points_stored(&self, n: u64) {
@@ -255,6 +262,7 @@ pub struct ShardSnapshot {
     pub connections_active: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub tls_handshakes_failed: u64,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
     pub prometheus_samples: u64,

@@ -158,6 +158,12 @@ impl prometheus_client::collector::Collector for Merged {
         )?;
         counter(
             e,
+            "sluice_tls_handshakes_failed",
+            "TLS handshakes on the Kafka listeners that failed or timed out.",
+            &[(vec![], self.sum(|s| s.tls_handshakes_failed))],
+        )?;
+        counter(
+            e,
             "sluice_influx_points",
             "Influx line-protocol points stored.",
             &[(vec![], self.sum(|s| s.influx_points))],

@@ -36,6 +36,10 @@ pub enum Command {
         /// Each shard's replication link listener, indexed by shard.
         #[serde(default)]
         link_addrs: Vec<String>,
+        /// Every Kafka listener, (name, `host:port` advertised); empty
+        /// from nodes that had one listener, named by `addr` alone.
+        #[serde(default)]
+        listeners: Vec<(String, String)>,
     },
     /// Names the cluster once: the first proposal wins, later ones are
     /// no-ops, so every node can propose the id it would like.
@@ -193,6 +197,9 @@ pub struct NodeRecord {
     pub shards: u32,
     #[serde(default)]
     pub link_addrs: Vec<String>,
+    /// (listener name, `host:port`), as registered.
+    #[serde(default)]
+    pub listeners: Vec<(String, String)>,
     pub fenced: bool,
     /// Log index of the node's latest registration.
     pub epoch: u64,
@@ -258,17 +265,20 @@ impl ClusterMetadata {
                 addr,
                 shards,
                 link_addrs,
+                listeners,
             } => {
                 let record = self.nodes.entry(*node_id).or_insert_with(|| NodeRecord {
                     addr: String::new(),
                     shards: 0,
                     link_addrs: Vec::new(),
+                    listeners: Vec::new(),
                     fenced: true,
                     epoch: 0,
                 });
                 record.addr.clone_from(addr);
                 record.shards = *shards;
                 record.link_addrs.clone_from(link_addrs);
+                record.listeners.clone_from(listeners);
                 record.epoch = index;
                 self.unfence(*node_id);
                 Ok(Applied::NodeRegistered { epoch: index })
@@ -528,6 +538,7 @@ mod tests {
                     addr: format!("n{id}:9093"),
                     shards: 2,
                     link_addrs: Vec::new(),
+                    listeners: Vec::new(),
                 },
             );
             assert_eq!(

@@ -1,0 +1,123 @@
+//! The TLS configuration of the SSL listeners: certificate chain, key and
+//! client CA read from PEM files, checked (a key that does not match its
+//! certificate is refused), and read again on SIGHUP. A reload builds a
+//! whole new configuration off the shards and swaps it in; connections
+//! accepted afterwards get it, open ones keep the one they started with.
+//! A reload that fails keeps the configuration in use and says why.
+
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{RootCertStore, ServerConfig};
+
+use crate::config::{ClientAuth, TlsFiles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("{path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{what}: {reason}")]
+    Invalid { what: &'static str, reason: String },
+}
+
+/// The SSL listeners' configuration, shared by every shard.
+pub struct ServerTls {
+    files: TlsFiles,
+    current: RwLock<Arc<ServerConfig>>,
+}
+
+impl ServerTls {
+    pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
+        let config = build(&files)?;
+        Ok(ServerTls {
+            files,
+            current: RwLock::new(config),
+        })
+    }
+
+    /// The configuration a connection accepted now uses.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the files again; on success new connections use them.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let config = build(&self.files)?;
+        match self.current.write() {
+            Ok(mut c) => *c = config,
+            Err(poisoned) => *poisoned.into_inner() = config,
+        }
+        Ok(())
+    }
+}
+
+fn file_error(path: &Path, reason: impl ToString) -> TlsError {
+    TlsError::File {
+        path: path.display().to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| file_error(path, e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| file_error(path, e))?;
+    if certs.is_empty() {
+        return Err(file_error(path, "no PEM certificate in it"));
+    }
+    Ok(certs)
+}
+
+fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    // ring rather than aws-lc-rs: no C library build on a 2-core CI, at
+    // the cost of the post-quantum hybrid key exchange, which rustls marks
+    // by deprecating ring's provider (see ARCHITECTURE.md, Security).
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
+    // TLS 1.2 and 1.3 only, with the provider's suites: AEAD ciphers with
+    // forward secrecy, nothing older.
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| TlsError::Invalid {
+            what: "TLS versions",
+            reason: e.to_string(),
+        })?;
+    let builder = match (files.client_auth, &files.client_ca) {
+        (ClientAuth::None, _) | (_, None) => builder.with_no_client_auth(),
+        (auth, Some(ca)) => {
+            let mut roots = RootCertStore::empty();
+            for cert in certificates(ca)? {
+                roots.add(cert).map_err(|e| file_error(ca, e))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let verifier = if auth == ClientAuth::Requested {
+                verifier.allow_unauthenticated()
+            } else {
+                verifier
+            };
+            builder.with_client_cert_verifier(verifier.build().map_err(|e| TlsError::Invalid {
+                what: "tls_client_ca",
+                reason: e.to_string(),
+            })?)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Invalid {
+            what: "tls_cert and tls_key",
+            reason: e.to_string(),
+        })?;
+    // Kafka clients reconnect rarely; resumption tickets would be state to
+    // rotate with the keys for little gain.
+    config.send_tls13_tickets = 0;
+    Ok(Arc::new(config))
+}
