@@ -30,7 +30,12 @@ use crate::node::Node;
 use crate::rt::local_channel::{self, LocalReceiver, LocalSender};
 use crate::rt::TcpStream;
 use crate::security::principal;
+use crate::security::sasl::{self, Authenticator};
 use crate::security::tls::ServerTls;
+use kafka_protocol::messages::{
+    SaslAuthenticateRequest, SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse,
+};
+use kafka_protocol::ResponseError as KafkaError;
 
 /// Requests placed and not yet answered, at most, beyond the one being
 /// answered. Producers keep up to 5 in flight (Kafka's limit with
@@ -60,6 +65,8 @@ pub struct Entry {
     pub listener: u8,
     /// The listener's TLS configuration, for SSL and SASL_SSL listeners.
     pub tls: Option<Arc<ServerTls>>,
+    /// The mechanisms a SASL listener offers; `None` on other listeners.
+    pub sasl: Option<Arc<Vec<String>>>,
 }
 
 pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
@@ -92,6 +99,7 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
             listener: entry.listener,
             peer,
         };
+        let auth = entry.sasl.map(|m| Authenticator::new(m.to_vec()));
         read(
             &shard,
             &mut stream,
@@ -99,6 +107,7 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
             &placed_bytes,
             ended,
             context,
+            auth,
         )
         .await;
         // What was placed is answered before the socket closes.
@@ -160,6 +169,7 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
         listener: entry.listener,
         peer,
     };
+    let auth = entry.sasl.map(|m| Authenticator::new(m.to_vec()));
     read(
         &shard,
         &mut reader,
@@ -167,6 +177,7 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
         &placed_bytes,
         ended,
         context,
+        auth,
     )
     .await;
     answering.await;
@@ -177,8 +188,6 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
     let _ = stream.shutdown(std::net::Shutdown::Both).await;
 }
 
-/// Reads requests and places them, until the client closes, the shard
-/// stops, the connection idles out or the answering side ends.
 /// What every request of a connection carries.
 #[derive(Clone, Copy)]
 struct Context {
@@ -186,6 +195,9 @@ struct Context {
     peer: Option<SocketAddr>,
 }
 
+/// Reads requests and places them, until the client closes, the shard
+/// stops, the connection idles out or the answering side ends. On a SASL
+/// listener (`auth`), requests are first the authentication's.
 async fn read<R: AsyncRead + Unpin>(
     shard: &Rc<Node>,
     stream: &mut R,
@@ -193,11 +205,19 @@ async fn read<R: AsyncRead + Unpin>(
     placed_bytes: &Rc<Cell<usize>>,
     mut answering_ended: oneshot::Receiver<()>,
     context: Context,
+    mut auth: Option<Authenticator>,
 ) {
     let peer = context.peer;
-    let limit = shard.config.max_request_bytes;
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
+    // Set by a SaslHandshake v0: the tokens come as bare frames.
+    let mut raw_tokens = false;
     loop {
+        // Until a client has authenticated, its requests are bounded far
+        // lower: nobody may make the broker hold 100 MB unauthenticated.
+        let limit = match auth {
+            Some(_) => shard.config.sasl_max_receive_bytes,
+            None => shard.config.max_request_bytes,
+        };
         let next = future::or(
             async { Some(net::read_frame(stream, limit).await) },
             future::or(
@@ -230,6 +250,49 @@ async fn read<R: AsyncRead + Unpin>(
         // The length prefix counts: it is on the wire too.
         let bytes_in = frame.len() + 4;
         let started = Instant::now();
+        if let Some(authenticator) = auth.as_mut() {
+            let step = sasl_step(shard, authenticator, &mut raw_tokens, frame, context).await;
+            let (work, api_key, version) = match step {
+                SaslStep::Serve(frame) => {
+                    // ApiVersions, before authenticating: served as usual.
+                    let work: HandlerFuture = {
+                        let shard = shard.clone();
+                        Box::pin(async move { kafka::dispatch(&shard, frame).await })
+                    };
+                    (work, ApiKey::ApiVersions, 0)
+                }
+                SaslStep::Answer {
+                    work,
+                    api_key,
+                    version,
+                    principal,
+                } => {
+                    if let Some(principal) = principal {
+                        tracing::debug!(?peer, %principal, "authenticated");
+                        auth = None;
+                    }
+                    (work, api_key, version)
+                }
+                SaslStep::Close(reason) => {
+                    shard.metrics.bytes_received(bytes_in);
+                    tracing::info!(?peer, "closing connection: {reason}");
+                    break;
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let pending = Pending {
+                work,
+                api_key,
+                version,
+                bytes_in,
+                started,
+                answered: Some(tx),
+            };
+            if !queue_alone(&to_answer, pending, rx, &mut answering_ended).await {
+                break;
+            }
+            continue;
+        }
         let request = match net::decode_request(frame) {
             Ok(mut r) => {
                 r.peer = peer;
@@ -285,33 +348,225 @@ async fn read<R: AsyncRead + Unpin>(
             started,
             answered,
         };
-        // The queue may be full while the answering side ends (a write
-        // failed): a sender waiting on a full queue is not told of that.
-        let queued = future::or(async { to_answer.send(pending).await.is_ok() }, async {
-            let _ = (&mut answering_ended).await;
-            false
-        })
-        .await;
+        let queued = match alone {
+            Some(alone) => queue_alone(&to_answer, pending, alone, &mut answering_ended).await,
+            None => queue(&to_answer, pending, &mut answering_ended).await,
+        };
         if !queued {
             break;
-        }
-        if let Some(alone) = alone {
-            // Queued requests outlive the answering side while this side
-            // holds the queue: its end must be watched here too.
-            let answered = future::or(async { alone.await.is_ok() }, async {
-                let _ = (&mut answering_ended).await;
-                false
-            })
-            .await;
-            if !answered {
-                break;
-            }
         }
     }
 }
 
-/// Awaits each placed request in turn and writes its answer, until the
-/// reading side is done or an answer ends the connection.
+/// Queues `pending` for the answering side; false once that side ended.
+async fn queue(
+    to_answer: &LocalSender<Pending>,
+    pending: Pending,
+    answering_ended: &mut oneshot::Receiver<()>,
+) -> bool {
+    // The queue may be full while the answering side ends (a write
+    // failed): a sender waiting on a full queue is not told of that.
+    future::or(async { to_answer.send(pending).await.is_ok() }, async {
+        let _ = answering_ended.await;
+        false
+    })
+    .await
+}
+
+/// Queues a request that runs alone and waits until it is answered;
+/// false once the answering side ended.
+async fn queue_alone(
+    to_answer: &LocalSender<Pending>,
+    pending: Pending,
+    answered: oneshot::Receiver<()>,
+    answering_ended: &mut oneshot::Receiver<()>,
+) -> bool {
+    if !queue(to_answer, pending, answering_ended).await {
+        return false;
+    }
+    // Queued requests outlive the answering side while this side holds
+    // the queue: its end must be watched here too.
+    future::or(async { answered.await.is_ok() }, async {
+        let _ = answering_ended.await;
+        false
+    })
+    .await
+}
+
+/// What a request does to a connection that is authenticating.
+enum SaslStep {
+    /// Not the authentication's (ApiVersions): served as usual.
+    Serve(net::RequestFrame),
+    /// Answered here; `principal` once it completed authentication.
+    Answer {
+        work: HandlerFuture,
+        api_key: ApiKey,
+        version: i16,
+        principal: Option<String>,
+    },
+    /// Closed without an answer, as Kafka does for any other request
+    /// before authentication.
+    Close(String),
+}
+
+/// One request of a connection that has not authenticated yet, as
+/// Kafka's SaslServerAuthenticator takes it.
+async fn sasl_step(
+    shard: &Rc<Node>,
+    auth: &mut Authenticator,
+    raw_tokens: &mut bool,
+    frame: Bytes,
+    context: Context,
+) -> SaslStep {
+    let delay = Duration::from_millis(shard.config.auth_failure_delay_ms);
+    let listener = shard.listener_name(context.listener);
+    if *raw_tokens {
+        // SaslHandshake v0: a bare token, answered bare; a failure closes.
+        let outcome = auth.authenticate(shard, &frame).await;
+        let (token, principal) = match outcome {
+            sasl::Outcome::Continue(token) => (token, None),
+            sasl::Outcome::Authenticated {
+                principal,
+                auth_bytes,
+            } => (auth_bytes, Some(principal)),
+            sasl::Outcome::Failed { message, user } => {
+                failed(
+                    shard,
+                    context,
+                    listener,
+                    auth.mechanism(),
+                    user.as_deref(),
+                    &message,
+                );
+                crate::rt::sleep(delay).await;
+                return SaslStep::Close(format!("SASL authentication failed: {message}"));
+            }
+        };
+        let mut bare = Vec::with_capacity(4 + token.len());
+        bare.extend_from_slice(&(token.len() as i32).to_be_bytes());
+        bare.extend_from_slice(&token);
+        let bare = Bytes::from(bare);
+        return SaslStep::Answer {
+            work: Box::pin(async move { Ok(Reply::Frame(vec![bare])) }),
+            api_key: ApiKey::SaslAuthenticate,
+            version: 0,
+            principal,
+        };
+    }
+    let mut request = match net::decode_request(frame) {
+        Ok(r) => r,
+        Err(e) => return SaslStep::Close(e.to_string()),
+    };
+    request.peer = context.peer;
+    request.listener = context.listener;
+    let api_key = request.api_key;
+    let version = request.api_version();
+    let answer = |reply: Result<Reply, kafka::HandlerError>, principal| SaslStep::Answer {
+        work: Box::pin(async move { reply }),
+        api_key,
+        version,
+        principal,
+    };
+    // An answer, then the close, after the failure delay.
+    let last = |reply: Result<Reply, kafka::HandlerError>, reason: String| SaslStep::Answer {
+        work: Box::pin(async move {
+            crate::rt::sleep(delay).await;
+            match reply? {
+                Reply::Frame(chunks) => Ok(Reply::Last(chunks, reason)),
+                other => Ok(other),
+            }
+        }),
+        api_key,
+        version,
+        principal: None,
+    };
+    match api_key {
+        ApiKey::ApiVersions => SaslStep::Serve(request),
+        ApiKey::SaslHandshake if version <= 1 => {
+            let Ok(asked) = kafka::decode::<SaslHandshakeRequest>(&request) else {
+                return SaslStep::Close("malformed SaslHandshake".into());
+            };
+            let mut response = SaslHandshakeResponse::default();
+            response.mechanisms = auth
+                .enabled()
+                .iter()
+                .map(|m| kafka::str_bytes(m.clone()))
+                .collect();
+            if !auth.expects_handshake() {
+                response.error_code = KafkaError::IllegalSaslState.code();
+                let reason = "a second SaslHandshake".to_string();
+                return last(kafka::respond(&request, &response), reason);
+            }
+            let mechanism = asked.mechanism.to_string();
+            if !auth.handshake(&mechanism) {
+                response.error_code = KafkaError::UnsupportedSaslMechanism.code();
+                failed(shard, context, listener, Some(&mechanism), None, "mechanism not offered");
+                let reason = format!("SASL mechanism {mechanism:?} is not offered here");
+                return last(kafka::respond(&request, &response), reason);
+            }
+            *raw_tokens = version == 0;
+            answer(kafka::respond(&request, &response), None)
+        }
+        ApiKey::SaslAuthenticate if version <= 2 => {
+            let Ok(asked) = kafka::decode::<SaslAuthenticateRequest>(&request) else {
+                return SaslStep::Close("malformed SaslAuthenticate".into());
+            };
+            let mut response = SaslAuthenticateResponse::default();
+            if !auth.expects_token() {
+                response.error_code = KafkaError::IllegalSaslState.code();
+                response.error_message =
+                    Some(kafka::str_bytes("SaslAuthenticate before a SaslHandshake"));
+                let reason = "SaslAuthenticate before SaslHandshake".to_string();
+                return last(kafka::respond(&request, &response), reason);
+            }
+            match auth.authenticate(shard, &asked.auth_bytes).await {
+                sasl::Outcome::Continue(token) => {
+                    response.auth_bytes = Bytes::from(token);
+                    answer(kafka::respond(&request, &response), None)
+                }
+                sasl::Outcome::Authenticated {
+                    principal,
+                    auth_bytes,
+                } => {
+                    response.auth_bytes = Bytes::from(auth_bytes);
+                    answer(kafka::respond(&request, &response), Some(principal))
+                }
+                sasl::Outcome::Failed { message, user } => {
+                    failed(shard, context, listener, auth.mechanism(), user.as_deref(), &message);
+                    response.error_code = KafkaError::SaslAuthenticationFailed.code();
+                    response.error_message = Some(kafka::str_bytes(message.clone()));
+                    let reason = format!("SASL authentication failed: {message}");
+                    last(kafka::respond(&request, &response), reason)
+                }
+            }
+        }
+        other => SaslStep::Close(format!(
+            "unexpected {other:?} request before SASL authentication (a client configured with the wrong security protocol?)"
+        )),
+    }
+}
+
+/// Counts and logs a failed authentication: the peer and the user name
+/// tried, never the secret.
+fn failed(
+    shard: &Node,
+    context: Context,
+    listener: &'static str,
+    mechanism: Option<&str>,
+    user: Option<&str>,
+    message: &str,
+) {
+    let mechanism = mechanism.unwrap_or("none");
+    shard.metrics.authentication_failed(listener, mechanism);
+    tracing::warn!(
+        peer = ?context.peer,
+        listener,
+        mechanism,
+        user = user.unwrap_or("?"),
+        "SASL authentication failed: {message}"
+    );
+}
+
 /// The writing side of a connection.
 enum Outbound {
     Plain(TcpStream),
@@ -334,6 +589,8 @@ impl Outbound {
     }
 }
 
+/// Awaits each placed request in turn and writes its answer, until the
+/// reading side is done or an answer ends the connection.
 async fn answer(
     shard: Rc<Node>,
     mut stream: Outbound,
@@ -368,6 +625,13 @@ async fn answer(
             }
             Ok(Ok(Reply::Close(reason))) => {
                 done(0);
+                tracing::info!(?peer, "closing connection: {reason}");
+                break;
+            }
+            Ok(Ok(Reply::Last(chunks, reason))) => {
+                let bytes_out = chunks.iter().map(|c| c.len()).sum();
+                let _ = stream.write_chunks(&chunks).await;
+                done(bytes_out);
                 tracing::info!(?peer, "closing connection: {reason}");
                 break;
             }

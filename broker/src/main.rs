@@ -133,6 +133,29 @@ struct ServeArgs {
     /// Bound on a TLS handshake in ms [default: 10000].
     #[arg(long)]
     tls_handshake_timeout_ms: Option<u64>,
+    /// SASL mechanisms of the SASL listeners, comma-separated, of
+    /// SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN [default:
+    /// SCRAM-SHA-512,SCRAM-SHA-256].
+    #[arg(long, value_name = "LIST")]
+    sasl_mechanisms: Option<String>,
+    /// Offer PLAIN on SASL_PLAINTEXT listeners too, where passwords cross
+    /// the network in clear [default: false].
+    #[arg(long)]
+    sasl_plain_insecure: Option<bool>,
+    /// A failed authentication is answered this many ms late, then the
+    /// connection closes (connection.failed.authentication.delay.ms)
+    /// [default: 100].
+    #[arg(long)]
+    auth_failure_delay_ms: Option<u64>,
+    /// Largest request before a connection has authenticated
+    /// (sasl.server.max.receive.size) [default: 524288].
+    #[arg(long)]
+    sasl_max_receive_bytes: Option<usize>,
+    /// File of NAME:MECHANISM:PASSWORD lines: SCRAM credentials created at
+    /// start for users that have none for that mechanism (the first
+    /// administrator of a fresh cluster).
+    #[arg(long, value_name = "FILE")]
+    scram_bootstrap_file: Option<PathBuf>,
     /// Where partition logs and metadata live [default: ./sluice-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -296,6 +319,10 @@ impl ServeArgs {
             advertised_listeners,
             tls_client_auth,
             tls_handshake_timeout_ms,
+            sasl_mechanisms,
+            sasl_plain_insecure,
+            auth_failure_delay_ms,
+            sasl_max_receive_bytes,
             metrics_listen,
             ingest_http_listen,
             influx_tcp_listen,
@@ -355,6 +382,9 @@ impl ServeArgs {
         }
         if self.tls_client_ca.is_some() {
             c.tls_client_ca = self.tls_client_ca;
+        }
+        if self.scram_bootstrap_file.is_some() {
+            c.scram_bootstrap_file = self.scram_bootstrap_file;
         }
         if self.cpus.is_some() {
             c.cpus = self.cpus;

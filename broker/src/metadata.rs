@@ -85,6 +85,9 @@ pub struct ClusterMetadata {
     /// The controller log index this version reflects.
     #[serde(default)]
     pub applied_index: u64,
+    /// SCRAM credentials by user (stored and server keys).
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, Vec<replication::controller::ScramRecord>>,
     /// Topic names by id, for requests naming topics by id (Fetch v13+,
     /// Produce v13, DeleteTopics v6). Derived from `topics` by `reindex`.
     #[serde(skip)]
@@ -168,6 +171,7 @@ impl ClusterMetadata {
             nodes,
             controller_id,
             applied_index: index,
+            scram_credentials: c.scram_credentials.clone(),
             by_id: HashMap::new(),
         };
         meta.reindex();
@@ -188,6 +192,7 @@ impl ClusterMetadata {
             nodes: BTreeMap::new(),
             controller_id: -1,
             applied_index: 0,
+            scram_credentials: BTreeMap::new(),
             by_id: HashMap::new(),
         }
     }

@@ -180,6 +180,24 @@ async fn shard_main(
             crate::partition::placement::close_logs(&node).await;
             return Err(e);
         }
+        if let Some(path) = &config.scram_bootstrap_file {
+            let seeded = match crate::security::bootstrap::read(path) {
+                Ok(seeds) => crate::security::bootstrap::seed(&node.shard, &*node, seeds).await,
+                Err(e) => Err(e),
+            };
+            match seeded {
+                Ok(created) => tracing::info!(created, "SCRAM credentials from the bootstrap file"),
+                Err(e) => {
+                    let e = stop_early(StartError::Config(crate::config::ConfigError {
+                        key: "scram_bootstrap_file",
+                        value: path.display().to_string(),
+                        allowed: e,
+                    }));
+                    crate::partition::placement::close_logs(&node).await;
+                    return Err(e);
+                }
+            }
+        }
     }
     // Nobody accepts before every node has opened its logs, so no request
     // reaches a node that does not know its partitions yet.
@@ -248,8 +266,14 @@ async fn shard_main(
         .into_iter()
         .enumerate()
         .map(|(i, (spec, listener))| {
+            // Checked by `validate` at start-up.
+            let sasl = spec
+                .protocol
+                .sasl()
+                .then(|| Arc::new(config.offered(spec.protocol).unwrap_or_default()));
             let entry = Entry {
                 listener: i as u8,
+                sasl,
                 tls: if spec.protocol.tls() {
                     tls.clone()
                 } else {

@@ -34,6 +34,22 @@ pub fn sluice_binary() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let mut build = Command::new(cargo);
         build.args(["build", "--quiet", "-p", "broker", "--bin", "sluice"]);
+        // What cargo tells a test about its own package: a build script
+        // that watches it (ring's watches CARGO_MANIFEST_DIR) would rebuild
+        // the broker for every test package, and again for a plain build.
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let about_the_test = key == "CARGO_MANIFEST_DIR"
+                || key == "CARGO_MANIFEST_PATH"
+                || key == "CARGO_CRATE_NAME"
+                || key == "CARGO_PRIMARY_PACKAGE"
+                || key == "CARGO_TARGET_TMPDIR"
+                || key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_");
+            if about_the_test {
+                build.env_remove(key.as_ref());
+            }
+        }
         if profile_dir.file_name().is_some_and(|n| n == "release") {
             build.arg("--release");
         }

@@ -289,6 +289,7 @@ fn refusal(e: MetadataError) -> (i16, String) {
         MetadataError::AlterPartition(_) => Kafka::InvalidRequest,
         MetadataError::Elect(ElectError::NotNeeded) => Kafka::ElectionNotNeeded,
         MetadataError::Elect(ElectError::NotAvailable) => Kafka::EligibleLeadersNotAvailable,
+        MetadataError::UnknownScramCredential { .. } => Kafka::ResourceNotFound,
     };
     (code.code(), e.to_string())
 }

@@ -50,6 +50,9 @@ impl SecurityProtocol {
     }
 }
 
+/// The SASL mechanisms Sluice implements, in Kafka's names.
+pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+
 /// One Kafka listener: what it speaks, where it binds, and the address
 /// clients that connect through it are told about.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,6 +206,39 @@ impl Config {
         Ok(out)
     }
 
+    /// The SASL mechanisms enabled, in order.
+    pub fn sasl_mechanisms(&self) -> Result<Vec<String>, ConfigError> {
+        let bad = |why: &str| ConfigError {
+            key: "sasl_mechanisms",
+            value: self.sasl_mechanisms.clone(),
+            allowed: format!(
+                "comma-separated, each once, of {} ({why})",
+                SASL_MECHANISMS.join(", ")
+            ),
+        };
+        let mut out: Vec<String> = Vec::new();
+        for m in self.sasl_mechanisms.split(',').map(str::trim) {
+            if !SASL_MECHANISMS.contains(&m) {
+                return Err(bad(&format!("{m:?} is not one")));
+            }
+            if out.iter().any(|o| o == m) {
+                return Err(bad(&format!("{m} is given twice")));
+            }
+            out.push(m.to_string());
+        }
+        Ok(out)
+    }
+
+    /// The mechanisms a listener of `protocol` offers: PLAIN only under
+    /// TLS, unless `sasl_plain_insecure`.
+    pub fn offered(&self, protocol: SecurityProtocol) -> Result<Vec<String>, ConfigError> {
+        let mut all = self.sasl_mechanisms()?;
+        if !protocol.tls() && !self.sasl_plain_insecure {
+            all.retain(|m| m != "PLAIN");
+        }
+        Ok(all)
+    }
+
     /// The TLS files SSL listeners need; `None` when no listener uses TLS.
     pub fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
         let listeners = self.kafka_listeners()?;
@@ -348,16 +384,41 @@ mod tests {
     }
 
     #[test]
-    fn sasl_listeners_are_refused_until_sasl_is_built() {
-        for protocol in ["SASL_PLAINTEXT", "SASL_SSL"] {
+    fn sasl_mechanisms_are_kafkas_names_and_plain_needs_tls() {
+        let c = Config {
+            sasl_mechanisms: "SCRAM-SHA-256, PLAIN".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.sasl_mechanisms().expect("ok"),
+            vec!["SCRAM-SHA-256".to_string(), "PLAIN".to_string()]
+        );
+        assert_eq!(
+            c.offered(SecurityProtocol::SaslSsl).expect("ok"),
+            vec!["SCRAM-SHA-256".to_string(), "PLAIN".to_string()]
+        );
+        assert_eq!(
+            c.offered(SecurityProtocol::SaslPlaintext).expect("ok"),
+            vec!["SCRAM-SHA-256".to_string()],
+            "no PLAIN in clear text unless asked for"
+        );
+        let insecure = Config {
+            sasl_plain_insecure: true,
+            ..c
+        };
+        assert_eq!(
+            insecure
+                .offered(SecurityProtocol::SaslPlaintext)
+                .expect("ok")
+                .len(),
+            2
+        );
+        for bad in ["", "GSSAPI", "scram-sha-256", "PLAIN,PLAIN"] {
             let c = Config {
-                tls_cert: Some("c.pem".into()),
-                tls_key: Some("k.pem".into()),
-                ..with(&format!("PLAINTEXT://127.0.0.1:9092,{protocol}://127.0.0.1:9093"), "")
+                sasl_mechanisms: bad.into(),
+                ..Config::default()
             };
-            let e = c.validate().expect_err(protocol);
-            assert_eq!(e.key, "listeners");
-            assert!(e.allowed.contains("SASL"), "{e}");
+            assert_eq!(c.sasl_mechanisms().expect_err(bad).key, "sasl_mechanisms");
         }
     }
 

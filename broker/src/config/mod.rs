@@ -7,7 +7,7 @@ mod group;
 mod listeners;
 
 pub use group::GroupConfig;
-pub use listeners::{ClientAuth, Listener, SecurityProtocol, TlsFiles};
+pub use listeners::{ClientAuth, Listener, SecurityProtocol, TlsFiles, SASL_MECHANISMS};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -112,6 +112,22 @@ pub struct Config {
     pub tls_client_auth: String,
     /// Bound on a TLS handshake; a client slower than this is cut off.
     pub tls_handshake_timeout_ms: u64,
+    /// SASL mechanisms the SASL listeners offer, comma-separated:
+    /// SCRAM-SHA-512, SCRAM-SHA-256, PLAIN.
+    pub sasl_mechanisms: String,
+    /// Offer PLAIN on SASL_PLAINTEXT listeners too, where passwords cross
+    /// the network in clear.
+    pub sasl_plain_insecure: bool,
+    /// `connection.failed.authentication.delay.ms`: a failed
+    /// authentication is answered this late, then the connection closes.
+    pub auth_failure_delay_ms: u64,
+    /// `sasl.server.max.receive.size`: the largest request before a
+    /// connection has authenticated.
+    pub sasl_max_receive_bytes: usize,
+    /// Lines `NAME:MECHANISM:PASSWORD` of SCRAM credentials to create at
+    /// start when the user has none for that mechanism: the first
+    /// administrator of a fresh cluster.
+    pub scram_bootstrap_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Shards (one per core); `None` = every core (every CPU of `cpus`).
     pub cores: Option<usize>,
@@ -239,6 +255,11 @@ impl Default for Config {
             tls_client_ca: None,
             tls_client_auth: "none".into(),
             tls_handshake_timeout_ms: 10_000,
+            sasl_mechanisms: "SCRAM-SHA-512,SCRAM-SHA-256".into(),
+            sasl_plain_insecure: false,
+            auth_failure_delay_ms: 100,
+            sasl_max_receive_bytes: 524_288,
+            scram_bootstrap_file: None,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
             cpus: None,
@@ -482,13 +503,13 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        // A SASL listener without authentication would let anyone in
-        // while its name promises otherwise.
-        if let Some(l) = self.kafka_listeners()?.iter().find(|l| l.protocol.sasl()) {
+        self.kafka_listeners()?;
+        self.sasl_mechanisms()?;
+        if self.sasl_max_receive_bytes < 1024 {
             return Err(ConfigError {
-                key: "listeners",
-                value: format!("{}://{}", l.protocol.name(), l.bind),
-                allowed: "PLAINTEXT or SSL listeners: SASL authentication is not built yet".into(),
+                key: "sasl_max_receive_bytes",
+                value: self.sasl_max_receive_bytes.to_string(),
+                allowed: "at least 1024".into(),
             });
         }
         self.tls_files()?;

@@ -42,8 +42,19 @@ pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod sasl;
 pub mod sync_group;
 pub(crate) mod topics;
+pub mod user_scram_credentials;
+
+use sasl::{authenticate as sasl_authenticate, handshake as sasl_handshake};
+
+mod describe_user_scram_credentials {
+    pub(super) use super::user_scram_credentials::describe as handle;
+}
+mod alter_user_scram_credentials {
+    pub(super) use super::user_scram_credentials::alter as handle;
+}
 
 /// What a handler asks the connection to do.
 pub enum Reply {
@@ -54,6 +65,9 @@ pub enum Reply {
     /// Produce with acks=0 failed: Kafka closes the connection, the only
     /// way such a producer learns of it.
     Close(String),
+    /// Write this response, then close the connection for the reason
+    /// given (a failed authentication).
+    Last(Vec<Bytes>, String),
 }
 
 /// Failures that end the connection, as Kafka does when it cannot answer.
@@ -268,6 +282,34 @@ pub fn apis() -> &'static [Api] {
                 m::DeleteGroupsRequest,
                 0,
                 2
+            ),
+            api!(
+                ApiKey::SaslHandshake,
+                sasl_handshake,
+                m::SaslHandshakeRequest,
+                0,
+                1
+            ),
+            api!(
+                ApiKey::SaslAuthenticate,
+                sasl_authenticate,
+                m::SaslAuthenticateRequest,
+                0,
+                2
+            ),
+            api!(
+                ApiKey::DescribeUserScramCredentials,
+                describe_user_scram_credentials,
+                m::DescribeUserScramCredentialsRequest,
+                0,
+                0
+            ),
+            api!(
+                ApiKey::AlterUserScramCredentials,
+                alter_user_scram_credentials,
+                m::AlterUserScramCredentialsRequest,
+                0,
+                0
             ),
         ]
     })

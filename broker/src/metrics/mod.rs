@@ -40,6 +40,9 @@ pub struct ShardMetrics {
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
     tls_handshakes_failed: Cell<u64>,
+    /// Failed SASL authentications by (listener, mechanism).
+    authentications_failed:
+        std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
@@ -70,6 +73,7 @@ impl Default for ShardMetrics {
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
             tls_handshakes_failed: Cell::new(0),
+            authentications_failed: Default::default(),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
             prometheus_samples: Cell::new(0),
@@ -141,6 +145,12 @@ impl ShardMetrics {
             connections_accepted: m.connections_accepted.get(),
             connections_refused: m.connections_refused.get(),
             tls_handshakes_failed: m.tls_handshakes_failed.get(),
+            authentications_failed: m
+                .authentications_failed
+                .borrow()
+                .iter()
+                .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
+                .collect(),
             influx_points: m.influx_points.get(),
             influx_lines_malformed: m.influx_lines_malformed.get(),
             prometheus_samples: m.prometheus_samples.get(),
@@ -195,6 +205,16 @@ impl ShardMetrics {
 
     pub fn tls_handshake_failed(&self) {
         add(&self.tls_handshakes_failed, 1);
+    }
+
+    pub fn authentication_failed(&self, listener: &'static str, mechanism: &str) {
+        // Mechanism names come from the client only when offered here,
+        // else "none": the map stays small.
+        *self
+            .authentications_failed
+            .borrow_mut()
+            .entry((listener, mechanism.to_string()))
+            .or_default() += 1;
     }
 
     pub fn influx_points_stored(&self, n: u64) {
@@ -263,6 +283,8 @@ pub struct ShardSnapshot {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub tls_handshakes_failed: u64,
+    /// (listener, mechanism, count).
+    pub authentications_failed: Vec<(String, String, u64)>,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
     pub prometheus_samples: u64,

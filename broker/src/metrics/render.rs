@@ -156,6 +156,26 @@ impl prometheus_client::collector::Collector for Merged {
             "Client connections refused at the per-shard limit.",
             &[(vec![], self.sum(|s| s.connections_refused))],
         )?;
+        let mut failed: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for s in &self.shards {
+            for (listener, mechanism, n) in &s.authentications_failed {
+                *failed
+                    .entry((listener.clone(), mechanism.clone()))
+                    .or_default() += n;
+            }
+        }
+        let failed: Vec<(Labels, u64)> = failed
+            .into_iter()
+            .map(|((listener, mechanism), n)| {
+                (vec![("listener", listener), ("mechanism", mechanism)], n)
+            })
+            .collect();
+        counter(
+            e,
+            "sluice_sasl_authentications_failed",
+            "Failed SASL authentications, by listener and mechanism.",
+            &failed,
+        )?;
         counter(
             e,
             "sluice_tls_handshakes_failed",

@@ -97,6 +97,20 @@ pub enum Command {
         count: u32,
         at_least: i64,
     },
+    /// Sets a user's SCRAM credential for one mechanism (KIP-554): the
+    /// keys a server checks a proof with, never the password nor the
+    /// salted password, which would let anyone who reads the log log in.
+    UpsertScramCredential {
+        user: String,
+        /// Kafka's ScramMechanism type: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+        mechanism: i8,
+        credential: ScramRecord,
+    },
+    /// Removes a user's credential for one mechanism.
+    DeleteScramCredential {
+        user: String,
+        mechanism: i8,
+    },
     /// A partition leader's ISR change (a compare-and-set on the leader
     /// epoch and the partition epoch).
     AlterPartition {
@@ -140,6 +154,12 @@ impl fmt::Display for Command {
             } => write!(f, "ElectLeader({topic}-{partition}, unclean {unclean})"),
             Command::AllocateProducerIds { node_id, count, .. } => {
                 write!(f, "AllocateProducerIds({count} for {node_id})")
+            }
+            Command::UpsertScramCredential {
+                user, mechanism, ..
+            } => write!(f, "UpsertScramCredential({user}, type {mechanism})"),
+            Command::DeleteScramCredential { user, mechanism } => {
+                write!(f, "DeleteScramCredential({user}, type {mechanism})")
             }
         }
     }
@@ -186,6 +206,18 @@ pub enum MetadataError {
     AlterPartition(AlterError),
     #[error("election not made: {0:?}")]
     Elect(ElectError),
+    #[error("no SCRAM credential of type {mechanism} for user {user}")]
+    UnknownScramCredential { user: String, mechanism: i8 },
+}
+
+/// A stored SCRAM credential (RFC 5802's server-side keys).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramRecord {
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 /// The answer to a command, carried back to the proposer through Raft.
@@ -236,6 +268,9 @@ pub struct ClusterMetadata {
     /// leaders spread (Kafka draws this at random; a replicated state
     /// machine cannot).
     pub placement_cursor: u64,
+    /// SCRAM credentials by user, one per mechanism.
+    #[serde(default)]
+    pub scram_credentials: BTreeMap<String, Vec<ScramRecord>>,
 }
 
 impl ClusterMetadata {
@@ -377,6 +412,38 @@ impl ClusterMetadata {
                 let states = self.place(current, total - current, rf)?;
                 if let Some(topic) = self.topics.get_mut(name) {
                     topic.partitions.extend(states);
+                }
+                Ok(Applied::Done)
+            }
+            Command::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => {
+                let credentials = self.scram_credentials.entry(user.clone()).or_default();
+                let record = ScramRecord {
+                    mechanism: *mechanism,
+                    ..credential.clone()
+                };
+                match credentials.iter_mut().find(|c| c.mechanism == *mechanism) {
+                    Some(c) => *c = record,
+                    None => credentials.push(record),
+                }
+                Ok(Applied::Done)
+            }
+            Command::DeleteScramCredential { user, mechanism } => {
+                let unknown = || MetadataError::UnknownScramCredential {
+                    user: user.clone(),
+                    mechanism: *mechanism,
+                };
+                let credentials = self.scram_credentials.get_mut(user).ok_or_else(unknown)?;
+                let before = credentials.len();
+                credentials.retain(|c| c.mechanism != *mechanism);
+                if credentials.len() == before {
+                    return Err(unknown());
+                }
+                if credentials.is_empty() {
+                    self.scram_credentials.remove(user);
                 }
                 Ok(Applied::Done)
             }
