@@ -117,7 +117,10 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
     };
     let timeout = Duration::from_millis(shard.config.tls_handshake_timeout_ms);
     let handshake = future::or(
-        async { Some(net::tls::accept(&mut stream, &mut writer, tls.config()).await) },
+        async {
+            let config = tls.config(entry.sasl.is_some());
+            Some(net::tls::accept(&mut stream, &mut writer, config).await)
+        },
         future::or(
             async {
                 crate::rt::sleep(timeout).await;
@@ -481,7 +484,11 @@ async fn sasl_step(
         principal: None,
     };
     match api_key {
-        ApiKey::ApiVersions => SaslStep::Serve(request),
+        // Kafka takes one ApiVersions, before the handshake.
+        ApiKey::ApiVersions if auth.expects_handshake() && !auth.versions_asked() => {
+            auth.versions_answered();
+            SaslStep::Serve(request)
+        }
         ApiKey::SaslHandshake if version <= 1 => {
             let Ok(asked) = kafka::decode::<SaslHandshakeRequest>(&request) else {
                 return SaslStep::Close("malformed SaslHandshake".into());
@@ -500,8 +507,17 @@ async fn sasl_step(
             let mechanism = asked.mechanism.to_string();
             if !auth.handshake(&mechanism) {
                 response.error_code = KafkaError::UnsupportedSaslMechanism.code();
-                failed(shard, context, listener, Some(&mechanism), None, "mechanism not offered");
-                let reason = format!("SASL mechanism {mechanism:?} is not offered here");
+                // The label is fixed: a client's names must not grow the
+                // metrics.
+                failed(
+                    shard,
+                    context,
+                    listener,
+                    Some("unsupported"),
+                    None,
+                    &format!("mechanism {:?} not offered", clipped(&mechanism)),
+                );
+                let reason = format!("SASL mechanism {:?} is not offered here", clipped(&mechanism));
                 return last(kafka::respond(&request, &response), reason);
             }
             *raw_tokens = version == 0;
@@ -562,9 +578,15 @@ fn failed(
         peer = ?context.peer,
         listener,
         mechanism,
-        user = user.unwrap_or("?"),
+        user = clipped(user.unwrap_or("?")),
         "SASL authentication failed: {message}"
     );
+}
+
+/// A client's name, cut short for a log line: before authentication
+/// anyone may send one of half a megabyte.
+fn clipped(name: &str) -> String {
+    name.chars().take(256).collect()
 }
 
 /// The writing side of a connection.

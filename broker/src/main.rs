@@ -108,9 +108,9 @@ struct ServeArgs {
     #[arg(long, value_name = "HOST:PORT")]
     advertise: Option<String>,
     /// Kafka listeners, comma-separated PROTOCOL://HOST:PORT with PROTOCOL
-    /// PLAINTEXT or SSL (SASL_PLAINTEXT and SASL_SSL are refused until SASL
-    /// is built), e.g. PLAINTEXT://127.0.0.1:9092,SSL://0.0.0.0:9093
-    /// [default: one PLAINTEXT listener on --listen].
+    /// one of PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL, e.g.
+    /// PLAINTEXT://127.0.0.1:9092,SASL_SSL://0.0.0.0:9093 [default: one
+    /// PLAINTEXT listener on --listen].
     #[arg(long, value_name = "LIST")]
     listeners: Option<String>,
     /// What clients of each listener are told to connect to, in the same
@@ -152,8 +152,8 @@ struct ServeArgs {
     #[arg(long)]
     sasl_max_receive_bytes: Option<usize>,
     /// File of NAME:MECHANISM:PASSWORD lines: SCRAM credentials created at
-    /// start for users that have none for that mechanism (the first
-    /// administrator of a fresh cluster).
+    /// a start that finds none in the cluster (the first administrator);
+    /// a missing file seeds nothing.
     #[arg(long, value_name = "FILE")]
     scram_bootstrap_file: Option<PathBuf>,
     /// Where partition logs and metadata live [default: ./sluice-data].

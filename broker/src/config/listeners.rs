@@ -413,6 +413,15 @@ mod tests {
                 .len(),
             2
         );
+        let nothing_offered = Config {
+            listeners: "SASL_PLAINTEXT://127.0.0.1:9093".into(),
+            sasl_mechanisms: "PLAIN".into(),
+            ..Config::default()
+        };
+        assert_eq!(
+            nothing_offered.validate().expect_err("no mechanism").key,
+            "sasl_mechanisms"
+        );
         for bad in ["", "GSSAPI", "scram-sha-256", "PLAIN,PLAIN"] {
             let c = Config {
                 sasl_mechanisms: bad.into(),

@@ -125,8 +125,7 @@ pub struct Config {
     /// connection has authenticated.
     pub sasl_max_receive_bytes: usize,
     /// Lines `NAME:MECHANISM:PASSWORD` of SCRAM credentials to create at
-    /// start when the user has none for that mechanism: the first
-    /// administrator of a fresh cluster.
+    /// a start that finds none in the cluster: the first administrator.
     pub scram_bootstrap_file: Option<PathBuf>,
     pub data_dir: PathBuf,
     /// Shards (one per core); `None` = every core (every CPU of `cpus`).
@@ -503,8 +502,18 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.kafka_listeners()?;
-        self.sasl_mechanisms()?;
+        for l in self.kafka_listeners()? {
+            if l.protocol.sasl() && self.offered(l.protocol)?.is_empty() {
+                return Err(ConfigError {
+                    key: "sasl_mechanisms",
+                    value: self.sasl_mechanisms.clone(),
+                    allowed: format!(
+                        "a mechanism for the {} listener: PLAIN alone is offered in clear text only with sasl_plain_insecure",
+                        l.protocol.name()
+                    ),
+                });
+            }
+        }
         if self.sasl_max_receive_bytes < 1024 {
             return Err(ConfigError {
                 key: "sasl_max_receive_bytes",

@@ -1,8 +1,9 @@
 //! The first credentials of a fresh cluster (`scram_bootstrap_file`), as
 //! `kafka-storage format --add-scram` seeds them: lines
-//! `NAME:MECHANISM:PASSWORD`, each created at start unless that user
-//! already has a credential for that mechanism, so a password changed
-//! since is never put back.
+//! `NAME:MECHANISM:PASSWORD`, created at a start that finds no credential
+//! in the cluster at all. Once there are credentials the file is not read
+//! again, so a password changed or a user deleted since is never put
+//! back, and the file can be removed.
 
 use std::path::Path;
 
@@ -19,8 +20,13 @@ const ITERATIONS: u32 = 4096;
 type Seed = (String, Mechanism, String);
 
 /// Reads the file: every line well-formed, or an error naming the line.
+/// A file that is not there seeds nothing (removed once used).
 pub fn read(path: &Path) -> Result<Vec<Seed>, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
     parse(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -48,18 +54,13 @@ fn parse(text: &str) -> Result<Vec<Seed>, String> {
     Ok(out)
 }
 
-/// Creates the credentials of `seeds` that do not exist yet.
+/// Creates the credentials of `seeds` if the cluster has none yet.
 pub async fn seed(shard: &Shard, peers: &dyn Peers, seeds: Vec<Seed>) -> Result<usize, String> {
+    if !shard.metadata().scram_credentials.is_empty() {
+        return Ok(0);
+    }
     let mut created = 0;
     for (user, mechanism, password) in seeds {
-        let exists = shard
-            .metadata()
-            .scram_credentials
-            .get(&user)
-            .is_some_and(|c| c.iter().any(|c| c.mechanism == mechanism.kafka_type()));
-        if exists {
-            continue;
-        }
         let c = ScramCredential::from_password(
             mechanism,
             password.as_bytes(),

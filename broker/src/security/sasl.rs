@@ -50,6 +50,8 @@ pub struct Authenticator {
     mechanism: Option<String>,
     /// The user name a SCRAM client-first gave, for failures' log lines.
     user: Option<String>,
+    /// Whether the one ApiVersions allowed before the handshake came.
+    versions_asked: bool,
 }
 
 /// The key that makes unknown users' fake SCRAM salts: random per
@@ -76,12 +78,22 @@ impl Authenticator {
             state: State::Start,
             mechanism: None,
             user: None,
+            versions_asked: false,
         }
     }
 
     /// The mechanisms SaslHandshake lists.
     pub fn enabled(&self) -> &[String] {
         &self.enabled
+    }
+
+    /// Whether the client asked for ApiVersions already.
+    pub fn versions_asked(&self) -> bool {
+        self.versions_asked
+    }
+
+    pub fn versions_answered(&mut self) {
+        self.versions_asked = true;
     }
 
     /// Whether a SaslHandshake is what comes next.
@@ -171,21 +183,33 @@ impl Authenticator {
                 Some(user),
             );
         }
-        // The strongest stored credential of the user decides.
+        // The strongest stored credential of the user decides. An unknown
+        // user's password is checked against a made-up credential of the
+        // same cost, so that the answer's timing does not tell.
         let found = [Mechanism::Sha512, Mechanism::Sha256]
             .into_iter()
             .find_map(|m| stored(shard, &user, m).map(|c| (m, c)));
-        let Some((mechanism, credential)) = found else {
-            return failed(
-                "Authentication failed: Invalid username or password".into(),
-                Some(user),
+        let known = found.is_some();
+        let (mechanism, credential) = found.unwrap_or_else(|| {
+            let fake = ScramCredential::from_salted_password(
+                Mechanism::Sha512,
+                user.as_bytes().to_vec(),
+                super::scram::ITERATIONS_MIN,
+                &fake_credential_secret()[..],
             );
-        };
+            (Mechanism::Sha512, fake)
+        });
         let password = password.into_bytes();
+        // A bounded number of checks per shard at a time: each takes
+        // milliseconds of a CPU, and a password spray must not queue
+        // unbounded work ahead of the shard's file operations.
+        let Ok(_turn) = plain_gate().acquire_static_permit(1).await else {
+            return failed("Authentication failed: shutting down".into(), Some(user));
+        };
         let matches = crate::rt::executor()
             .spawn_blocking(move || credential.verify_password(mechanism, &password))
             .await;
-        if !matches {
+        if !matches || !known {
             return failed(
                 "Authentication failed: Invalid username or password".into(),
                 Some(user),
@@ -197,6 +221,17 @@ impl Authenticator {
             auth_bytes: Vec::new(),
         }
     }
+}
+
+/// PLAIN password checks running at once on this shard, at most.
+const PLAIN_CHECKS_MAX: u64 = 2;
+
+fn plain_gate() -> std::rc::Rc<crate::rt::Semaphore> {
+    thread_local! {
+        static GATE: std::rc::Rc<crate::rt::Semaphore> =
+            std::rc::Rc::new(crate::rt::Semaphore::new(PLAIN_CHECKS_MAX));
+    }
+    GATE.with(|g| g.clone())
 }
 
 fn stored(shard: &Shard, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {

@@ -23,38 +23,58 @@ pub enum TlsError {
     Invalid { what: &'static str, reason: String },
 }
 
-/// The SSL listeners' configuration, shared by every shard.
+/// The TLS listeners' configurations, shared by every shard: SSL
+/// listeners ask for client certificates as `tls_client_auth` says;
+/// SASL_SSL listeners never do, since SASL says who the client is (Kafka
+/// ignores the broker-wide `ssl.client.auth` there too).
 pub struct ServerTls {
     files: TlsFiles,
-    current: RwLock<Arc<ServerConfig>>,
+    /// (SSL, SASL_SSL).
+    current: RwLock<(Arc<ServerConfig>, Arc<ServerConfig>)>,
 }
 
 impl ServerTls {
     pub fn load(files: TlsFiles) -> Result<ServerTls, TlsError> {
-        let config = build(&files)?;
+        let configs = build_both(&files)?;
         Ok(ServerTls {
             files,
-            current: RwLock::new(config),
+            current: RwLock::new(configs),
         })
     }
 
-    /// The configuration a connection accepted now uses.
-    pub fn config(&self) -> Arc<ServerConfig> {
+    /// The configuration a connection accepted now uses, on a SASL_SSL
+    /// listener (`sasl`) or an SSL one.
+    pub fn config(&self, sasl: bool) -> Arc<ServerConfig> {
+        let pick = |c: &(Arc<ServerConfig>, Arc<ServerConfig>)| {
+            if sasl {
+                c.1.clone()
+            } else {
+                c.0.clone()
+            }
+        };
         match self.current.read() {
-            Ok(c) => c.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(c) => pick(&c),
+            Err(poisoned) => pick(&poisoned.into_inner()),
         }
     }
 
     /// Reads the files again; on success new connections use them.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = build(&self.files)?;
+        let configs = build_both(&self.files)?;
         match self.current.write() {
-            Ok(mut c) => *c = config,
-            Err(poisoned) => *poisoned.into_inner() = config,
+            Ok(mut c) => *c = configs,
+            Err(poisoned) => *poisoned.into_inner() = configs,
         }
         Ok(())
     }
+}
+
+fn build_both(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), TlsError> {
+    let sasl = TlsFiles {
+        client_auth: ClientAuth::None,
+        ..files.clone()
+    };
+    Ok((build(files)?, build(&sasl)?))
 }
 
 fn file_error(path: &Path, reason: impl ToString) -> TlsError {
