@@ -100,6 +100,14 @@ def create_users(bootstrap, certs):
     ])
     assert errors["weak"] and "iterations" in errors["weak"], errors
     assert errors["ghost"] and "does not exist" in errors["ghost"], errors
+    # A user's changes apply all or none.
+    errors = admin.alter_user_scram_credentials([
+        UserScramCredentialUpsertion("half", "SCRAM-SHA-512", "x"),
+        UserScramCredentialDeletion("half", "SCRAM-SHA-256"),
+    ])
+    assert errors["half"] and "does not exist" in errors["half"], errors
+    assert admin.describe_user_scram_credentials(["half"])["half"]["error"], \
+        "a refused change of a user applied in part"
     described = admin.describe_user_scram_credentials(["writer", "ghost"])
     infos = sorted((int(i["mechanism"]), i["iterations"])
                    for i in described["writer"]["credential_infos"])

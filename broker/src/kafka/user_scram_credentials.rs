@@ -17,6 +17,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
+use replication::controller::SubmitError;
 use replication::controller::{Command, ScramRecord};
 
 use super::{respond, str_bytes, HandlerError, Reply};
@@ -100,8 +101,8 @@ pub async fn alter(
         ));
     }
     // One result per user, in the order users first appear; the first
-    // failure of a user's changes is its answer, and a user with a failed
-    // change has none of its changes applied.
+    // failure of a user's changes is its answer, and a user's changes are
+    // one controller command, applied all or none.
     let mut users: Vec<String> = Vec::new();
     for (user, _, _) in &changes {
         if !users.contains(user) {
@@ -119,7 +120,7 @@ pub async fn alter(
             .unwrap_or_default();
         let outcome = match check(&user, &mine, &stored) {
             Err(e) => Err(e),
-            Ok(commands) => apply(shard, commands).await,
+            Ok(command) => apply(shard, command).await,
         };
         let mut result = AlterUserScramCredentialsResult::default();
         result.user = str_bytes(user);
@@ -132,7 +133,7 @@ pub async fn alter(
     respond(frame, &response)
 }
 
-fn check(user: &str, changes: &[&Change], stored: &[i8]) -> Result<Vec<Command>, (Kafka, String)> {
+fn check(user: &str, changes: &[&Change], stored: &[i8]) -> Result<Command, (Kafka, String)> {
     if user.is_empty() {
         return Err((
             Kafka::UnacceptableCredential,
@@ -140,7 +141,8 @@ fn check(user: &str, changes: &[&Change], stored: &[i8]) -> Result<Vec<Command>,
         ));
     }
     let mut seen: Vec<i8> = Vec::new();
-    let mut commands = Vec::new();
+    let mut deletions = Vec::new();
+    let mut upsertions = Vec::new();
     for (_, mechanism_type, change) in changes {
         let Some(mechanism) = Mechanism::from_kafka_type(*mechanism_type) else {
             return Err((
@@ -162,10 +164,7 @@ fn check(user: &str, changes: &[&Change], stored: &[i8]) -> Result<Vec<Command>,
                     format!("Attempt to delete a user credential that does not exist: {user}"),
                 ));
             }
-            commands.push(Command::DeleteScramCredential {
-                user: user.to_string(),
-                mechanism: *mechanism_type,
-            });
+            deletions.push(*mechanism_type);
             continue;
         };
         let iterations = u32::try_from(*iterations).unwrap_or(0);
@@ -193,13 +192,13 @@ fn check(user: &str, changes: &[&Change], stored: &[i8]) -> Result<Vec<Command>,
             iterations,
             salted_password,
         );
-        commands.push(Command::UpsertScramCredential {
-            user: user.to_string(),
-            mechanism: *mechanism_type,
-            credential: record(mechanism, credential),
-        });
+        upsertions.push(record(mechanism, credential));
     }
-    Ok(commands)
+    Ok(Command::AlterScramCredentials {
+        user: user.to_string(),
+        deletions,
+        upsertions,
+    })
 }
 
 pub(crate) fn record(mechanism: Mechanism, c: ScramCredential) -> ScramRecord {
@@ -212,22 +211,19 @@ pub(crate) fn record(mechanism: Mechanism, c: ScramCredential) -> ScramRecord {
     }
 }
 
-async fn apply(shard: &Rc<Node>, commands: Vec<Command>) -> Result<(), (Kafka, String)> {
-    for command in commands {
-        match shard.submit(command).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(replication::controller::MetadataError::UnknownScramCredential {
-                user,
-                ..
-            })) => {
-                return Err((
-                    Kafka::ResourceNotFound,
-                    format!("Attempt to delete a user credential that does not exist: {user}"),
-                ))
-            }
-            Ok(Err(e)) => return Err((Kafka::UnknownServerError, e.to_string())),
-            Err(e) => return Err((Kafka::NotController, e.to_string())),
-        }
+/// Proposes one user's changes, all or none.
+async fn apply(shard: &Rc<Node>, command: Command) -> Result<(), (Kafka, String)> {
+    match shard.submit(command).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(replication::controller::MetadataError::UnknownScramCredential {
+            user, ..
+        })) => Err((
+            Kafka::ResourceNotFound,
+            format!("Attempt to delete a user credential that does not exist: {user}"),
+        )),
+        Ok(Err(e)) => Err((Kafka::UnknownServerError, e.to_string())),
+        // The change may or may not have been applied.
+        Err(e @ SubmitError::Unknown { .. }) => Err((Kafka::RequestTimedOut, e.to_string())),
+        Err(e) => Err((Kafka::NotController, e.to_string())),
     }
-    Ok(())
 }

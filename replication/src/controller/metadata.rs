@@ -111,6 +111,15 @@ pub enum Command {
         user: String,
         mechanism: i8,
     },
+    /// One user's changes of an AlterUserScramCredentials, all or none:
+    /// refused whole if a deletion names a credential that is not there.
+    AlterScramCredentials {
+        user: String,
+        /// Mechanism types whose credentials go.
+        deletions: Vec<i8>,
+        /// Credentials set, each of its own `mechanism`.
+        upsertions: Vec<ScramRecord>,
+    },
     /// A partition leader's ISR change (a compare-and-set on the leader
     /// epoch and the partition epoch).
     AlterPartition {
@@ -161,6 +170,15 @@ impl fmt::Display for Command {
             Command::DeleteScramCredential { user, mechanism } => {
                 write!(f, "DeleteScramCredential({user}, type {mechanism})")
             }
+            Command::AlterScramCredentials {
+                user,
+                deletions,
+                upsertions,
+            } => write!(
+                f,
+                "AlterScramCredentials({user}, delete {deletions:?}, set {:?})",
+                upsertions.iter().map(|u| u.mechanism).collect::<Vec<_>>()
+            ),
         }
     }
 }
@@ -441,6 +459,37 @@ impl ClusterMetadata {
                 credentials.retain(|c| c.mechanism != *mechanism);
                 if credentials.len() == before {
                     return Err(unknown());
+                }
+                if credentials.is_empty() {
+                    self.scram_credentials.remove(user);
+                }
+                Ok(Applied::Done)
+            }
+            Command::AlterScramCredentials {
+                user,
+                deletions,
+                upsertions,
+            } => {
+                let stored = self.scram_credentials.get(user);
+                if let Some(&missing) = deletions
+                    .iter()
+                    .find(|&&m| !stored.is_some_and(|c| c.iter().any(|c| c.mechanism == m)))
+                {
+                    return Err(MetadataError::UnknownScramCredential {
+                        user: user.clone(),
+                        mechanism: missing,
+                    });
+                }
+                let credentials = self.scram_credentials.entry(user.clone()).or_default();
+                credentials.retain(|c| !deletions.contains(&c.mechanism));
+                for record in upsertions {
+                    match credentials
+                        .iter_mut()
+                        .find(|c| c.mechanism == record.mechanism)
+                    {
+                        Some(c) => *c = record.clone(),
+                        None => credentials.push(record.clone()),
+                    }
                 }
                 if credentials.is_empty() {
                     self.scram_credentials.remove(user);
@@ -842,5 +891,39 @@ mod tests {
         let json = serde_json::to_vec(&m).expect("encode");
         let back: ClusterMetadata = serde_json::from_slice(&json).expect("decode");
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_users_scram_changes_apply_all_or_none() {
+        let record = |mechanism| ScramRecord {
+            mechanism,
+            salt: vec![1],
+            iterations: 4096,
+            stored_key: vec![2],
+            server_key: vec![3],
+        };
+        let mut m = ClusterMetadata::default();
+        let alter =
+            |deletions: Vec<i8>, upsertions: Vec<ScramRecord>| Command::AlterScramCredentials {
+                user: "alice".into(),
+                deletions,
+                upsertions,
+            };
+        assert!(m
+            .apply(1, &alter(vec![], vec![record(1), record(2)]))
+            .is_ok());
+        assert_eq!(m.scram_credentials["alice"].len(), 2);
+        // Deleting type 2 and a missing one changes nothing.
+        let before = m.clone();
+        assert!(matches!(
+            m.apply(2, &alter(vec![2, 3], vec![])),
+            Err(MetadataError::UnknownScramCredential { mechanism: 3, .. })
+        ));
+        assert_eq!(m, before);
+        assert!(m.apply(3, &alter(vec![1, 2], vec![])).is_ok());
+        assert!(
+            !m.scram_credentials.contains_key("alice"),
+            "no credential, no user"
+        );
     }
 }
