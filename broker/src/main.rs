@@ -265,6 +265,18 @@ struct ServeArgs {
     /// free ports) [default: 127.0.0.1:0].
     #[arg(long, value_name = "HOST:PORT")]
     link_listen: Option<String>,
+    /// PEM certificate chain this node presents to other nodes: with
+    /// --cluster-tls-key and --cluster-tls-ca, replication links and the
+    /// controller quorum run mutual TLS (re-read on SIGHUP).
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_key: Option<PathBuf>,
+    /// PEM CA that signs every node's certificate; a node it did not sign
+    /// cannot join, replicate or vote.
+    #[arg(long, value_name = "FILE")]
+    cluster_tls_ca: Option<PathBuf>,
     /// broker.session.timeout.ms: a silent node is fenced after this
     /// [default: 9000].
     #[arg(long)]
@@ -385,6 +397,15 @@ impl ServeArgs {
         }
         if self.scram_bootstrap_file.is_some() {
             c.scram_bootstrap_file = self.scram_bootstrap_file;
+        }
+        if self.cluster_tls_cert.is_some() {
+            c.cluster_tls_cert = self.cluster_tls_cert;
+        }
+        if self.cluster_tls_key.is_some() {
+            c.cluster_tls_key = self.cluster_tls_key;
+        }
+        if self.cluster_tls_ca.is_some() {
+            c.cluster_tls_ca = self.cluster_tls_ca;
         }
         if self.cpus.is_some() {
             c.cpus = self.cpus;

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use crate::rt::{TcpListener, TcpStream};
 use futures_lite::future;
 use net::link::{self, LinkMessage, PartitionFetch, PartitionFetched};
+use net::tls_stream::LinkStream;
 use replication::controller::{Applied, Command};
 use replication::log_replica::LogReplica;
 use replication::replica::AlterIsr;
@@ -121,12 +122,18 @@ pub fn spawn(
                     let cx = server.clone();
                     crate::rt::spawn_local(async move {
                         let peer = stream.peer_addr().ok();
-                        if let Err(e) = serve_link(&cx, stream).await {
-                            tracing::info!(
+                        match serve_link(&cx, stream).await {
+                            Ok(()) => {}
+                            // A peer outside the cluster CA, or not speaking
+                            // TLS: the operator needs to see it.
+                            Err(e) if e.starts_with("refused") => {
+                                tracing::warn!(shard = cx.shard.id, ?peer, "replication link {e}")
+                            }
+                            Err(e) => tracing::info!(
                                 shard = cx.shard.id,
                                 ?peer,
                                 "replication link closed: {e}"
-                            );
+                            ),
                         }
                     })
                     .detach();
@@ -198,9 +205,25 @@ fn propose_isr(cx: &Cx, replica: Rc<LogReplica>, change: AlterIsr) {
     .detach();
 }
 
+/// A link, plain or under the cluster's mutual TLS.
+type Link = LinkStream<TcpStream>;
+
 async fn serve_link(cx: &Cx, stream: TcpStream) -> Result<(), String> {
     let shard = &cx.shard;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let handshake = Duration::from_millis(shard.config.tls_handshake_timeout_ms);
+    let stream = future::or(
+        async {
+            Link::accept(stream, shard.peer_tls.as_deref())
+                .await
+                .map_err(|e| format!("refused: TLS handshake failed: {e}"))
+        },
+        async {
+            crate::rt::sleep(handshake).await;
+            Err(format!("refused: no TLS handshake within {handshake:?}"))
+        },
+    )
+    .await?;
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     let mut buf = AlignedVec::<16>::new();
     let read = |buf: &mut AlignedVec<16>| -> Result<LinkMessage, String> {
@@ -383,7 +406,7 @@ pub fn start_fetchers(shard: &Rc<Shard>, state: &Rc<Replication>) {
 async fn fetch_loop(shard: &Rc<Shard>, leader: u32, leader_shard_id: u32) {
     let me = shard.node_id();
     let max_bytes = shard.config.replica_fetch_max_bytes;
-    let mut link: Option<(TcpStream, AlignedVec<16>)> = None;
+    let mut link: Option<(Link, AlignedVec<16>)> = None;
     let mut correlation = 0u64;
     tracing::debug!(
         shard = shard.id,
@@ -485,7 +508,7 @@ async fn fetch_loop(shard: &Rc<Shard>, leader: u32, leader_shard_id: u32) {
     }
 }
 
-async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<TcpStream, String> {
+async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<Link, String> {
     let meta = shard.metadata();
     let addr = meta
         .nodes
@@ -496,14 +519,19 @@ async fn dial(shard: &Shard, leader: u32, leader_shard_id: u32) -> Result<TcpStr
         .parse()
         .map_err(|e| format!("link address {addr}: {e}"))?;
     let mut stream = future::or(
-        async { TcpStream::connect(addr).await.map_err(|e| e.to_string()) },
+        async {
+            let stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+            stream.set_nodelay(true).map_err(|e| e.to_string())?;
+            Link::connect(stream, shard.peer_tls.as_deref(), addr.ip())
+                .await
+                .map_err(|e| format!("TLS handshake with {addr} failed: {e}"))
+        },
         async {
             crate::rt::sleep(DIAL_TIMEOUT).await;
             Err(format!("connecting to {addr} timed out"))
         },
     )
     .await?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let hello = LinkMessage::Hello {
         cluster_id: meta.cluster_id.clone(),
         node_id: shard.node_id(),

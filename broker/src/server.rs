@@ -17,8 +17,9 @@ use crate::listener::Acceptor;
 use crate::mesh::MESH_CHANNEL_CAPACITY;
 use crate::node::{Node, ShardEnvelope};
 use crate::preflight::StartError;
-use crate::security::tls::ServerTls;
+use crate::security::tls::{ClusterTls, ServerTls};
 use crate::shard::Shard;
+use net::tls_stream::PeerTls;
 
 /// How often shards look at the process-wide shutdown flag set by the
 /// signal handler.
@@ -66,7 +67,14 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         )),
         None => None,
     };
-    spawn_reload_on_sighup(tls.clone());
+    let cluster_tls = match config.cluster_tls_files()? {
+        Some(files) => Some(Arc::new(
+            ClusterTls::load(files).map_err(|e| StartError::Tls(format!("cluster TLS: {e}")))?,
+        )),
+        None => None,
+    };
+    let peer_tls = cluster_tls.as_ref().map(|t| t.peer());
+    spawn_reload_on_sighup(tls.clone(), cluster_tls);
     let config = Arc::new(config);
     let barriers = Arc::new(Barriers::default());
     let mesh = MeshBuilder::<ShardEnvelope, Full>::full(shards, MESH_CHANNEL_CAPACITY);
@@ -85,7 +93,12 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         .name("sluice-node")
         .io_memory(io_memory)
         .on_all_shards(move || async move {
-            shard_main(config, mesh, shutdown, barriers, metrics_listener, tls).await
+            let listeners = Listeners {
+                metrics: metrics_listener,
+                tls,
+                peer_tls,
+            };
+            shard_main(config, mesh, shutdown, barriers, listeners).await
         })
         .map_err(|e| StartError::IoUring {
             reason: e.to_string(),
@@ -117,9 +130,13 @@ async fn shard_main(
     mesh: MeshBuilder<ShardEnvelope, Full>,
     shutdown: Arc<AtomicBool>,
     barriers: Arc<Barriers>,
-    metrics_listener: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
-    tls: Option<Arc<ServerTls>>,
+    listeners: Listeners,
 ) -> Result<(), StartError> {
+    let Listeners {
+        metrics: metrics_listener,
+        tls,
+        peer_tls,
+    } = listeners;
     let _stop_all_if_this_panics = PanicStopsAll(shutdown.clone());
     let nr_shards = mesh.nr_peers();
     let (senders, receivers) = mesh.join().await.map_err(|_| StartError::Shard {
@@ -127,7 +144,9 @@ async fn shard_main(
         reason: "joining the channel mesh failed".into(),
     })?;
     let id = senders.peer_id();
-    let shard = Rc::new(Shard::new(id, nr_shards, config.clone(), shutdown.clone())?);
+    let shard = Rc::new(
+        Shard::new(id, nr_shards, config.clone(), shutdown.clone())?.with_peer_tls(peer_tls),
+    );
     let node = Rc::new(Node::new(shard, Some(senders)));
     node.spawn_mesh_receivers(receivers);
     let stop_early = |e: StartError| {
@@ -335,10 +354,20 @@ async fn shard_main(
     Ok(())
 }
 
+/// What every shard serves with, besides its configuration: the metrics
+/// socket (bound before the shards start; one shard takes it), and the
+/// TLS configurations of the Kafka listeners and of the links between
+/// nodes.
+struct Listeners {
+    metrics: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
+    tls: Option<Arc<ServerTls>>,
+    peer_tls: Option<Arc<PeerTls>>,
+}
+
 /// SIGHUP re-reads the TLS files (certificates expire; a fleet rotates
 /// them without restarts). Without TLS there is nothing to re-read, and
 /// the signal is only logged rather than ending the process.
-fn spawn_reload_on_sighup(tls: Option<Arc<ServerTls>>) {
+fn spawn_reload_on_sighup(tls: Option<Arc<ServerTls>>, cluster_tls: Option<Arc<ClusterTls>>) {
     let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
@@ -350,14 +379,24 @@ fn spawn_reload_on_sighup(tls: Option<Arc<ServerTls>>) {
         .name("sluice-reload".into())
         .spawn(move || {
             for _ in signals.forever() {
-                match &tls {
-                    None => tracing::info!("SIGHUP: no TLS files to reload"),
-                    Some(tls) => match tls.reload() {
+                if tls.is_none() && cluster_tls.is_none() {
+                    tracing::info!("SIGHUP: no TLS files to reload");
+                }
+                if let Some(tls) = &tls {
+                    match tls.reload() {
                         Ok(()) => tracing::info!("SIGHUP: TLS certificate and key reloaded"),
                         Err(e) => tracing::error!(
                             "SIGHUP: TLS files not reloaded, the previous ones stay in use: {e}"
                         ),
-                    },
+                    }
+                }
+                if let Some(tls) = &cluster_tls {
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: cluster TLS files reloaded"),
+                        Err(e) => tracing::error!(
+                            "SIGHUP: cluster TLS files not reloaded, the previous ones stay in use: {e}"
+                        ),
+                    }
                 }
             }
         });

@@ -57,6 +57,8 @@ pub struct Shard {
     pub shutdown: Arc<AtomicBool>,
     /// Set while this node cannot reach the controller: it leads nothing.
     isolated: Cell<bool>,
+    /// Mutual TLS of the links to other nodes; `None`: plain TCP.
+    pub peer_tls: Option<Arc<net::tls_stream::PeerTls>>,
 }
 
 impl Shard {
@@ -100,7 +102,14 @@ impl Shard {
             stopping: AppendSignal::default(),
             shutdown,
             isolated: Cell::new(false),
+            peer_tls: None,
         })
+    }
+
+    /// With the links to other nodes under `peer_tls`.
+    pub fn with_peer_tls(mut self, peer_tls: Option<Arc<net::tls_stream::PeerTls>>) -> Shard {
+        self.peer_tls = peer_tls;
+        self
     }
 
     pub fn metadata(&self) -> Arc<ClusterMetadata> {

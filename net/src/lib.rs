@@ -10,6 +10,7 @@ pub mod link;
 pub mod request;
 pub mod response;
 pub mod tls;
+pub mod tls_stream;
 pub mod write;
 
 pub use fetch::{FetchPartitionParts, FetchResponseParts, FetchTopicParts};

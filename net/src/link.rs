@@ -112,6 +112,8 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(
     msg: &LinkMessage,
 ) -> Result<(), LinkError> {
     writer.write_all(&encode(msg)?).await?;
+    // A TLS writer may hold the frame's last record until flushed.
+    writer.flush().await?;
     Ok(())
 }
 

@@ -14,6 +14,11 @@ sends numbered records at a steady rate for the whole run while:
     still succeeds with an ISR of two), started again, and must catch up
     and rejoin every ISR.
 
+Every link between the nodes (replication and controller quorum) runs
+mutual TLS with certificates of a cluster CA made for the run; a fourth
+node whose certificate another CA signed is started while producing goes
+on, and must be refused by the voters and never listed as a broker.
+
 Then every acknowledged record must be read back exactly once, at the
 offset its acknowledgement named, in order within its partition, with no
 record duplicated; a second, fresh consumer must read the same; every
@@ -48,6 +53,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from compat import ROOT, free_port  # noqa: E402
+from tls import issue, make_ca  # noqa: E402
 
 TOPIC = "cluster"
 PARTITIONS = 3
@@ -104,13 +110,24 @@ def raise_memlock():
         pass
 
 
+def make_node_certs(d):
+    """A cluster CA with a certificate for each node, and a stranger: a
+    node certificate from another CA."""
+    make_ca(d, "cluster-ca")
+    make_ca(d, "foreign-ca")
+    for n in NODES:
+        issue(d, f"node{n}", f"/CN=node{n}", "cluster-ca", "serverAuth,clientAuth")
+    issue(d, "foreign", "/CN=node4", "foreign-ca", "serverAuth,clientAuth")
+
+
 class Node:
-    def __init__(self, node_id, work, ports):
+    def __init__(self, node_id, work, ports, cert=None, ca="cluster-ca"):
         self.id = node_id
         self.work = work
         self.kport, self.cport, self.lport = ports[node_id]
         self.addr = f"127.0.0.1:{self.kport}"
         voters = ",".join(f"{n}@127.0.0.1:{ports[n][1]}" for n in NODES)
+        cert = work / "certs" / (cert or f"node{node_id}")
         self.args = [
             binary(), "serve", "--node-id", str(node_id),
             "--data-dir", str(work / f"n{node_id}"),
@@ -122,6 +139,8 @@ class Node:
             "--broker-session-timeout-ms", "2000",
             "--broker-heartbeat-interval-ms", "200",
             "--replica-lag-time-max-ms", "3000",
+            "--cluster-tls-cert", f"{cert}.pem", "--cluster-tls-key", f"{cert}.key",
+            "--cluster-tls-ca", str(work / "certs" / f"{ca}.pem"),
         ]
         self.log_path = work / f"n{node_id}.log"
         self.proc = None
@@ -271,9 +290,11 @@ def log_sizes(addr, topic, timeout=2.0):
 
 class Cluster:
     def __init__(self, work):
+        (work / "certs").mkdir()
+        make_node_certs(work / "certs")
         ports = {}
         used = set()
-        for n in NODES:
+        for n in NODES + (4,):
             triple = []
             for _ in range(100):
                 p = free_port()
@@ -285,6 +306,7 @@ class Cluster:
             check(len(triple) == 3, "no three distinct free ports")
             ports[n] = tuple(triple)
         self.nodes = {n: Node(n, work, ports) for n in NODES}
+        self.stranger = Node(4, work, ports, cert="foreign", ca="foreign-ca")
         self.bootstrap = ",".join(node.addr for node in self.nodes.values())
 
     def live(self):
@@ -557,6 +579,26 @@ def main():
         log(f"first record acknowledged {time.monotonic() - producing:.2f}s into producing")
         outcomes = []
 
+        # A node of another CA: refused by every voter it dials, never a
+        # broker, and the cluster serves on.
+        stranger = cluster.stranger
+        stranger.start()
+        acked_before = producer.acked_count()
+
+        def refused():
+            seen = [n.id for n in cluster.nodes.values()
+                    if any("refused: TLS handshake failed" in line for line in n.tail(400))]
+            return len(seen) >= 1, seen
+        refusers = cluster.wait("a voter refusing the foreign-CA node's TLS handshake", refused, 15, 0.3)
+        time.sleep(2)
+        brokers = sorted(admin.list_topics(timeout=5).brokers)
+        check(brokers == list(NODES), f"brokers with the foreign-CA node running: {brokers}")
+        cluster.wait("records still acknowledged",
+                     lambda: (producer.acked_count() > acked_before + RATE, producer.acked_count()), 10, 0.1)
+        stranger.kill()
+        log(f"the foreign-CA node was refused (by nodes {refusers}), is not a broker, "
+            f"and producing went on")
+
         # 2. Leader failovers.
         for round_ in range(1, FAILOVERS + 1):
             parts, _ = cluster.partitions()
@@ -703,7 +745,7 @@ def main():
     finally:
         if producer is not None:
             producer.stop.set()
-        for node in cluster.nodes.values():
+        for node in list(cluster.nodes.values()) + [cluster.stranger]:
             node.kill()
         if ok:
             shutil.rmtree(work, ignore_errors=True)

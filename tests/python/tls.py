@@ -34,26 +34,33 @@ def openssl(*args, cwd):
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
+def make_ca(d, ca):
+    """A CA's certificate and key, `ca`.pem and `ca`.key in `d`."""
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-days", "2", "-subj", f"/CN=sluice test {ca}", "-keyout", f"{ca}.key",
+            "-out", f"{ca}.pem", "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
+
+
+def issue(d, name, subject, ca, usage):
+    """A certificate `name`.pem (key `name`.key) signed by `ca`, for
+    localhost and 127.0.0.1, with extended key usage `usage`."""
+    (d / f"{name}.ext").write_text(
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
+        f"extendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-subj", subject, "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
+    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
+            cwd=d)
+
+
 def make_certs(d):
     for ca in ("ca", "other-ca"):
-        openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-days", "2", "-subj", f"/CN=sluice test {ca}", "-keyout", f"{ca}.key",
-                "-out", f"{ca}.pem", "-addext", "basicConstraints=critical,CA:TRUE",
-                "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=d)
-
-    def issue(name, subject, ca, usage):
-        (d / f"{name}.ext").write_text(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
-            f"extendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n")
-        openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-                "-subj", subject, "-keyout", f"{name}.key", "-out", f"{name}.csr", cwd=d)
-        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-                "-CAcreateserial", "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem",
-                cwd=d)
-
-    issue("server", "/CN=localhost", "ca", "serverAuth")
-    issue("client", "/O=Example/OU=fleet/CN=writer", "ca", "clientAuth")
-    issue("stranger", "/CN=stranger", "other-ca", "clientAuth")
+        make_ca(d, ca)
+    issue(d, "server", "/CN=localhost", "ca", "serverAuth")
+    issue(d, "client", "/O=Example/OU=fleet/CN=writer", "ca", "clientAuth")
+    issue(d, "stranger", "/CN=stranger", "other-ca", "clientAuth")
 
 
 class Broker(PlainBroker):

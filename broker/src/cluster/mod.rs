@@ -98,6 +98,7 @@ pub async fn start(
         .map_err(|e| fail(format!("controller config: {e}")))?;
     let tcp = TcpConfig {
         cluster: CLUSTER_NAME.into(),
+        tls: shard.peer_tls.clone(),
         ..TcpConfig::default()
     };
     let listen = config.controller_addr()?;

@@ -3,10 +3,51 @@
 //! their checks.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use super::{Config, ConfigError};
 
+/// The files of mutual TLS between nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+}
+
 impl Config {
+    /// The files of the links' mutual TLS; `None`, plain TCP, when none of
+    /// the three is set. Setting only some of them is an error: a node
+    /// half configured for TLS would not reach its peers.
+    pub fn cluster_tls_files(&self) -> Result<Option<ClusterTlsFiles>, ConfigError> {
+        match (
+            &self.cluster_tls_cert,
+            &self.cluster_tls_key,
+            &self.cluster_tls_ca,
+        ) {
+            (None, None, None) => Ok(None),
+            (Some(cert), Some(key), Some(ca)) => Ok(Some(ClusterTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })),
+            (cert, key, _) => {
+                let (key_name, value) = match (cert, key) {
+                    (None, _) => ("cluster_tls_cert", String::new()),
+                    (_, None) => ("cluster_tls_key", String::new()),
+                    _ => ("cluster_tls_ca", String::new()),
+                };
+                Err(ConfigError {
+                    key: key_name,
+                    value,
+                    allowed: "set together with the other two of cluster_tls_cert, \
+                              cluster_tls_key and cluster_tls_ca, or none of them"
+                        .into(),
+                })
+            }
+        }
+    }
+
     /// The controller voters as (id, address); this node alone when none
     /// are configured.
     pub fn voters(&self) -> Result<Vec<(u64, String)>, ConfigError> {
@@ -62,6 +103,7 @@ impl Config {
         }
         self.controller_addr()?;
         self.link_addr()?;
+        self.cluster_tls_files()?;
         let voters = self.voters()?;
         if voters.len() > 1 && self.controller_addr()?.port() == 0 {
             return Err(ConfigError {
@@ -143,5 +185,47 @@ impl Config {
             return Err(bad());
         }
         Ok(Some(out))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_tls_takes_all_three_files_or_none() {
+        let none = Config::default();
+        assert_eq!(none.cluster_tls_files(), Ok(None));
+        let all = Config {
+            cluster_tls_cert: Some("n.pem".into()),
+            cluster_tls_key: Some("n.key".into()),
+            cluster_tls_ca: Some("ca.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            all.cluster_tls_files(),
+            Ok(Some(ClusterTlsFiles {
+                cert: "n.pem".into(),
+                key: "n.key".into(),
+                ca: "ca.pem".into(),
+            }))
+        );
+        let no_key = Config {
+            cluster_tls_key: None,
+            ..all.clone()
+        };
+        assert_eq!(
+            no_key.cluster_tls_files().expect_err("half set").key,
+            "cluster_tls_key"
+        );
+        let only_ca = Config {
+            cluster_tls_ca: Some("ca.pem".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            only_ca.cluster_tls_files().expect_err("half set").key,
+            "cluster_tls_cert"
+        );
+        assert!(no_key.validate().is_err());
     }
 }

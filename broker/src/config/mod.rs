@@ -6,6 +6,7 @@ mod cluster;
 mod group;
 mod listeners;
 
+pub use cluster::ClusterTlsFiles;
 pub use group::GroupConfig;
 pub use listeners::{ClientAuth, Listener, SecurityProtocol, TlsFiles, SASL_MECHANISMS};
 
@@ -204,6 +205,15 @@ pub struct Config {
     /// Address of this node's replication link listeners: port + shard
     /// index for each shard (port 0: any free ports).
     pub link_listen: String,
+    /// PEM certificate chain this node presents on its links to other
+    /// nodes (replication and controller quorum), as server and client.
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of `cluster_tls_cert`.
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s) that sign the nodes' certificates: with the
+    /// other two, every link between nodes is mutual TLS, and a node whose
+    /// certificate this CA did not sign is refused.
+    pub cluster_tls_ca: Option<PathBuf>,
     /// `broker.session.timeout.ms`: a node not heard from for this long is
     /// fenced and its partitions get new leaders.
     pub broker_session_timeout_ms: u64,
@@ -295,6 +305,9 @@ impl Default for Config {
             controller_listen: "127.0.0.1:0".into(),
             controller_voters: String::new(),
             link_listen: "127.0.0.1:0".into(),
+            cluster_tls_cert: None,
+            cluster_tls_key: None,
+            cluster_tls_ca: None,
             broker_session_timeout_ms: 9_000,
             broker_heartbeat_interval_ms: 500,
             replica_lag_time_max_ms: 30_000,

@@ -8,12 +8,15 @@
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
+use net::tls_stream::PeerTls;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
-use crate::config::{ClientAuth, TlsFiles};
+use crate::config::{ClientAuth, ClusterTlsFiles, TlsFiles};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -96,11 +99,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 }
 
 fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    // ring rather than aws-lc-rs: no C library build on a 2-core CI, at
-    // the cost of the post-quantum hybrid key exchange, which rustls marks
-    // by deprecating ring's provider (see ARCHITECTURE.md, Security).
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = provider();
     let chain = certificates(&files.cert)?;
     let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
     // TLS 1.2 and 1.3 only, with the provider's suites: AEAD ciphers with
@@ -140,4 +139,146 @@ fn build(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
     // rotate with the keys for little gain.
     config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
+}
+
+/// The links between nodes: mutual TLS with the cluster CA as the one
+/// trust boundary. Every certificate the CA signed is a node; names are
+/// not checked, since a node is dialled at whatever address the metadata
+/// or `controller_voters` gives, which certificates rarely list. A cluster
+/// CA must therefore sign nodes' certificates and nothing else.
+pub struct ClusterTls {
+    files: ClusterTlsFiles,
+    peer: Arc<PeerTls>,
+}
+
+impl ClusterTls {
+    pub fn load(files: ClusterTlsFiles) -> Result<ClusterTls, TlsError> {
+        let (server, client) = build_cluster(&files)?;
+        Ok(ClusterTls {
+            files,
+            peer: Arc::new(PeerTls::new(server, client)),
+        })
+    }
+
+    /// What the links hold.
+    pub fn peer(&self) -> Arc<PeerTls> {
+        self.peer.clone()
+    }
+
+    /// Reads the files again; on success new links use them.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let (server, client) = build_cluster(&self.files)?;
+        self.peer.replace(server, client);
+        Ok(())
+    }
+}
+
+#[allow(deprecated)]
+fn provider() -> Arc<CryptoProvider> {
+    // ring rather than aws-lc-rs: no C library build on a 2-core CI, at
+    // the cost of the post-quantum hybrid key exchange, which rustls marks
+    // by deprecating ring's provider (see ARCHITECTURE.md, Security).
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build_cluster(
+    files: &ClusterTlsFiles,
+) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), TlsError> {
+    let provider = provider();
+    let chain = certificates(&files.cert)?;
+    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| file_error(&files.key, e))?;
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(&files.ca)? {
+        roots.add(cert).map_err(|e| file_error(&files.ca, e))?;
+    }
+    let roots = Arc::new(roots);
+    let invalid = |what: &'static str| {
+        move |e: rustls::Error| TlsError::Invalid {
+            what,
+            reason: e.to_string(),
+        }
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| TlsError::Invalid {
+            what: "cluster_tls_ca",
+            reason: e.to_string(),
+        })?;
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(invalid("TLS versions"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(invalid("cluster_tls_cert and cluster_tls_key"))?;
+    server.send_tls13_tickets = 0;
+    let client = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(invalid("TLS versions"))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(ClusterCa { roots, provider }))
+        .with_client_auth_cert(chain, key)
+        .map_err(invalid("cluster_tls_cert and cluster_tls_key"))?;
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
+/// Accepts a server whose chain the cluster CA signed, at any name.
+#[derive(Debug)]
+struct ClusterCa {
+    roots: Arc<RootCertStore>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for ClusterCa {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

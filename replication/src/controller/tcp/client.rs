@@ -29,13 +29,14 @@ use openraft::network::RaftNetworkFactory;
 use openraft::{AsyncRuntime, BasicNode};
 
 use super::wire::{encode, read_frame, Frame};
-use super::{TcpConfig, TcpConfigError, TcpError};
+use super::{Stream, TcpConfig, TcpConfigError, TcpError};
 use crate::controller::rpc::{call, Reply, Request, RpcClient, Transport};
 use crate::controller::runtime::{spawn_local, TcpStream};
 use crate::controller::{
     Command, CommandResult, Controller, ControllerId, GlommioRuntime, SubmitError, TypeConfig,
 };
 use crate::NodeId;
+use net::tls_stream::PeerTls;
 
 /// Node `from`'s network factory over TCP.
 pub struct TcpNetwork {
@@ -251,19 +252,22 @@ impl Transport for Rc<Peer> {
 /// only weakly while the dial runs: a peer dropped meanwhile (membership
 /// changed, node stopping) just closes the new socket.
 async fn dial(peer: Weak<Peer>, done: oneshot::Sender<()>) {
-    let Some((addr, target, timeout, hello, limit)) = peer.upgrade().map(|p| {
+    let Some((addr, target, timeout, hello, limit, tls)) = peer.upgrade().map(|p| {
         (
             p.addr.clone(),
             p.target,
             Duration::from_millis(p.config.connect_timeout_ms),
             p.hello(),
             p.config.frame_bytes_max,
+            p.config.tls.clone(),
         )
     }) else {
         return;
     };
     let result = match hello {
-        Ok(hello) => connect(&addr, timeout).await.map(|s| (s, hello)),
+        Ok(hello) => connect(&addr, timeout, tls.as_deref())
+            .await
+            .map(|s| (s, hello)),
         Err(e) => Err(e),
     };
     let Some(peer) = peer.upgrade() else {
@@ -303,14 +307,23 @@ fn resolve(addr: &str) -> Result<SocketAddr, TcpError> {
         .ok_or_else(|| bad("resolves to no address".into()))
 }
 
-async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream, TcpError> {
+async fn connect(addr: &str, timeout: Duration, tls: Option<&PeerTls>) -> Result<Stream, TcpError> {
     let addr = resolve(addr)?;
+    let started = std::time::Instant::now();
     let stream = TcpStream::connect_timeout(addr, timeout)
         .await
         .map_err(std::io::Error::from)?;
     // Votes and heartbeats are small and latency is the point.
     stream.set_nodelay(true).map_err(std::io::Error::from)?;
-    Ok(stream)
+    let left = timeout.saturating_sub(started.elapsed());
+    match GlommioRuntime::timeout(left, Stream::connect(stream, tls, addr.ip())).await {
+        Ok(stream) => {
+            Ok(stream.map_err(|e| TcpError::Protocol(format!("TLS handshake failed: {e}")))?)
+        }
+        Err(_) => Err(TcpError::Protocol(format!(
+            "no TLS handshake within {timeout:?}"
+        ))),
+    }
 }
 
 /// One connection to a peer. Dropping it closes the connection (the
@@ -342,7 +355,7 @@ impl LinkShared {
 }
 
 impl Link {
-    fn start(stream: TcpStream, hello: Vec<u8>, limit: usize, target: ControllerId) -> Link {
+    fn start(stream: Stream, hello: Vec<u8>, limit: usize, target: ControllerId) -> Link {
         let (outbox, frames) = mpsc::unbounded();
         // The receiver is alive: this cannot fail.
         let _ = outbox.unbounded_send(hello);
@@ -363,7 +376,7 @@ impl Link {
 
 /// Writes the outbox and reads the replies until either side ends.
 async fn run_link(
-    stream: TcpStream,
+    stream: Stream,
     mut frames: mpsc::UnboundedReceiver<Vec<u8>>,
     shared: Rc<LinkShared>,
     limit: usize,
@@ -391,7 +404,11 @@ async fn run_link(
     };
     let writing = async {
         while let Some(frame) = frames.next().await {
-            let written = writer.write_all(&frame).await;
+            let mut written = writer.write_all(&frame).await;
+            if written.is_ok() {
+                // TLS holds a frame's last record until flushed.
+                written = writer.flush().await;
+            }
             shared.queued.set(shared.queued.get().saturating_sub(1));
             if let Err(e) = written {
                 return format!("writing to node {target}: {e}");

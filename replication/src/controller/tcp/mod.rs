@@ -36,7 +36,13 @@ mod wire;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use net::tls_stream::{LinkStream, PeerTls};
 use openraft::storage::RaftLogStorage;
+
+use crate::controller::runtime::TcpStream;
+
+/// A connection between controllers, plain or under mutual TLS.
+type Stream = LinkStream<TcpStream>;
 
 use super::{
     Controller, ControllerId, MetadataStateMachine, MetadataWatch, SubmitError, TypeConfig,
@@ -78,6 +84,10 @@ pub struct TcpConfig {
     pub reconnect_backoff_max_ms: u64,
     /// How long `ServerHandle::shutdown` waits for its tasks to end.
     pub shutdown_timeout_ms: u64,
+    /// Mutual TLS on every connection (the dial's TLS handshake counts in
+    /// `connect_timeout_ms`, the server's in `hello_timeout_ms`); `None`:
+    /// plain TCP.
+    pub tls: Option<Arc<PeerTls>>,
 }
 
 impl Default for TcpConfig {
@@ -93,6 +103,7 @@ impl Default for TcpConfig {
             reconnect_backoff_min_ms: 50,
             reconnect_backoff_max_ms: 1_000,
             shutdown_timeout_ms: 5_000,
+            tls: None,
         }
     }
 }

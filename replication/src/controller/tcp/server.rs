@@ -19,7 +19,7 @@ use futures_util::StreamExt;
 use openraft::AsyncRuntime;
 
 use super::wire::{encode, read_frame, Frame};
-use super::{TcpConfig, TcpError};
+use super::{Stream, TcpConfig, TcpError};
 use crate::controller::liveness::Liveness;
 use crate::controller::rpc::{dispatch, Reply};
 use crate::controller::runtime::{spawn_local, Semaphore, StaticPermit, TcpListener, TcpStream};
@@ -182,6 +182,25 @@ async fn serve_connection(
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(node = node.id, "TCP_NODELAY refused: {e}");
     }
+    let hello_timeout = Duration::from_millis(node.config.hello_timeout_ms);
+    let stream = match GlommioRuntime::timeout(
+        hello_timeout,
+        Stream::accept(stream, node.config.tls.as_deref()),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            return Err(TcpError::Protocol(format!(
+                "refused: TLS handshake failed: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(TcpError::Protocol(format!(
+                "refused: no TLS handshake within {hello_timeout:?}"
+            )))
+        }
+    };
     let limit = node.config.frame_bytes_max;
     let (mut reader, mut writer) = futures_lite::io::split(stream);
     // A reply travels with its request's permit, so that replies waiting
@@ -283,6 +302,7 @@ async fn serve_connection(
     let writing = async {
         while let Some((frame, _permit)) = outbox.next().await {
             writer.write_all(&frame).await?;
+            writer.flush().await?;
         }
         Ok(())
     };
