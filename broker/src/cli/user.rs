@@ -42,6 +42,7 @@ enum UserCommand {
     /// password is one line read from stdin (a terminal is prompted,
     /// twice, without echo).
     Set {
+        /// The user name (SASL's sasl.username).
         name: String,
         /// The SCRAM mechanism the credential is for.
         #[arg(long, value_enum, ignore_case = true)]
@@ -52,11 +53,16 @@ enum UserCommand {
     },
     /// Users with their mechanisms and iterations: every user, or those
     /// named (a name without credentials fails with RESOURCE_NOT_FOUND).
-    List { names: Vec<String> },
+    List {
+        /// Users to show [default: all].
+        names: Vec<String>,
+    },
     /// Delete a user's credential for one mechanism; a user without
     /// credentials no longer exists.
     Delete {
+        /// The user name.
         name: String,
+        /// The SCRAM mechanism whose credential goes.
         #[arg(long, value_enum, ignore_case = true)]
         mechanism: Mechanism,
     },
@@ -286,6 +292,10 @@ fn alter(c: &Common, alteration: Alteration, name: &str) -> anyhow::Result<Optio
     ))
 }
 
+/// A user as DescribeUserScramCredentials answers it: name, (mechanism,
+/// iterations) per credential, the error if it failed.
+type Described = (String, Vec<(&'static str, i32)>, Option<UserError>);
+
 fn list(c: &Common, names: &[String]) -> anyhow::Result<()> {
     let admin = c.admin()?;
     let users: Vec<CString> = names
@@ -315,8 +325,7 @@ fn list(c: &Common, names: &[String]) -> anyhow::Result<()> {
         },
     )
     .context("describing SCRAM users")?;
-    // (user, [(mechanism, iterations)], error), sorted by user.
-    let mut described: Vec<(String, Vec<(&'static str, i32)>, Option<UserError>)> = Vec::new();
+    let mut described: Vec<Described> = Vec::new();
     // SAFETY: as in `alter`.
     unsafe {
         let result = bindings::rd_kafka_event_DescribeUserScramCredentials_result(event.0);
