@@ -58,6 +58,8 @@ enum Command {
     Group(cli::group::GroupArgs),
     /// Brokers, controller and cluster id; a health check.
     Cluster(cli::cluster::ClusterArgs),
+    /// Set, list and delete SCRAM users' credentials (KIP-554).
+    User(cli::user::UserArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -461,6 +463,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => cli::consume::run(args),
         Command::Group(args) => cli::group::run(args),
         Command::Cluster(args) => cli::cluster::run(args),
+        Command::User(args) => cli::user::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(())

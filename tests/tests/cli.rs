@@ -1,7 +1,8 @@
 //! The operator command line (`sluice topic|produce|consume|group|cluster|
-//! completions`) against a real `sluice` process: every subcommand run as
-//! a process, its `--format json` output parsed and checked, exit codes of
-//! failures and bad arguments.
+//! completions`; `user` and secured listeners are in cli_security.rs)
+//! against a real `sluice` process: every subcommand run as a process,
+//! its `--format json` output parsed and checked, exit codes of failures
+//! and bad arguments.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -510,6 +511,7 @@ fn every_subcommand_against_a_real_broker() {
         "consume",
         "group",
         "cluster",
+        "user",
         "completions",
     ] {
         assert!(ok(b, &[cmd, "--help"]).contains("Usage:"), "{cmd} --help");

@@ -15,7 +15,7 @@ use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use serde_json::json;
 
-use super::client::{metadata, partitions_of, Common, Quiet};
+use super::client::{metadata, partitions_of, ready, Common, Quiet};
 use super::output::{text, Format};
 
 /// How long one poll waits, which bounds how late a signal is noticed.
@@ -99,6 +99,7 @@ pub fn run(args: ConsumeArgs) -> anyhow::Result<()> {
     let consumer: BaseConsumer<Quiet> = config
         .create_with_context(Quiet)
         .context("creating the consumer")?;
+    ready(consumer.client(), c)?;
     let md = metadata(consumer.client(), c)?;
     let mut partitions = partitions_of(&md, &args.topic)?;
     if let Some(p) = args.partition {

@@ -1,5 +1,5 @@
 //! The operator commands of the `sluice` binary (`topic`, `produce`,
-//! `consume`, `group`, `cluster`): Kafka clients over the wire protocol,
+//! `consume`, `group`, `cluster`, `user`): Kafka clients over the wire protocol,
 //! so they work against any Kafka-compatible broker. Only these commands
 //! create librdkafka clients; `serve` never reaches this module.
 
@@ -9,4 +9,6 @@ pub mod consume;
 pub mod group;
 pub mod output;
 pub mod produce;
+pub mod properties;
 pub mod topic;
+pub mod user;

@@ -16,7 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use serde_json::json;
 
-use super::client::{key_value, Common};
+use super::client::{key_value, ready, set_default, Common};
 use super::output::emit_message;
 
 /// How long a poll waits when librdkafka's queue is full.
@@ -85,14 +85,19 @@ pub fn run(args: ProduceArgs) -> anyhow::Result<()> {
     config
         .set("acks", &args.acks)
         .set("compression.type", &args.compression)
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", c.timeout_ms.max(1).to_string())
         // Producing to a new topic creates it where the broker allows, as
         // kcat and Kafka's console producer do.
         .set("allow.auto.create.topics", "true");
+    set_default(&mut config, "linger.ms", "5");
+    set_default(
+        &mut config,
+        "message.timeout.ms",
+        c.timeout_ms.max(1).to_string(),
+    );
     let producer: BaseProducer<Deliveries> = config
         .create_with_context(Deliveries::default())
         .context("creating the producer")?;
+    ready(producer.client(), c)?;
 
     let (input, progress): (Box<dyn Read>, Option<indicatif::ProgressBar>) = match &args.file {
         Some(path) => {
