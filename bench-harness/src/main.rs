@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use bench_harness::client::security::{SaslLogin, SASL_MECHANISMS};
 use bench_harness::compare::suite::{self, Runs, ScenarioRuns};
 use bench_harness::http_load;
 use bench_harness::limits::LimitsConfig;
@@ -100,6 +101,33 @@ struct RunArgs {
     /// No progress line.
     #[arg(long, short)]
     quiet: bool,
+    /// Connect over TLS: the embedded broker gets an SSL (or SASL_SSL)
+    /// listener with a certificate of a CA made for the run; with
+    /// --bootstrap, give the broker's CA with --tls-ca.
+    #[arg(long)]
+    tls: bool,
+    /// The CA certificate (PEM) of the broker's, with --tls and --bootstrap.
+    #[arg(long, value_name = "FILE", requires = "tls")]
+    tls_ca: Option<PathBuf>,
+    /// Log in with SASL: the embedded broker gets a SASL_PLAINTEXT (or
+    /// SASL_SSL) listener and the user, created at its first start.
+    #[arg(long)]
+    sasl: bool,
+    /// SCRAM-SHA-512, SCRAM-SHA-256 or PLAIN.
+    #[arg(long, default_value = "SCRAM-SHA-512", requires = "sasl")]
+    sasl_mechanism: String,
+    /// The SASL user.
+    #[arg(long, default_value = "sluice-bench", requires = "sasl")]
+    sasl_username: String,
+    /// The SASL password [default: made up for an embedded broker; taken
+    /// from SLUICE_BENCH_SASL_PASSWORD otherwise].
+    #[arg(
+        long,
+        env = "SLUICE_BENCH_SASL_PASSWORD",
+        hide_env_values = true,
+        requires = "sasl"
+    )]
+    sasl_password: Option<String>,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -216,6 +244,32 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
     if args.limits_mib == 0 || args.limits_mib > 64 << 10 {
         bail!("--limits-mib {}: 1 to 65536", args.limits_mib);
     }
+    if (args.tls || args.sasl) && (scenario.is_cluster() || scenario.http.is_some()) {
+        bail!("--tls and --sasl: Kafka-protocol scenarios against one node or --bootstrap");
+    }
+    let sasl = if args.sasl {
+        if !SASL_MECHANISMS.contains(&args.sasl_mechanism.as_str()) {
+            bail!(
+                "--sasl-mechanism {}: one of {}",
+                args.sasl_mechanism,
+                SASL_MECHANISMS.join(", ")
+            );
+        }
+        let password = match (&args.sasl_password, &args.bootstrap) {
+            (Some(p), _) => p.clone(),
+            (None, None) => uuid::Uuid::new_v4().simple().to_string(),
+            (None, Some(_)) => {
+                bail!("--sasl with --bootstrap: give the password in SLUICE_BENCH_SASL_PASSWORD")
+            }
+        };
+        Some(SaslLogin {
+            mechanism: args.sasl_mechanism.clone(),
+            username: args.sasl_username.clone(),
+            password,
+        })
+    } else {
+        None
+    };
     Ok(RunOptions {
         scenario,
         bootstrap: args.bootstrap.clone(),
@@ -233,6 +287,9 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
         logs_dir: args.logs_dir.clone(),
         unpin_nodes: args.unpin_nodes,
         cancel: cancel.clone(),
+        tls: args.tls,
+        tls_ca: args.tls_ca.clone(),
+        sasl,
     })
 }
 

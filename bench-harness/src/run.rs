@@ -12,8 +12,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use glommio::{LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement};
 
-use crate::broker_proc::{self, EmbeddedBroker, EmbeddedCluster, ProcSample};
+use crate::broker_proc::{self, EmbeddedBroker, EmbeddedCluster, ListenerSecurity, ProcSample};
 use crate::client::admin::{create_topic, describe_topic, wait_for_brokers, TopicInfo};
+use crate::client::security::{self, SaslLogin, Security};
 use crate::client::Connection;
 use crate::clock::Clock;
 use crate::connections;
@@ -64,6 +65,45 @@ pub struct RunOptions {
     pub unpin_nodes: bool,
     /// Set by a signal handler: end the run early, clean up, report nothing.
     pub cancel: Arc<AtomicBool>,
+    /// Connect over TLS (`--tls`).
+    pub tls: bool,
+    /// The CA to trust with `--bootstrap` (an embedded broker's is made
+    /// for the run).
+    pub tls_ca: Option<PathBuf>,
+    /// Log in with SASL (`--sasl`).
+    pub sasl: Option<SaslLogin>,
+}
+
+/// How this run's connections are secured: the embedded broker's CA, or
+/// the one given for `--bootstrap`.
+pub fn client_security(opts: &RunOptions, embedded: Option<&EmbeddedBroker>) -> Result<Security> {
+    if (opts.tls || opts.sasl.is_some()) && opts.scenario.is_cluster() {
+        return Err(BenchError::Config {
+            key: "tls",
+            value: "an embedded cluster".into(),
+            allowed: "--tls and --sasl with one node or --bootstrap".into(),
+        });
+    }
+    let tls = match (
+        opts.tls,
+        embedded.and_then(|b| b.ca.as_deref()),
+        opts.tls_ca.as_deref(),
+    ) {
+        (false, _, _) => None,
+        (true, Some(ca), _) | (true, None, Some(ca)) => Some(security::tls_client(ca)?),
+        (true, None, None) => {
+            return Err(BenchError::Config {
+                key: "tls-ca",
+                value: String::new(),
+                allowed: "the CA file of the broker's certificate, with --tls and --bootstrap"
+                    .into(),
+            })
+        }
+    };
+    Ok(Security {
+        tls,
+        sasl: opts.sasl.clone(),
+    })
 }
 
 /// Runs `make()` to completion on a fresh glommio executor thread.
@@ -140,19 +180,31 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         }
         None => {
             let bin = broker_proc::find_sluice(opts.sluice_bin.as_deref())?;
-            let b =
-                EmbeddedBroker::start(&bin, &s.profile, s.broker_cores, opts.data_dir.as_deref())?;
+            let listener = ListenerSecurity {
+                tls: opts.tls,
+                sasl: opts.sasl.clone(),
+            };
+            let b = EmbeddedBroker::start_secured(
+                &bin,
+                &s.profile,
+                s.broker_cores,
+                opts.data_dir.as_deref(),
+                &listener,
+                &[],
+            )?;
             let out = (b.addr.clone(), vec![b.pid], Some(bin.display().to_string()));
             embedded = Some(b);
             out
         }
     };
+    security::install(client_security(opts, embedded.as_ref())?);
     // The pid whose figures stand for "the broker" with one process.
     let broker_pid = match broker_pids.as_slice() {
         [one] => Some(*one),
         _ => None,
     };
     let target = Target {
+        security: security::current().protocol().to_string(),
         bootstrap: bootstrap.clone(),
         embedded: embedded.is_some() || cluster.is_some(),
         sluice_bin,

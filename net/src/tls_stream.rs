@@ -111,10 +111,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
     pub async fn connect(
         io: S,
         config: Arc<ClientConfig>,
-        peer: IpAddr,
+        peer: ServerName<'static>,
     ) -> io::Result<TlsStream<S>> {
-        let conn =
-            ClientConnection::new(config, ServerName::IpAddress(peer.into())).map_err(invalid)?;
+        let conn = ClientConnection::new(config, peer).map_err(invalid)?;
         TlsStream::new(io, conn.into()).handshake().await
     }
 
@@ -292,7 +291,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> LinkStream<S> {
         match tls {
             None => Ok(LinkStream::Plain(io)),
             Some(tls) => Ok(LinkStream::Tls(Box::new(
-                TlsStream::connect(io, tls.client(), peer).await?,
+                TlsStream::connect(io, tls.client(), ServerName::IpAddress(peer.into())).await?,
             ))),
         }
     }

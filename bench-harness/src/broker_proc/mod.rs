@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::client::security::SaslLogin;
 use crate::error::{BenchError, Result};
 
 const START_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -303,7 +304,55 @@ pub struct EmbeddedBroker {
     pub addr: String,
     pub pid: u32,
     pub data_dir: PathBuf,
+    /// The CA of the broker's certificate, when its listener is TLS.
+    pub ca: Option<PathBuf>,
     _dir: tempfile::TempDir,
+}
+
+/// What the embedded broker's one Kafka listener speaks.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerSecurity {
+    pub tls: bool,
+    /// The login to create (from a bootstrap file) and to offer.
+    pub sasl: Option<SaslLogin>,
+}
+
+impl ListenerSecurity {
+    fn protocol(&self) -> &'static str {
+        match (self.tls, self.sasl.is_some()) {
+            (false, false) => "PLAINTEXT",
+            (true, false) => "SSL",
+            (false, true) => "SASL_PLAINTEXT",
+            (true, true) => "SASL_SSL",
+        }
+    }
+}
+
+/// A CA and a certificate for 127.0.0.1 and localhost signed by it, as
+/// `ca.pem`, `server.pem` and `server.key` in `dir`.
+fn make_certificates(dir: &Path) -> Result<()> {
+    let failed = |e: rcgen::Error| BenchError::Runtime(format!("making certificates: {e}"));
+    let ca_key = rcgen::KeyPair::generate().map_err(failed)?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(failed)?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "sluice-bench CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).map_err(failed)?;
+    let key = rcgen::KeyPair::generate().map_err(failed)?;
+    let params =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+            .map_err(failed)?;
+    let cert = params.signed_by(&key, &ca).map_err(failed)?;
+    for (name, text) in [
+        ("ca.pem", ca.pem()),
+        ("server.pem", cert.pem()),
+        ("server.key", key.serialize_pem()),
+    ] {
+        std::fs::write(dir.join(name), text)
+            .map_err(|e| BenchError::io(format!("writing {name}"), e))?;
+    }
+    Ok(())
 }
 
 impl EmbeddedBroker {
@@ -327,14 +376,70 @@ impl EmbeddedBroker {
         parent: Option<&Path>,
         extra_args: &[String],
     ) -> Result<EmbeddedBroker> {
+        let plain = ListenerSecurity::default();
+        EmbeddedBroker::start_secured(bin, profile, cores, parent, &plain, extra_args)
+    }
+
+    /// `start_with`, its Kafka listener secured as `security` says: TLS
+    /// with a certificate of a CA made for the run (`ca`), SASL with the
+    /// login created at first start.
+    pub fn start_secured(
+        bin: &Path,
+        profile: &str,
+        cores: usize,
+        parent: Option<&Path>,
+        security: &ListenerSecurity,
+        extra_args: &[String],
+    ) -> Result<EmbeddedBroker> {
         let dir = bench_tempdir(parent)?;
         let data_dir = dir.path().join("data");
         let log_path = dir.path().join("sluice.log");
         let port = free_port()?;
         let addr = format!("127.0.0.1:{port}");
-        let mut args: Vec<String> = ["serve", "--listen", &addr, "--advertise", &addr]
-            .map(String::from)
-            .to_vec();
+        let listener = format!("{}://{addr}", security.protocol());
+        let mut args: Vec<String> = [
+            "serve",
+            "--listeners",
+            &listener,
+            "--advertised-listeners",
+            &listener,
+        ]
+        .map(String::from)
+        .to_vec();
+        let mut ca = None;
+        if security.tls {
+            make_certificates(dir.path())?;
+            for (flag, name) in [("--tls-cert", "server.pem"), ("--tls-key", "server.key")] {
+                args.extend([
+                    flag.to_string(),
+                    dir.path().join(name).display().to_string(),
+                ]);
+            }
+            ca = Some(dir.path().join("ca.pem"));
+        }
+        if let Some(login) = &security.sasl {
+            // PLAIN checks SCRAM credentials: the user is made one.
+            let stored = if login.mechanism == "PLAIN" {
+                "SCRAM-SHA-512"
+            } else {
+                &login.mechanism
+            };
+            let file = dir.path().join("scram-bootstrap");
+            std::fs::write(
+                &file,
+                format!("{}:{stored}:{}\n", login.username, login.password),
+            )
+            .map_err(|e| BenchError::io("writing the SCRAM bootstrap file", e))?;
+            args.extend([
+                "--scram-bootstrap-file".to_string(),
+                file.display().to_string(),
+                "--sasl-mechanisms".to_string(),
+                login.mechanism.clone(),
+            ]);
+            if login.mechanism == "PLAIN" && !security.tls {
+                args.extend(["--sasl-plain-insecure".to_string(), "true".to_string()]);
+            }
+        }
         args.push("--data-dir".into());
         args.push(data_dir.display().to_string());
         // The default 127.0.0.1:9644 may belong to a broker already running
@@ -349,6 +454,7 @@ impl EmbeddedBroker {
             pid: process.pid,
             process,
             data_dir,
+            ca,
             _dir: dir,
         })
     }

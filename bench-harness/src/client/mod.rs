@@ -6,6 +6,8 @@
 pub mod admin;
 pub mod produce;
 pub mod records;
+mod scram;
+pub mod security;
 pub mod versions;
 
 use std::time::Duration;
@@ -18,6 +20,7 @@ use kafka_protocol::messages::{
     ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
+use net::tls_stream::{LinkStream, TlsStream};
 
 use crate::error::{BenchError, Result};
 pub use versions::Versions;
@@ -68,9 +71,12 @@ pub fn decode_response<Resp: Decodable + HeaderVersion>(
     Ok((header.correlation_id, body))
 }
 
+/// A connection to a broker, plain or TLS.
+type Stream = LinkStream<TcpStream>;
+
 /// The sending half: numbers requests and writes whole frames.
 pub struct ConnWriter {
-    half: WriteHalf<TcpStream>,
+    half: WriteHalf<Stream>,
     correlation_id_next: i32,
     pub addr: String,
 }
@@ -83,18 +89,20 @@ impl ConnWriter {
     }
 
     pub async fn write_frame(&mut self, frame: &[u8]) -> Result<()> {
-        self.half
-            .write_all(frame)
-            .await
-            .map_err(|e| BenchError::io(format!("writing to {}", self.addr), e))
+        let failed = |e| BenchError::io(format!("writing to {}", self.addr), e);
+        self.half.write_all(frame).await.map_err(failed)?;
+        // TLS may hold the frame's last record until flushed.
+        self.half.flush().await.map_err(failed)
     }
 
     /// Writes one frame given as consecutive pieces.
     pub async fn write_chunks(&mut self, chunks: &[Bytes]) -> Result<()> {
+        let failed = |e| BenchError::io(format!("writing to {}", self.addr), e);
         for c in chunks {
-            self.write_frame(c).await?;
+            self.half.write_all(c).await.map_err(failed)?;
         }
-        Ok(())
+        // TLS may hold the frame's last record until flushed.
+        self.half.flush().await.map_err(failed)
     }
 
     /// Encodes and sends `request`; returns its correlation id.
@@ -113,7 +121,7 @@ impl ConnWriter {
 
 /// The receiving half: reads frames in order.
 pub struct ConnReader {
-    half: ReadHalf<TcpStream>,
+    half: ReadHalf<Stream>,
     pub addr: String,
 }
 
@@ -157,7 +165,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// Connects and negotiates API versions.
+    /// Connects, negotiates API versions and, as `security::current`
+    /// says, runs TLS under it and logs in with SASL.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Connection> {
         let unreachable = |e: std::io::Error| BenchError::Unreachable {
             addr: addr.to_string(),
@@ -175,6 +184,26 @@ impl Connection {
         stream
             .set_write_timeout(Some(IO_TIMEOUT))
             .map_err(|e| unreachable(e.into()))?;
+        let security = security::current();
+        let stream = match &security.tls {
+            None => LinkStream::Plain(stream),
+            Some(config) => {
+                let name = security::server_name(addr)?;
+                let tls = futures_lite::future::or(
+                    async { TlsStream::connect(stream, config.clone(), name).await },
+                    async {
+                        glommio::timer::sleep(timeout).await;
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no TLS handshake within the connect timeout",
+                        ))
+                    },
+                )
+                .await
+                .map_err(|e| unreachable(std::io::Error::other(format!("TLS: {e}"))))?;
+                LinkStream::Tls(Box::new(tls))
+            }
+        };
         let (read, write) = split(stream);
         let mut writer = ConnWriter {
             half: write,
@@ -186,11 +215,15 @@ impl Connection {
             addr: addr.to_string(),
         };
         let versions = negotiate(&mut writer, &mut reader).await?;
-        Ok(Connection {
+        let mut conn = Connection {
             writer,
             reader,
             versions,
-        })
+        };
+        if let Some(login) = &security.sasl {
+            security::authenticate(&mut conn, login).await?;
+        }
+        Ok(conn)
     }
 
     /// One request, one response, at the highest version both sides speak.

@@ -134,6 +134,7 @@ pub fn run(opts: &RunOptions) -> Result<HttpReport> {
     )?;
     wait_accepting(&ingest_addr, &broker)?;
     let target = Target {
+        security: "PLAINTEXT".into(),
         bootstrap: broker.addr.clone(),
         embedded: true,
         sluice_bin: Some(bin.display().to_string()),

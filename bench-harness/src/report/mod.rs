@@ -22,6 +22,8 @@ use crate::workload::consumer::CatchUp;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Target {
     pub bootstrap: String,
+    /// The listener protocol the clients spoke (PLAINTEXT, SSL, ...).
+    pub security: String,
     /// True when sluice-bench started the broker itself.
     pub embedded: bool,
     pub sluice_bin: Option<String>,
@@ -541,10 +543,15 @@ impl Report {
         let s = &self.scenario;
         let _ = writeln!(
             o,
-            "sluice-bench {}: scenario {} against {}{}",
+            "sluice-bench {}: scenario {} against {}{}{}",
             self.version,
             s.name,
             self.target.bootstrap,
+            if self.target.security == "PLAINTEXT" || self.target.security.is_empty() {
+                String::new()
+            } else {
+                format!(" over {}", self.target.security)
+            },
             match (&self.cluster, self.target.embedded) {
                 (Some(c), _) => format!(
                     " (embedded {}-node sluice cluster, replication factor {}, acks={}, --cores {} per node, profile {})",
