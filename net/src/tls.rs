@@ -6,6 +6,8 @@
 //! a response's chunks and sends the records (`TlsWriter`). Under TLS a
 //! Fetch answer's record batches pass through the cipher, so the
 //! zero-copy path of a plaintext connection becomes one encryption pass.
+//! A server that reads and writes in turn from one task (the HTTP
+//! endpoints) uses `TlsStream`, both directions over one handle.
 
 use std::cell::RefCell;
 use std::io::{self, Read, Write};
@@ -46,6 +48,51 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
+    let mut both = Halves {
+        reader: &mut reader,
+        writer,
+    };
+    let (conn, ct, start, end) = handshake(&mut both, config).await?;
+    Ok(TlsReader {
+        reader,
+        session: Rc::new(RefCell::new(conn)),
+        ct,
+        start,
+        end,
+    })
+}
+
+/// `accept` on one handle that a single task both reads and writes, as a
+/// request-response server does: the stream it gives is read and written
+/// like the socket, in plaintext.
+pub async fn accept_stream<S>(mut stream: S, config: Arc<ServerConfig>) -> io::Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (conn, ct, start, end) = handshake(&mut stream, config).await?;
+    Ok(TlsStream {
+        inner: TlsReader {
+            reader: stream,
+            session: Rc::new(RefCell::new(conn)),
+            ct,
+            start,
+            end,
+        },
+        out: Vec::new(),
+        sent: 0,
+        closing: false,
+    })
+}
+
+/// The handshake over anything that reads and writes the socket. Returns
+/// the session and the ciphertext read past the handshake, `ct[start..end]`.
+async fn handshake<IO>(
+    io: &mut IO,
+    config: Arc<ServerConfig>,
+) -> io::Result<(ServerConnection, Box<[u8]>, usize, usize)>
+where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = ServerConnection::new(config).map_err(invalid)?;
     let mut ct = vec![0u8; CIPHERTEXT_BUFFER_BYTES].into_boxed_slice();
     let mut out = Vec::new();
@@ -56,14 +103,14 @@ where
             while conn.wants_write() {
                 conn.write_tls(&mut out)?;
             }
-            writer.write_all(&out).await?;
+            io.write_all(&out).await?;
         }
         if !conn.is_handshaking() {
             break;
         }
         if start == end {
             start = 0;
-            end = reader.read(&mut ct).await?;
+            end = io.read(&mut ct).await?;
             if end == 0 {
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -85,18 +132,46 @@ where
                 }
             }
             // The alert is a courtesy; the error is what counts.
-            let _ = writer.write_all(&out).await;
+            let _ = io.write_all(&out).await;
             return Err(invalid(e));
         }
     }
-    writer.flush().await?;
-    Ok(TlsReader {
-        reader,
-        session: Rc::new(RefCell::new(conn)),
-        ct,
-        start,
-        end,
-    })
+    io.flush().await?;
+    Ok((conn, ct, start, end))
+}
+
+/// Two handles on one socket seen as one, for the handshake.
+struct Halves<'a, R, W> {
+    reader: &'a mut R,
+    writer: &'a mut W,
+}
+
+impl<R: AsyncRead + Unpin, W: Unpin> AsyncRead for Halves<'_, R, W> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().reader).poll_read(cx, buf)
+    }
+}
+
+impl<R: Unpin, W: AsyncWrite + Unpin> AsyncWrite for Halves<'_, R, W> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut *self.get_mut().writer).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().writer).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.get_mut().writer).poll_close(cx)
+    }
 }
 
 /// The reading side: ciphertext from the socket, plaintext out.
@@ -228,5 +303,115 @@ impl TlsWriter {
             }
         }
         let _ = stream.write_all(&self.out).await;
+    }
+}
+
+/// One handle, read and written in turn by one task: plaintext in and out
+/// over TLS records, for the broker's small HTTP servers. A write hands
+/// rustls at most `WRITE_STEP_BYTES` and keeps the ciphertext until the
+/// socket took it, so memory stays bounded whatever the caller writes.
+pub struct TlsStream<S> {
+    inner: TlsReader<S>,
+    /// Ciphertext waiting for the socket: `out[sent..]`.
+    out: Vec<u8>,
+    sent: usize,
+    /// Whether close_notify is queued already.
+    closing: bool,
+}
+
+impl<S> TlsStream<S> {
+    pub fn session(&self) -> &Session {
+        &self.inner.session
+    }
+
+    /// The socket under the session.
+    pub fn get_ref(&self) -> &S {
+        &self.inner.reader
+    }
+}
+
+impl<S: AsyncWrite + Unpin> TlsStream<S> {
+    /// Moves what rustls has queued into `out`.
+    fn gather(&mut self) -> io::Result<()> {
+        let mut conn = self.inner.session.borrow_mut();
+        while conn.wants_write() {
+            conn.write_tls(&mut self.out)?;
+        }
+        Ok(())
+    }
+
+    /// Sends `out` until the socket has all of it.
+    fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            let n =
+                ready!(Pin::new(&mut self.inner.reader).poll_write(cx, &self.out[self.sent..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            self.sent += n;
+        }
+        self.out.clear();
+        self.sent = 0;
+        if self.out.capacity() > 2 * WRITE_STEP_BYTES {
+            self.out = Vec::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TlsStream<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        // What an earlier write left goes first: bounded memory.
+        if this.out.len() - this.sent >= WRITE_STEP_BYTES {
+            ready!(this.poll_send(cx))?;
+        }
+        let step = buf.len().min(WRITE_STEP_BYTES);
+        let taken = this
+            .inner
+            .session
+            .borrow_mut()
+            .writer()
+            .write(&buf[..step])?;
+        this.gather()?;
+        // Sent now if the socket takes it; otherwise by the next write or
+        // the flush, which every response ends with.
+        if let Poll::Ready(Err(e)) = this.poll_send(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(taken))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        this.gather()?;
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner.reader).poll_flush(cx)
+    }
+
+    /// Tells the client the session ends (close_notify), then closes.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.closing {
+            this.closing = true;
+            this.inner.session.borrow_mut().send_close_notify();
+        }
+        this.gather()?;
+        ready!(this.poll_send(cx))?;
+        Pin::new(&mut this.inner.reader).poll_close(cx)
     }
 }
