@@ -703,6 +703,56 @@ mod tests {
     }
 
     #[test]
+    fn credentials_are_read_from_the_head() {
+        let pw = |user: &str, password: &str| Presented::Password {
+            user: user.into(),
+            password: password.into(),
+        };
+        let auth = |target: &str, extra: &str| {
+            parse_head(write_head(target, extra).as_bytes())
+                .expect("parses")
+                .auth
+        };
+        // "dTpw" is base64 of "u:p".
+        assert_eq!(
+            auth(
+                "/api/v1/write",
+                "\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\nauthorization: basic dTpw"
+            ),
+            pw("u", "p")
+        );
+        assert_eq!(
+            auth("/api/v2/write?bucket=b", "\r\nAuthorization: Token u:p"),
+            pw("u", "p")
+        );
+        assert_eq!(auth("/api/v2/write?bucket=b", ""), Presented::Nothing);
+        // InfluxDB 1 reads u and p first, and only on /write.
+        assert_eq!(
+            auth("/write?db=d&u=q&p=r", "\r\nAuthorization: Basic dTpw"),
+            pw("q", "r")
+        );
+        assert_eq!(
+            auth("/write?db=d&u=q", "\r\nAuthorization: Basic dTpw"),
+            pw("u", "p")
+        );
+        assert_eq!(
+            auth("/api/v2/write?bucket=b&u=q&p=r", ""),
+            Presented::Nothing
+        );
+        let twice = write_head(
+            "/write?db=d",
+            "\r\nAuthorization: Basic dTpw\r\nAuthorization: Basic dTpw",
+        );
+        assert_eq!(parse_head(twice.as_bytes()).expect_err("twice").status, 400);
+        let r = String::from_utf8(response(&refuse(401, "no"), false)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
+        assert!(
+            r.ends_with(r#"{"code":"unauthorized","message":"no"}"#),
+            "{r}"
+        );
+    }
+
+    #[test]
     fn arbitrary_heads_never_panic() {
         let valid = write_head(
             "/api/v2/write?bucket=b&precision=s",

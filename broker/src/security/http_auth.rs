@@ -70,7 +70,7 @@ impl Presented {
     }
 }
 
-fn password(user: &str, password: &str) -> Presented {
+fn user_password(user: &str, password: &str) -> Presented {
     if user.is_empty() {
         return Presented::Malformed("no user name");
     }
@@ -88,9 +88,7 @@ fn password(user: &str, password: &str) -> Presented {
 /// client libraries send `Token USER:PASSWORD`.
 pub fn from_header(value: &str) -> Presented {
     let value = value.trim();
-    let (scheme, rest) = value
-        .split_once(|c: char| c == ' ' || c == '\t')
-        .unwrap_or((value, ""));
+    let (scheme, rest) = value.split_once([' ', '\t']).unwrap_or((value, ""));
     let rest = rest.trim();
     if scheme.eq_ignore_ascii_case("basic") {
         let Ok(decoded) = BASE64.decode(rest) else {
@@ -101,12 +99,12 @@ pub fn from_header(value: &str) -> Presented {
         };
         // The user name cannot hold a colon; the password can (RFC 7617).
         match text.split_once(':') {
-            Some((user, pass)) => password(user, pass),
+            Some((user, pass)) => user_password(user, pass),
             None => Presented::Malformed("Basic credentials are not USER:PASSWORD"),
         }
     } else if scheme.eq_ignore_ascii_case("token") {
         match rest.split_once(':') {
-            Some((user, pass)) => password(user, pass),
+            Some((user, pass)) => user_password(user, pass),
             None => Presented::Malformed("a Token must be USER:PASSWORD"),
         }
     } else if scheme.eq_ignore_ascii_case("bearer") {
@@ -128,7 +126,7 @@ pub fn from_query(user: Option<&str>, pass: Option<&str>) -> Option<Presented> {
         return None;
     }
     match (form_decode(user), form_decode(pass)) {
-        (Some(user), Some(pass)) => Some(password(&user, &pass)),
+        (Some(user), Some(pass)) => Some(user_password(&user, &pass)),
         _ => Some(Presented::Malformed("u or p is not form-encoded UTF-8")),
     }
 }
