@@ -25,6 +25,7 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/debian_package.py
 .venv/bin/python tests/python/influx.py
 .venv/bin/python tests/python/prometheus.py
+.venv/bin/python tests/python/ingest_security.py
 .venv/bin/python tests/python/shippers.py
 .venv/bin/python tests/python/cluster.py
 .venv/bin/python tests/python/cluster_partition.py

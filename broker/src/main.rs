@@ -79,11 +79,31 @@ struct ServeArgs {
     /// /health; "" switches it off [default: 127.0.0.1:9644].
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
+    /// Serve /metrics and /health over HTTPS, with --tls-cert, --tls-key,
+    /// --tls-client-ca and --tls-client-auth as the SSL listeners do
+    /// [default: false].
+    #[arg(long)]
+    metrics_tls: Option<bool>,
     /// Address of the HTTP ingest listener on every shard: Influx
     /// (/api/v2/write, /write) and Prometheus remote-write (/api/v1/write);
     /// "" switches it off [default: ""].
     #[arg(long, value_name = "HOST:PORT")]
     ingest_http_listen: Option<String>,
+    /// Serve the ingest listener over HTTPS, with --tls-cert, --tls-key,
+    /// --tls-client-ca and --tls-client-auth as the SSL listeners do
+    /// [default: false].
+    #[arg(long)]
+    ingest_http_tls: Option<bool>,
+    /// What an ingest write must present: none, or basic (HTTP Basic,
+    /// InfluxDB's Token USER:PASSWORD, or u and p on /write, checked
+    /// against the SCRAM credentials; HTTPS only unless
+    /// --ingest-http-auth-insecure) [default: none].
+    #[arg(long, value_name = "none|basic")]
+    ingest_http_auth: Option<String>,
+    /// Take basic passwords over plain HTTP too, where they cross the
+    /// network in clear [default: false].
+    #[arg(long)]
+    ingest_http_auth_insecure: Option<bool>,
     /// Address of the plain-TCP line-protocol listener; "" switches it off
     /// [default: ""].
     #[arg(long, value_name = "HOST:PORT")]
@@ -338,7 +358,11 @@ impl ServeArgs {
             auth_failure_delay_ms,
             sasl_max_receive_bytes,
             metrics_listen,
+            metrics_tls,
             ingest_http_listen,
+            ingest_http_tls,
+            ingest_http_auth,
+            ingest_http_auth_insecure,
             influx_tcp_listen,
             influx_topic,
             prometheus_topic,

@@ -13,6 +13,7 @@ use glommio::{LocalExecutorPoolBuilder, PoolPlacement};
 
 use crate::config::Config;
 use crate::connection::{self, Entry};
+use crate::listener::http::Https;
 use crate::listener::Acceptor;
 use crate::mesh::MESH_CHANNEL_CAPACITY;
 use crate::node::{Node, ShardEnvelope};
@@ -247,7 +248,15 @@ async fn shard_main(
             }
         }
     }
-    if let Err(e) = crate::ingest::start(&node) {
+    // The HTTPS endpoints take the SSL listeners' configuration; `validate`
+    // made sure it is loaded when either asks for it.
+    let https = |on: bool| {
+        tls.clone().filter(|_| on).map(|tls| Https {
+            tls,
+            handshake_timeout: Duration::from_millis(config.tls_handshake_timeout_ms),
+        })
+    };
+    if let Err(e) = crate::ingest::start(&node, https(config.ingest_http_tls)) {
         shutdown.store(true, Ordering::SeqCst);
         node.begin_shutdown();
         crate::partition::placement::close_logs(&node).await;
@@ -265,9 +274,15 @@ async fn shard_main(
         let taken = metrics_listener.lock().ok().and_then(|mut l| l.take());
         if let Some(listener) = taken {
             if let Ok(local) = listener.local_addr() {
-                tracing::info!(addr = %local, "metrics endpoint listening");
+                tracing::info!(addr = %local, https = config.metrics_tls, "metrics endpoint listening");
             }
-            crate::metrics::http::spawn_server(&node.shard, gatherer(&node), listener);
+            crate::metrics::http::spawn_server(
+                &node.shard,
+                gatherer(&node),
+                https(config.metrics_tls),
+                node.metrics.clone(),
+                listener,
+            );
         }
     }
     node.spawn_replication(link);
@@ -365,7 +380,7 @@ struct Listeners {
 }
 
 /// SIGHUP re-reads the TLS files (certificates expire; a fleet rotates
-/// them without restarts). Without TLS there is nothing to re-read, and
+/// them without restarts), for the SSL listeners and the HTTPS endpoints. Without TLS there is nothing to re-read, and
 /// the signal is only logged rather than ending the process.
 fn spawn_reload_on_sighup(tls: Option<Arc<ServerTls>>, cluster_tls: Option<Arc<ClusterTls>>) {
     let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP]) {

@@ -1,7 +1,9 @@
-//! TLS on the links between the nodes of a cluster (replication links and
-//! the controller quorum): mutual TLS, each node both a client and a
-//! server, on a stream that is one value with both directions (the links
-//! split it with `futures_lite::io::split`, which takes turns on it).
+//! TLS on a stream that is one value with both directions: the links
+//! between the nodes of a cluster (replication links and the controller
+//! quorum; mutual TLS, each node both a client and a server; the links
+//! split it with `futures_lite::io::split`, which takes turns on it), the
+//! broker's small HTTPS servers (one task reads a request, then writes its
+//! answer) and sluice-bench's connections.
 //! `LinkStream` is what the links hold, plain or TLS, so their code does
 //! not fork on the setting; `PeerTls` is the pair of configurations every
 //! shard shares, swapped whole when the files are read again (SIGHUP).
@@ -97,6 +99,8 @@ pub struct TlsStream<S> {
     /// Ciphertext made and not yet sent: `out[sent..]`.
     out: Vec<u8>,
     sent: usize,
+    /// Whether close_notify is queued already.
+    closing: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
@@ -126,6 +130,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
             end: 0,
             out: Vec::new(),
             sent: 0,
+            closing: false,
         }
     }
 
@@ -188,6 +193,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream<S> {
         }
         self.out.clear();
         self.sent = 0;
+        // A large answer's buffer is not kept for the life of the
+        // connection.
+        if self.out.capacity() > 2 * PENDING_WRITE_BYTES_MAX {
+            self.out = Vec::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -260,7 +270,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for TlsStream<S> {
 
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        this.conn.send_close_notify();
+        if !this.closing {
+            this.closing = true;
+            this.conn.send_close_notify();
+        }
         while this.conn.wants_write() {
             this.conn.write_tls(&mut this.out)?;
         }

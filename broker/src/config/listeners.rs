@@ -239,7 +239,8 @@ impl Config {
         Ok(all)
     }
 
-    /// The TLS files SSL listeners need; `None` when no listener uses TLS.
+    /// The TLS files the SSL listeners and the HTTPS endpoints need; `None`
+    /// when nothing uses TLS.
     pub fn tls_files(&self) -> Result<Option<TlsFiles>, ConfigError> {
         let listeners = self.kafka_listeners()?;
         let client_auth = match self.tls_client_auth.as_str() {
@@ -263,21 +264,41 @@ impl Config {
                         .into(),
             });
         }
-        if !listeners.iter().any(|l| l.protocol.tls()) {
+        // Who needs the files, in the order a missing one is reported.
+        let users = [
+            (
+                "tls_cert",
+                listeners.iter().any(|l| l.protocol.tls()),
+                "a PEM certificate chain, with tls_key, for the SSL and SASL_SSL listeners",
+            ),
+            (
+                "metrics_tls",
+                self.metrics_tls,
+                "true only with tls_cert and tls_key set (the certificate HTTPS presents)",
+            ),
+            (
+                "ingest_http_tls",
+                self.ingest_http_tls,
+                "true only with tls_cert and tls_key set (the certificate HTTPS presents)",
+            ),
+        ];
+        let Some((key, _, allowed)) = users.into_iter().find(|(_, needed, _)| *needed) else {
             return Ok(None);
-        }
-        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+        };
+        let (Some(cert), Some(key_file)) = (&self.tls_cert, &self.tls_key) else {
             return Err(ConfigError {
-                key: "tls_cert",
-                value: String::new(),
-                allowed:
-                    "a PEM certificate chain, with tls_key, for the SSL and SASL_SSL listeners"
-                        .into(),
+                key,
+                value: if key == "tls_cert" {
+                    String::new()
+                } else {
+                    "true".into()
+                },
+                allowed: allowed.into(),
             });
         };
         Ok(Some(TlsFiles {
             cert: cert.clone(),
-            key: key.clone(),
+            key: key_file.clone(),
             client_ca: self.tls_client_ca.clone(),
             client_auth,
         }))

@@ -4,10 +4,12 @@
 
 mod cluster;
 mod group;
+mod http;
 mod listeners;
 
 pub use cluster::ClusterTlsFiles;
 pub use group::GroupConfig;
+pub use http::HttpAuthMode;
 pub use listeners::{ClientAuth, Listener, SecurityProtocol, TlsFiles, SASL_MECHANISMS};
 
 use std::net::SocketAddr;
@@ -75,10 +77,22 @@ pub struct Config {
     /// Address of the HTTP endpoint serving `/metrics` and `/health`;
     /// empty switches it off.
     pub metrics_listen: String,
+    /// Serve the metrics endpoint over HTTPS, with the certificate, client
+    /// CA and `tls_client_auth` of the SSL listeners.
+    pub metrics_tls: bool,
     /// Address of the HTTP ingest listener (Influx `/api/v2/write` and
     /// `/write`, Prometheus remote-write `/api/v1/write`), bound by every
     /// shard; empty (the default) switches it off.
     pub ingest_http_listen: String,
+    /// Serve the ingest listener over HTTPS, with the certificate, client
+    /// CA and `tls_client_auth` of the SSL listeners.
+    pub ingest_http_tls: bool,
+    /// What a write to the ingest listener must present: `none`, or
+    /// `basic` (a user's password, checked against the SCRAM credentials).
+    pub ingest_http_auth: String,
+    /// Accept `basic` passwords over plain HTTP, where they cross the
+    /// network in clear.
+    pub ingest_http_auth_insecure: bool,
     /// Address of the plain-TCP line-protocol listener; empty switches it off.
     pub influx_tcp_listen: String,
     /// Topic that Influx points go to (auto-created when allowed).
@@ -249,7 +263,11 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:9092".into(),
             metrics_listen: "127.0.0.1:9644".into(),
+            metrics_tls: false,
             ingest_http_listen: String::new(),
+            ingest_http_tls: false,
+            ingest_http_auth: "none".into(),
+            ingest_http_auth_insecure: false,
             influx_tcp_listen: String::new(),
             influx_topic: "metrics".into(),
             prometheus_topic: "prometheus".into(),
@@ -535,6 +553,7 @@ impl Config {
             });
         }
         self.tls_files()?;
+        self.ingest_http_auth()?;
         if self.tls_handshake_timeout_ms == 0 {
             return Err(ConfigError {
                 key: "tls_handshake_timeout_ms",

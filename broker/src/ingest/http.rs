@@ -1,25 +1,30 @@
-//! The HTTP ingest listener (HTTP/1.1): Influx's write API, `POST
-//! /api/v2/write` (InfluxDB 2: bucket, org, precision; the token is
-//! accepted and ignored) and `POST /write` (InfluxDB 1: db, precision);
-//! Prometheus remote-write, `POST /api/v1/write` (1.0 and 2.0, snappy);
-//! and `/ping`, `/health`. Keep-alive, Content-Length bodies only (bounded
-//! after decompression), 204 once stored as the topic's durability policy
-//! requires, 429 with Retry-After when a partition's queue is full, a JSON
-//! error (InfluxDB's shape) otherwise. The request-head parser is a pure
-//! function, unit-tested against malformed input.
+//! The HTTP ingest listener (HTTP/1.1, or HTTPS with `ingest_http_tls`):
+//! Influx's write API, `POST /api/v2/write` (InfluxDB 2: bucket, org,
+//! precision) and `POST /write` (InfluxDB 1: db, precision); Prometheus
+//! remote-write, `POST /api/v1/write` (1.0 and 2.0, snappy); and `/ping`,
+//! `/health`, which are always open. A write is authenticated as
+//! `ingest_http_auth` says before its body is read: refused, it gets 401
+//! and nothing of it is stored. Keep-alive, Content-Length bodies only
+//! (bounded after decompression), 204 once stored as the topic's
+//! durability policy requires, 429 with Retry-After when a partition's
+//! queue is full, a JSON error (InfluxDB's shape) otherwise. The
+//! request-head parser is a pure function, unit-tested against malformed
+//! input.
 
 use std::io::Read;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::rt::{TcpListener, TcpStream};
-use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::influx_line::{self, Precision};
 use super::remote_write::{self, Version};
 use super::{Ingest, IngestError, RETRY_AFTER_S};
-use crate::listener::http::{head_end, read_head, HeadRead};
+use crate::listener::http::{accept_tls, head_end, read_head, HeadRead};
 use crate::listener::Acceptor;
+use crate::security::http_auth::{self, Presented, Refused};
 
 /// Time a client has to send a whole request (head and body) once it
 /// started one, and to take the answer; also the keep-alive idle bound.
@@ -58,6 +63,8 @@ pub struct Head {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub head_only: bool,
+    /// The credentials the request presents.
+    pub auth: Presented,
 }
 
 /// An answer: status, message (for errors) and extra headers.
@@ -106,6 +113,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
     let mut encoding = Encoding::Identity;
     let mut content_type = String::new();
     let mut expect_continue = false;
+    let mut authorization: Option<&str> = None;
     for line in lines {
         let Some((name, value)) = line.split_once(':') else {
             return Err(refuse(400, "malformed header line"));
@@ -146,6 +154,12 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
                 }
             }
             "expect" => expect_continue = value.eq_ignore_ascii_case("100-continue"),
+            "authorization" => {
+                if authorization.is_some() {
+                    return Err(refuse(400, "more than one Authorization header"));
+                }
+                authorization = Some(value);
+            }
             _ => {}
         }
     }
@@ -188,6 +202,15 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
         (_, "/ping" | "/health") => return Err(refuse(405, "only GET and HEAD")),
         _ => return Err(refuse(404, format!("no route {path}"))),
     };
+    // InfluxDB 1 reads `u` and `p` before the header.
+    let from_query = (path == "/write")
+        .then(|| http_auth::from_query(query_param(query, "u"), query_param(query, "p")))
+        .flatten();
+    let auth = match (from_query, authorization) {
+        (Some(presented), _) => presented,
+        (None, Some(value)) => http_auth::from_header(value),
+        (None, None) => Presented::Nothing,
+    };
     let content_length = match (content_length, &route) {
         (Some(n), _) => n,
         (None, Route::Ping) => 0,
@@ -200,6 +223,7 @@ pub fn parse_head(head: &[u8]) -> Result<Head, Refusal> {
         keep_alive,
         expect_continue,
         head_only: method == "HEAD",
+        auth,
     })
 }
 
@@ -209,6 +233,7 @@ pub fn response(answer: &Refusal, keep_alive: bool) -> Vec<u8> {
     let (reason, code) = match status {
         204 => ("No Content", ""),
         400 => ("Bad Request", "invalid"),
+        401 => ("Unauthorized", "unauthorized"),
         404 => ("Not Found", "not found"),
         405 => ("Method Not Allowed", "method not allowed"),
         411 => ("Length Required", "invalid"),
@@ -260,21 +285,34 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
     Ok(out)
 }
 
+/// Who sent a request: for its log lines, and the principal that
+/// authorization will need.
+struct Caller {
+    peer: Option<SocketAddr>,
+    principal: String,
+}
+
 /// The answer to a write that reached the log (or did not).
-fn stored(result: Result<(), IngestError>, what: &str) -> Refusal {
+fn stored(result: Result<(), IngestError>, what: &str, caller: &Caller) -> Refusal {
     match result {
         Ok(()) => refuse(204, ""),
         Err(e @ IngestError::NoTopic(_)) => refuse(404, e.to_string()),
         Err(e @ IngestError::Busy(_)) => refuse(429, e.to_string()),
         Err(e @ IngestError::Unavailable(_)) => {
-            tracing::warn!("{what} write: {e}");
+            tracing::warn!(peer = ?caller.peer, principal = %caller.principal, "{what} write: {e}");
             refuse(503, e.to_string())
         }
     }
 }
 
 /// An Influx write, once its head and body are in.
-async fn influx_write(ingest: &Ingest, precision: Precision, body: Vec<u8>, gzip: bool) -> Refusal {
+async fn influx_write(
+    ingest: &Ingest,
+    caller: &Caller,
+    precision: Precision,
+    body: Vec<u8>,
+    gzip: bool,
+) -> Refusal {
     let shard = &ingest.shard;
     let max = shard.config.ingest_body_bytes_max;
     let body = if gzip {
@@ -300,6 +338,7 @@ async fn influx_write(ingest: &Ingest, precision: Precision, body: Vec<u8>, gzip
     let answer = stored(
         ingest.write(&shard.config.influx_topic, points).await,
         "influx",
+        caller,
     );
     if answer.status == 204 {
         shard.metrics.influx_points_stored(n);
@@ -309,7 +348,12 @@ async fn influx_write(ingest: &Ingest, precision: Precision, body: Vec<u8>, gzip
 
 /// A Prometheus remote-write, once its head and body are in. A 2.0 write
 /// is told how much was written, as its spec asks.
-async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refusal {
+async fn remote_write(
+    ingest: &Ingest,
+    caller: &Caller,
+    version: Version,
+    body: Vec<u8>,
+) -> Refusal {
     let shard = &ingest.shard;
     let decoded =
         remote_write::decompress(&body, shard.config.ingest_body_bytes_max).and_then(|raw| {
@@ -328,6 +372,7 @@ async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refus
             .write(&shard.config.prometheus_topic, decoded.records)
             .await,
         "remote",
+        caller,
     );
     if answer.status == 429 {
         // Prometheus retries 5xx always but 429 only when configured to
@@ -351,9 +396,58 @@ async fn remote_write(ingest: &Ingest, version: Version, body: Vec<u8>) -> Refus
     answer
 }
 
+/// Reads and drops up to `len` body bytes (`buf` holds the first ones),
+/// at most `DISCARD_BYTES_MAX`: a client sends its body before it reads
+/// the answer, and closing on unread bytes would reset the connection and
+/// lose the answer. `false` if the connection failed meanwhile.
+async fn discard<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, len: usize) -> bool {
+    let mut left = len.min(DISCARD_BYTES_MAX).saturating_sub(buf.len());
+    buf.clear();
+    let mut chunk = vec![0u8; 64 << 10];
+    while left > 0 {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+    true
+}
+
+/// Who sent a write, or the answer that refuses it; refusals are counted,
+/// logged and delayed by `auth_failure_delay_ms` here.
+async fn authenticate(
+    ingest: &Ingest,
+    head: &Head,
+    peer: Option<SocketAddr>,
+) -> Result<Caller, Refusal> {
+    let refused = match ingest.auth.authenticate(&ingest.shard, &head.auth).await {
+        Ok(principal) => return Ok(Caller { peer, principal }),
+        Err(refused) => refused,
+    };
+    let Refused::Unauthorized(message) = refused else {
+        return Err(refuse(503, "shutting down"));
+    };
+    let shard = &ingest.shard;
+    shard.metrics.ingest_http_authentication_failed();
+    tracing::warn!(
+        ?peer,
+        user = head.auth.user().as_deref().unwrap_or("?"),
+        "ingest http: authentication failed: {message}"
+    );
+    crate::rt::sleep(Duration::from_millis(shard.config.auth_failure_delay_ms)).await;
+    let mut answer = refuse(401, message);
+    answer.headers = vec![("WWW-Authenticate", "Basic realm=\"sluice\"".into())];
+    Err(answer)
+}
+
 /// Serves requests on one connection until it closes or fails; `false`
 /// when the connection must close.
-async fn exchange(ingest: &Ingest, stream: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    ingest: &Ingest,
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+    peer: Option<SocketAddr>,
+) -> bool {
     let end = match read_head(stream, buf).await {
         Ok(HeadRead::Ready { end }) => end,
         Ok(HeadRead::Closed) | Err(_) => return false,
@@ -377,26 +471,31 @@ async fn exchange(ingest: &Ingest, stream: &mut TcpStream, buf: &mut Vec<u8>) ->
     let max = ingest.shard.config.ingest_body_bytes_max;
     if head.content_length > max {
         let message = format!("body of {} bytes is over {max}", head.content_length);
-        if !head.expect_continue {
-            // The client sends its body before it reads the answer: closing
-            // on unread bytes would reset the connection and lose the 413,
-            // so a bounded amount is read and thrown away first.
-            let mut left = head.content_length.min(DISCARD_BYTES_MAX);
-            left = left.saturating_sub(buf.len());
-            buf.clear();
-            let mut chunk = vec![0u8; 64 << 10];
-            while left > 0 {
-                match stream.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return false,
-                    Ok(n) => left = left.saturating_sub(n),
-                }
-            }
+        if !head.expect_continue && !discard(stream, buf, head.content_length).await {
+            return false;
         }
         let _ = stream
             .write_all(&response(&refuse(413, message), false))
             .await;
         return false;
     }
+    // Before the body is read: an unauthenticated client gets no buffer.
+    let caller = match head.route {
+        Route::Ping => Caller {
+            peer,
+            principal: crate::security::principal::ANONYMOUS.into(),
+        },
+        _ => match authenticate(ingest, &head, peer).await {
+            Ok(caller) => caller,
+            Err(answer) => {
+                if !head.expect_continue && !discard(stream, buf, head.content_length).await {
+                    return false;
+                }
+                let _ = stream.write_all(&response(&answer, false)).await;
+                return false;
+            }
+        },
+    };
     if head.expect_continue
         && buf.len() < head.content_length
         && stream
@@ -418,9 +517,16 @@ async fn exchange(ingest: &Ingest, stream: &mut TcpStream, buf: &mut Vec<u8>) ->
     let answer = match head.route {
         Route::Ping => refuse(204, ""),
         Route::Influx(precision) => {
-            influx_write(ingest, precision, body, head.encoding == Encoding::Gzip).await
+            influx_write(
+                ingest,
+                &caller,
+                precision,
+                body,
+                head.encoding == Encoding::Gzip,
+            )
+            .await
         }
-        Route::RemoteWrite(version) => remote_write(ingest, version, body).await,
+        Route::RemoteWrite(version) => remote_write(ingest, &caller, version, body).await,
     };
     let keep_alive = head.keep_alive && answer.status != 413;
     let mut bytes = response(&answer, keep_alive);
@@ -432,7 +538,12 @@ async fn exchange(ingest: &Ingest, stream: &mut TcpStream, buf: &mut Vec<u8>) ->
     stream.write_all(&bytes).await.is_ok() && keep_alive
 }
 
-async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
+/// Serves one connection's requests in turn, plain or TLS.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    ingest: &Ingest,
+    stream: &mut S,
+    peer: Option<SocketAddr>,
+) {
     let shard = &ingest.shard;
     let mut buf = Vec::new();
     let mut first = vec![0u8; 4 << 10];
@@ -460,7 +571,7 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
             }
         }
         let next = future::or(
-            async { Some(exchange(&ingest, &mut stream, &mut buf).await) },
+            async { Some(exchange(ingest, stream, &mut buf, peer).await) },
             async {
                 crate::rt::sleep(REQUEST_TIMEOUT).await;
                 None
@@ -470,6 +581,23 @@ async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
         if next != Some(true) {
             break;
         }
+    }
+    let _ = stream.close().await;
+}
+
+async fn serve_connection(ingest: Rc<Ingest>, mut stream: TcpStream) {
+    let peer = stream.peer_addr().ok();
+    match &ingest.https {
+        None => serve_stream(&ingest, &mut stream, peer).await,
+        Some(https) => match accept_tls(&mut stream, https).await {
+            Ok(mut tls) => serve_stream(&ingest, &mut tls, peer).await,
+            Err(e) => {
+                ingest.shard.metrics.tls_handshake_failed();
+                tracing::info!(?peer, "ingest http: TLS handshake failed: {e}");
+                let _ = stream.shutdown(std::net::Shutdown::Both).await;
+                return;
+            }
+        },
     }
     let _ = stream.close().await;
 }
@@ -572,6 +700,56 @@ mod tests {
             let r = parse_head(head.as_bytes()).expect_err(&head);
             assert_eq!(r.status, status, "{head:?}: {}", r.message);
         }
+    }
+
+    #[test]
+    fn credentials_are_read_from_the_head() {
+        let pw = |user: &str, password: &str| Presented::Password {
+            user: user.into(),
+            password: password.into(),
+        };
+        let auth = |target: &str, extra: &str| {
+            parse_head(write_head(target, extra).as_bytes())
+                .expect("parses")
+                .auth
+        };
+        // "dTpw" is base64 of "u:p".
+        assert_eq!(
+            auth(
+                "/api/v1/write",
+                "\r\nContent-Encoding: snappy\r\nContent-Type: application/x-protobuf\r\nauthorization: basic dTpw"
+            ),
+            pw("u", "p")
+        );
+        assert_eq!(
+            auth("/api/v2/write?bucket=b", "\r\nAuthorization: Token u:p"),
+            pw("u", "p")
+        );
+        assert_eq!(auth("/api/v2/write?bucket=b", ""), Presented::Nothing);
+        // InfluxDB 1 reads u and p first, and only on /write.
+        assert_eq!(
+            auth("/write?db=d&u=q&p=r", "\r\nAuthorization: Basic dTpw"),
+            pw("q", "r")
+        );
+        assert_eq!(
+            auth("/write?db=d&u=q", "\r\nAuthorization: Basic dTpw"),
+            pw("u", "p")
+        );
+        assert_eq!(
+            auth("/api/v2/write?bucket=b&u=q&p=r", ""),
+            Presented::Nothing
+        );
+        let twice = write_head(
+            "/write?db=d",
+            "\r\nAuthorization: Basic dTpw\r\nAuthorization: Basic dTpw",
+        );
+        assert_eq!(parse_head(twice.as_bytes()).expect_err("twice").status, 400);
+        let r = String::from_utf8(response(&refuse(401, "no"), false)).expect("utf-8");
+        assert!(r.starts_with("HTTP/1.1 401 Unauthorized\r\n"), "{r}");
+        assert!(
+            r.ends_with(r#"{"code":"unauthorized","message":"no"}"#),
+            "{r}"
+        );
     }
 
     #[test]

@@ -18,10 +18,13 @@ use std::rc::Rc;
 use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, NewRecord};
+use crate::config::HttpAuthMode;
 use crate::kafka::topics;
+use crate::listener::http::Https;
 use crate::partition::ProduceItem;
 use crate::preflight::StartError;
 use crate::route;
+use crate::security::http_auth::HttpAuth;
 
 /// How long an ingest write may wait for the in-sync replicas.
 const INGEST_TIMEOUT_MS: i32 = 30_000;
@@ -149,14 +152,19 @@ pub struct Ingest {
     pub shard: Rc<Node>,
     pub format: Format,
     queues: Rc<Queues>,
+    /// The HTTP listener's TLS, when it serves HTTPS.
+    pub https: Option<Https>,
+    /// Who may write over HTTP.
+    pub auth: HttpAuth,
 }
 
 /// Binds this shard's ingest listeners (SO_REUSEPORT, like the Kafka
 /// listener, so every shard parses its share) and serves them; nothing
-/// when both are switched off.
-pub fn start(shard: &Rc<Node>) -> Result<(), StartError> {
+/// when both are switched off. The HTTP listener serves HTTPS with `https`.
+pub fn start(shard: &Rc<Node>, https: Option<Https>) -> Result<(), StartError> {
     let (http_addr, tcp_addr) = shard.config.ingest_addrs()?;
     let format = shard.config.ingest_format()?;
+    let auth = shard.config.ingest_http_auth()?;
     let bind = |addr: std::net::SocketAddr| {
         crate::listener::bind(addr).map_err(|e| StartError::Bind {
             addr: addr.to_string(),
@@ -169,10 +177,20 @@ pub fn start(shard: &Rc<Node>) -> Result<(), StartError> {
         shard: shard.clone(),
         format,
         queues: Queues::new(shard.config.ingest_queue_bytes_max),
+        https,
+        auth: HttpAuth::new(auth),
     });
     if let Some(l) = http_listener {
         if shard.id == 0 {
-            tracing::info!(addr = ?http_addr, "ingest http listening");
+            let https = ingest.https.is_some();
+            let auth = &shard.config.ingest_http_auth;
+            tracing::info!(addr = ?http_addr, https, auth, "ingest http listening");
+            if !https && ingest.auth.mode() == HttpAuthMode::Basic {
+                tracing::warn!(
+                    "ingest http: passwords are taken over plain HTTP, in clear on the \
+                     network (ingest_http_auth_insecure); set ingest_http_tls"
+                );
+            }
         }
         http::spawn_server(&ingest, l);
     }

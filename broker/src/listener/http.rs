@@ -1,9 +1,18 @@
-//! Reading an HTTP/1.x request head, for the broker's small HTTP servers
-//! (the metrics endpoint and the ingest listener): bounded, so that a
-//! client cannot make a shard buffer more than `REQUEST_HEAD_BYTES_MAX`.
+//! What the broker's small HTTP servers (the metrics endpoint and the
+//! ingest listener) share: reading a request head, bounded so that a client
+//! cannot make a shard buffer more than `REQUEST_HEAD_BYTES_MAX`, from a
+//! plain or a TLS stream alike; and the TLS handshake of an HTTPS
+//! endpoint, bounded in time, after which a server reads and writes a
+//! `TlsStream` as it would the socket.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::{future, AsyncRead, AsyncReadExt};
+use net::tls_stream::TlsStream;
 
 use crate::rt::TcpStream;
-use futures_lite::AsyncReadExt;
+use crate::security::tls::ServerTls;
 
 /// Bytes a request head may take, blank line included.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8 << 10;
@@ -30,7 +39,10 @@ pub fn head_end(buf: &[u8]) -> Option<usize> {
 /// Reads from `stream` until `buf` holds a whole head. Bytes after the
 /// head (a body, a pipelined request) stay in `buf` behind it. A close in
 /// the middle of a head is an `UnexpectedEof` error.
-pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Result<HeadRead> {
+pub async fn read_head<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<HeadRead> {
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut searched = 0usize;
     loop {
@@ -57,6 +69,35 @@ pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> std::io::Re
         }
         buf.extend_from_slice(&chunk[..n]);
     }
+}
+
+/// What an HTTPS endpoint needs: the SSL listeners' TLS configuration
+/// (certificate, client CA, `tls_client_auth`; swapped on SIGHUP) and the
+/// bound on a handshake (`tls_handshake_timeout_ms`).
+#[derive(Clone)]
+pub struct Https {
+    pub tls: Arc<ServerTls>,
+    pub handshake_timeout: Duration,
+}
+
+/// The TLS handshake of a connection to an HTTPS endpoint, with the
+/// configuration as it is now (so a SIGHUP reload reaches new
+/// connections), within the handshake bound. A client that speaks plain
+/// HTTP fails it: rustls answers with an alert and the caller closes.
+pub async fn accept_tls<'a>(
+    stream: &'a mut TcpStream,
+    https: &Https,
+) -> std::io::Result<TlsStream<&'a mut TcpStream>> {
+    let config = https.tls.config(false);
+    let timeout = https.handshake_timeout;
+    future::or(TlsStream::accept(stream, config), async {
+        crate::rt::sleep(timeout).await;
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {} ms", timeout.as_millis()),
+        ))
+    })
+    .await
 }
 
 #[cfg(test)]

@@ -1,18 +1,19 @@
 //! The metrics endpoint: a minimal HTTP/1.x server on shard 0's executor,
 //! in a low-share task queue, answering `GET /metrics` (Prometheus text)
 //! and `GET /health` (200 "ok" or 503 with the reasons), one request per
-//! connection. Requests are bounded in size, time and concurrency; the
-//! parser is a pure function so every malformed input is unit-tested.
+//! connection, over plain HTTP or HTTPS (`metrics_tls`). Requests are
+//! bounded in size, time and concurrency; the parser is a pure function so
+//! every malformed input is unit-tested.
 
 use std::rc::Rc;
 use std::time::Duration;
 
 use crate::rt::{Latency, Shares};
 use crate::rt::{TcpListener, TcpStream};
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::{future, AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use super::ShardSnapshot;
-use crate::listener::http::{read_head, HeadRead};
+use super::{ShardMetrics, ShardSnapshot};
+use crate::listener::http::{accept_tls, read_head, HeadRead, Https};
 use crate::listener::Acceptor;
 use crate::peers::LocalFuture;
 use crate::shard::Shard;
@@ -162,15 +163,16 @@ async fn answer(gather: &Gather, parsed: Parsed) -> Vec<u8> {
     }
 }
 
-async fn serve_connection(gather: Gather, mut stream: TcpStream) {
+/// One request and its answer, within `REQUEST_TIMEOUT`.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(gather: &Gather, stream: &mut S) {
     let exchange = async {
         let mut buf = Vec::with_capacity(1024);
-        let reply = match read_head(&mut stream, &mut buf).await {
+        let reply = match read_head(stream, &mut buf).await {
             Ok(HeadRead::Closed) | Err(_) => return,
             Ok(HeadRead::TooLarge) => {
                 response(400, TEXT, "bad request: request head too large\n", false)
             }
-            Ok(HeadRead::Ready { end }) => answer(&gather, parse_head(&buf[..end - 4])).await,
+            Ok(HeadRead::Ready { end }) => answer(gather, parse_head(&buf[..end - 4])).await,
         };
         if stream.write_all(&reply).await.is_ok() {
             let _ = stream.flush().await;
@@ -190,12 +192,44 @@ async fn serve_connection(gather: Gather, mut stream: TcpStream) {
     if timed_out {
         tracing::debug!("metrics endpoint: request timed out");
     }
+}
+
+/// What serving one connection needs.
+struct Serving {
+    gather: Gather,
+    https: Option<Https>,
+    metrics: Rc<ShardMetrics>,
+}
+
+async fn serve_connection(serving: Rc<Serving>, mut stream: TcpStream) {
+    match &serving.https {
+        None => exchange(&serving.gather, &mut stream).await,
+        Some(https) => match accept_tls(&mut stream, https).await {
+            Ok(mut tls) => {
+                exchange(&serving.gather, &mut tls).await;
+                let _ = tls.close().await;
+            }
+            Err(e) => {
+                serving.metrics.tls_handshake_failed();
+                let peer = stream.peer_addr().ok();
+                tracing::info!(?peer, "metrics endpoint: TLS handshake failed: {e}");
+                let _ = stream.shutdown(std::net::Shutdown::Both).await;
+                return;
+            }
+        },
+    }
     let _ = stream.close().await;
 }
 
 /// Serves the endpoint on `listener` (bound before the shards started)
-/// until the shard shuts down.
-pub fn spawn_server(shard: &Rc<Shard>, gather: Gather, listener: std::net::TcpListener) {
+/// until the shard shuts down; over HTTPS when `https` is given.
+pub fn spawn_server(
+    shard: &Rc<Shard>,
+    gather: Gather,
+    https: Option<Https>,
+    metrics: Rc<ShardMetrics>,
+    listener: std::net::TcpListener,
+) {
     use std::os::fd::{FromRawFd, IntoRawFd};
     if let Err(e) = listener.set_nonblocking(true) {
         tracing::warn!("metrics endpoint: {e}");
@@ -210,6 +244,11 @@ pub fn spawn_server(shard: &Rc<Shard>, gather: Gather, listener: std::net::TcpLi
         "metrics-http",
     );
     let shard = shard.clone();
+    let serving = Rc::new(Serving {
+        gather,
+        https,
+        metrics,
+    });
     let task = crate::rt::spawn_local_into(
         async move {
             let acceptor = Acceptor::new(listener, CONNECTIONS_MAX, "metrics endpoint");
@@ -217,7 +256,7 @@ pub fn spawn_server(shard: &Rc<Shard>, gather: Gather, listener: std::net::TcpLi
                 .serve_all(
                     shard.stopped(),
                     || {},
-                    |stream| serve_connection(gather.clone(), stream),
+                    |stream| serve_connection(serving.clone(), stream),
                 )
                 .await;
         },

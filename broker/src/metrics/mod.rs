@@ -43,6 +43,8 @@ pub struct ShardMetrics {
     /// Failed SASL authentications by (listener, mechanism).
     authentications_failed:
         std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
+    /// Requests refused for their credentials on the ingest HTTP listener.
+    ingest_http_authentications_failed: Cell<u64>,
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
@@ -74,6 +76,7 @@ impl Default for ShardMetrics {
             connections_refused: Cell::new(0),
             tls_handshakes_failed: Cell::new(0),
             authentications_failed: Default::default(),
+            ingest_http_authentications_failed: Cell::new(0),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
             prometheus_samples: Cell::new(0),
@@ -151,6 +154,7 @@ impl ShardMetrics {
                 .iter()
                 .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
                 .collect(),
+            ingest_http_authentications_failed: m.ingest_http_authentications_failed.get(),
             influx_points: m.influx_points.get(),
             influx_lines_malformed: m.influx_lines_malformed.get(),
             prometheus_samples: m.prometheus_samples.get(),
@@ -215,6 +219,10 @@ impl ShardMetrics {
             .borrow_mut()
             .entry((listener, mechanism.to_string()))
             .or_default() += 1;
+    }
+
+    pub fn ingest_http_authentication_failed(&self) {
+        add(&self.ingest_http_authentications_failed, 1);
     }
 
     pub fn influx_points_stored(&self, n: u64) {
@@ -285,6 +293,7 @@ pub struct ShardSnapshot {
     pub tls_handshakes_failed: u64,
     /// (listener, mechanism, count).
     pub authentications_failed: Vec<(String, String, u64)>,
+    pub ingest_http_authentications_failed: u64,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
     pub prometheus_samples: u64,

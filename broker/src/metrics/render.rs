@@ -178,8 +178,17 @@ impl prometheus_client::collector::Collector for Merged {
         )?;
         counter(
             e,
+            "sluice_http_authentications_failed",
+            "HTTP requests refused for missing or wrong credentials, by listener.",
+            &[(
+                vec![("listener", "ingest".to_string())],
+                self.sum(|s| s.ingest_http_authentications_failed),
+            )],
+        )?;
+        counter(
+            e,
             "sluice_tls_handshakes_failed",
-            "TLS handshakes on the Kafka listeners that failed or timed out.",
+            "TLS handshakes that failed or timed out: the Kafka SSL and SASL_SSL listeners, and the HTTPS metrics and ingest endpoints.",
             &[(vec![], self.sum(|s| s.tls_handshakes_failed))],
         )?;
         counter(

@@ -3,12 +3,12 @@
 //! SaslAuthenticate carries its tokens, and the connection is
 //! authenticated (with a principal) or failed. SCRAM-SHA-256/512 and PLAIN
 //! check the SCRAM credentials of the controller's metadata; PLAIN derives
-//! the key from the password off the shard, since that costs milliseconds
-//! of CPU that a password spray must not take from the shard's clients.
+//! the key from the password off the shard (`password`), since that costs
+//! milliseconds of CPU that a password spray must not take from the shard's
+//! clients.
 
-use std::sync::{Arc, OnceLock};
-
-use super::scram::{Mechanism, ScramCredential, ScramServer};
+use super::password::{self, fake_credential_secret, stored, Verdict};
+use super::scram::{Mechanism, ScramServer};
 use crate::shard::Shard;
 
 /// What a SaslAuthenticate step answers.
@@ -52,23 +52,6 @@ pub struct Authenticator {
     user: Option<String>,
     /// Whether the one ApiVersions allowed before the handshake came.
     versions_asked: bool,
-}
-
-/// The key that makes unknown users' fake SCRAM salts: random per
-/// process, so an unknown user looks like a known one to a client and the
-/// exchange fails where a wrong password does.
-fn fake_credential_secret() -> Arc<[u8; 32]> {
-    static SECRET: OnceLock<Arc<[u8; 32]>> = OnceLock::new();
-    SECRET
-        .get_or_init(|| {
-            let mut secret = [0u8; 32];
-            let salt = super::scram::random_salt();
-            for (s, r) in secret.iter_mut().zip(salt) {
-                *s = r;
-            }
-            Arc::new(secret)
-        })
-        .clone()
 }
 
 impl Authenticator {
@@ -183,37 +166,19 @@ impl Authenticator {
                 Some(user),
             );
         }
-        // The strongest stored credential of the user decides. An unknown
-        // user's password is checked against a made-up credential of the
-        // same cost, so that the answer's timing does not tell.
-        let found = [Mechanism::Sha512, Mechanism::Sha256]
-            .into_iter()
-            .find_map(|m| stored(shard, &user, m).map(|c| (m, c)));
-        let known = found.is_some();
-        let (mechanism, credential) = found.unwrap_or_else(|| {
-            let fake = ScramCredential::from_salted_password(
-                Mechanism::Sha512,
-                user.as_bytes().to_vec(),
-                super::scram::ITERATIONS_MIN,
-                &fake_credential_secret()[..],
-            );
-            (Mechanism::Sha512, fake)
-        });
-        let password = password.into_bytes();
-        // A bounded number of checks per shard at a time: each takes
-        // milliseconds of a CPU, and a password spray must not queue
-        // unbounded work ahead of the shard's file operations.
-        let Ok(_turn) = plain_gate().acquire_static_permit(1).await else {
-            return failed("Authentication failed: shutting down".into(), Some(user));
-        };
-        let matches = crate::rt::executor()
-            .spawn_blocking(move || credential.verify_password(mechanism, &password))
-            .await;
-        if !matches || !known {
-            return failed(
-                "Authentication failed: Invalid username or password".into(),
-                Some(user),
-            );
+        // The strongest stored credential of the user decides.
+        let found = password::strongest(shard, &user);
+        match password::verify(&user, found, password.into_bytes()).await {
+            Verdict::Valid => {}
+            Verdict::Invalid => {
+                return failed(
+                    "Authentication failed: Invalid username or password".into(),
+                    Some(user),
+                )
+            }
+            Verdict::Unavailable => {
+                return failed("Authentication failed: shutting down".into(), Some(user))
+            }
         }
         self.state = State::Done;
         Outcome::Authenticated {
@@ -221,32 +186,6 @@ impl Authenticator {
             auth_bytes: Vec::new(),
         }
     }
-}
-
-/// PLAIN password checks running at once on this shard, at most.
-const PLAIN_CHECKS_MAX: u64 = 2;
-
-fn plain_gate() -> std::rc::Rc<crate::rt::Semaphore> {
-    thread_local! {
-        static GATE: std::rc::Rc<crate::rt::Semaphore> =
-            std::rc::Rc::new(crate::rt::Semaphore::new(PLAIN_CHECKS_MAX));
-    }
-    GATE.with(|g| g.clone())
-}
-
-fn stored(shard: &Shard, user: &str, mechanism: Mechanism) -> Option<ScramCredential> {
-    let meta = shard.metadata();
-    let record = meta
-        .scram_credentials
-        .get(user)?
-        .iter()
-        .find(|c| c.mechanism == mechanism.kafka_type())?;
-    Some(ScramCredential {
-        salt: record.salt.clone(),
-        iterations: record.iterations,
-        stored_key: record.stored_key.clone(),
-        server_key: record.server_key.clone(),
-    })
 }
 
 /// The user name of a SCRAM client-first message, for the log line of a

@@ -1,0 +1,169 @@
+//! The security of the HTTP endpoints: HTTPS on the metrics endpoint and
+//! the ingest listener (`metrics_tls`, `ingest_http_tls`, which take the
+//! SSL listeners' files, see `listeners`), and what a write to the ingest
+//! listener must present (`ingest_http_auth`).
+
+use super::{Config, ConfigError};
+
+/// What a write to the ingest HTTP listener must present
+/// (`ingest_http_auth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpAuthMode {
+    /// Nothing: every write is taken (as `User:ANONYMOUS`).
+    None,
+    /// A user name and password (HTTP Basic, InfluxDB's `Token
+    /// USER:PASSWORD`, or `u` and `p` on `/write`), checked against the
+    /// SCRAM credentials of the cluster.
+    Basic,
+}
+
+impl Config {
+    /// `ingest_http_auth`, checked: a password travels in clear over plain
+    /// HTTP, so `basic` needs `ingest_http_tls` unless
+    /// `ingest_http_auth_insecure` says otherwise.
+    pub fn ingest_http_auth(&self) -> Result<HttpAuthMode, ConfigError> {
+        let mode = match self.ingest_http_auth.as_str() {
+            "none" => HttpAuthMode::None,
+            "basic" => HttpAuthMode::Basic,
+            other => {
+                return Err(ConfigError {
+                    key: "ingest_http_auth",
+                    value: other.into(),
+                    allowed: "none or basic".into(),
+                })
+            }
+        };
+        if mode == HttpAuthMode::Basic && !self.ingest_http_tls && !self.ingest_http_auth_insecure {
+            return Err(ConfigError {
+                key: "ingest_http_auth",
+                value: self.ingest_http_auth.clone(),
+                allowed: "basic only with ingest_http_tls, or with ingest_http_auth_insecure \
+                          to take passwords over plain HTTP"
+                    .into(),
+            });
+        }
+        let unused = [
+            (
+                "metrics_tls",
+                self.metrics_tls,
+                self.metrics_listen.is_empty(),
+            ),
+            (
+                "ingest_http_tls",
+                self.ingest_http_tls,
+                self.ingest_http_listen.is_empty(),
+            ),
+            (
+                "ingest_http_auth",
+                mode != HttpAuthMode::None,
+                self.ingest_http_listen.is_empty(),
+            ),
+        ];
+        if let Some((key, _, _)) = unused.iter().find(|(_, set, off)| *set && *off) {
+            return Err(ConfigError {
+                key,
+                value: if *key == "ingest_http_auth" {
+                    self.ingest_http_auth.clone()
+                } else {
+                    "true".into()
+                },
+                allowed: "set only with the endpoint's address (metrics_listen, \
+                          ingest_http_listen)"
+                    .into(),
+            });
+        }
+        Ok(mode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsFiles;
+
+    fn ingest(auth: &str, tls: bool, insecure: bool) -> Config {
+        Config {
+            ingest_http_listen: "127.0.0.1:8086".into(),
+            ingest_http_auth: auth.into(),
+            ingest_http_tls: tls,
+            ingest_http_auth_insecure: insecure,
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn basic_needs_https_unless_insecure() {
+        assert_eq!(
+            ingest("none", false, false).ingest_http_auth(),
+            Ok(HttpAuthMode::None)
+        );
+        assert_eq!(
+            ingest("basic", true, false).ingest_http_auth(),
+            Ok(HttpAuthMode::Basic)
+        );
+        assert_eq!(
+            ingest("basic", false, false)
+                .validate()
+                .expect_err("basic over HTTP")
+                .key,
+            "ingest_http_auth"
+        );
+        assert_eq!(
+            ingest("basic", false, true).ingest_http_auth(),
+            Ok(HttpAuthMode::Basic)
+        );
+        for bad in ["Basic", "bearer", ""] {
+            assert_eq!(
+                ingest(bad, true, false)
+                    .ingest_http_auth()
+                    .expect_err(bad)
+                    .key,
+                "ingest_http_auth"
+            );
+        }
+        let off = Config {
+            ingest_http_listen: String::new(),
+            ..ingest("basic", true, false)
+        };
+        assert_eq!(
+            off.validate().expect_err("no listener").key,
+            "ingest_http_tls"
+        );
+    }
+
+    #[test]
+    fn https_endpoints_need_the_certificate() {
+        let c = Config {
+            metrics_tls: true,
+            ..Config::default()
+        };
+        assert_eq!(c.validate().expect_err("no cert").key, "metrics_tls");
+        let c = Config {
+            ingest_http_listen: "127.0.0.1:8086".into(),
+            ingest_http_tls: true,
+            ..Config::default()
+        };
+        let e = c.validate().expect_err("no cert");
+        assert_eq!(e.key, "ingest_http_tls");
+        assert!(e.to_string().contains("tls_cert"), "{e}");
+        let c = Config {
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            metrics_tls: true,
+            ..Config::default()
+        };
+        c.validate().expect("metrics over HTTPS");
+        assert_eq!(
+            c.tls_files().expect("ok").map(|f: TlsFiles| f.cert),
+            Some("c.pem".into()),
+            "HTTPS alone loads the files"
+        );
+        let c = Config {
+            metrics_listen: String::new(),
+            ..c
+        };
+        assert_eq!(c.validate().expect_err("metrics off").key, "metrics_tls");
+    }
+}
