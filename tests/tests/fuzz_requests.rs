@@ -245,6 +245,50 @@ fn seeds(topic_id: uuid::Uuid) -> Vec<Bytes> {
             &DescribeClusterRequest::default().with_endpoint_type(1),
         ));
     }
+    out.extend(security_seeds());
+    out
+}
+
+/// The SASL APIs as an authenticated connection may send them (answered
+/// ILLEGAL_SASL_STATE), and the SCRAM credential APIs (KIP-554).
+fn security_seeds() -> Vec<Bytes> {
+    let mut out = Vec::new();
+    for v in [0i16, 1] {
+        let req = SaslHandshakeRequest::default()
+            .with_mechanism(StrBytes::from_static_str("SCRAM-SHA-512"));
+        out.push(encode(ApiKey::SaslHandshake, v, &req));
+    }
+    for v in [0i16, 1, 2] {
+        let req = SaslAuthenticateRequest::default()
+            .with_auth_bytes(Bytes::from_static(b"n,,n=alice,r=fyko+d2lbbFgONRv9qkxdawL"));
+        out.push(encode(ApiKey::SaslAuthenticate, v, &req));
+    }
+    let user = |name: &'static str| {
+        describe_user_scram_credentials_request::UserName::default()
+            .with_name(StrBytes::from_static_str(name))
+    };
+    out.push(encode(
+        ApiKey::DescribeUserScramCredentials,
+        0,
+        &DescribeUserScramCredentialsRequest::default()
+            .with_users(Some(vec![user("alice"), user("bob")])),
+    ));
+    let upsertion = alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
+        .with_name(StrBytes::from_static_str("alice"))
+        .with_mechanism(2)
+        .with_iterations(4096)
+        .with_salt(Bytes::from_static(b"0123456789abcdef"))
+        .with_salted_password(Bytes::from(vec![7u8; 64]));
+    let deletion = alter_user_scram_credentials_request::ScramCredentialDeletion::default()
+        .with_name(StrBytes::from_static_str("bob"))
+        .with_mechanism(1);
+    out.push(encode(
+        ApiKey::AlterUserScramCredentials,
+        0,
+        &AlterUserScramCredentialsRequest::default()
+            .with_upsertions(vec![upsertion])
+            .with_deletions(vec![deletion]),
+    ));
     out
 }
 
