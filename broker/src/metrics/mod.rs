@@ -43,6 +43,10 @@ pub struct ShardMetrics {
     /// Failed SASL authentications by (listener, mechanism).
     authentications_failed:
         std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
+    /// Re-authentications (KIP-368) completed, by (listener, mechanism).
+    reauthentications: std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
+    /// Connections closed because their SASL session expired.
+    sessions_expired: Cell<u64>,
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
@@ -74,6 +78,8 @@ impl Default for ShardMetrics {
             connections_refused: Cell::new(0),
             tls_handshakes_failed: Cell::new(0),
             authentications_failed: Default::default(),
+            reauthentications: Default::default(),
+            sessions_expired: Cell::new(0),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
             prometheus_samples: Cell::new(0),
@@ -151,6 +157,13 @@ impl ShardMetrics {
                 .iter()
                 .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
                 .collect(),
+            reauthentications: m
+                .reauthentications
+                .borrow()
+                .iter()
+                .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
+                .collect(),
+            sessions_expired: m.sessions_expired.get(),
             influx_points: m.influx_points.get(),
             influx_lines_malformed: m.influx_lines_malformed.get(),
             prometheus_samples: m.prometheus_samples.get(),
@@ -215,6 +228,20 @@ impl ShardMetrics {
             .borrow_mut()
             .entry((listener, mechanism.to_string()))
             .or_default() += 1;
+    }
+
+    /// A re-authentication completed; `mechanism` is one offered here.
+    pub fn reauthenticated(&self, listener: &'static str, mechanism: &str) {
+        *self
+            .reauthentications
+            .borrow_mut()
+            .entry((listener, mechanism.to_string()))
+            .or_default() += 1;
+    }
+
+    /// A connection closed because its SASL session expired.
+    pub fn session_expired(&self) {
+        add(&self.sessions_expired, 1);
     }
 
     pub fn influx_points_stored(&self, n: u64) {
@@ -285,6 +312,9 @@ pub struct ShardSnapshot {
     pub tls_handshakes_failed: u64,
     /// (listener, mechanism, count).
     pub authentications_failed: Vec<(String, String, u64)>,
+    /// (listener, mechanism, count).
+    pub reauthentications: Vec<(String, String, u64)>,
+    pub sessions_expired: u64,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
     pub prometheus_samples: u64,
