@@ -18,6 +18,7 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/compat.py
 .venv/bin/python tests/python/tls.py
 .venv/bin/python tests/python/sasl.py
+.venv/bin/python tests/python/oauth.py
 .venv/bin/python tests/python/idempotence.py
 .venv/bin/python tests/python/groups.py
 .venv/bin/python tests/python/metrics.py

@@ -10,6 +10,12 @@
 //!
 //! One task reads and places requests; another (with its own handle on the
 //! socket) awaits each in turn and writes its answer.
+//!
+//! On a SASL listener the reading task runs the authentication first, and
+//! again whenever an authenticated client re-authenticates (KIP-368, a
+//! SaslHandshake on the open connection). A session that has expired
+//! (`connections_max_reauth_ms`, a token's `exp`) closes the connection at
+//! its next request, once what was placed before is answered.
 
 use std::cell::Cell;
 use std::net::SocketAddr;
@@ -29,6 +35,7 @@ use crate::kafka::{self, HandlerFuture, Reply, Turn};
 use crate::node::Node;
 use crate::rt::local_channel::{self, LocalReceiver, LocalSender};
 use crate::rt::TcpStream;
+use crate::security::oauth::Validator;
 use crate::security::principal;
 use crate::security::sasl::{self, Authenticator};
 use crate::security::tls::ServerTls;
@@ -67,6 +74,8 @@ pub struct Entry {
     pub tls: Option<Arc<ServerTls>>,
     /// The mechanisms a SASL listener offers; `None` on other listeners.
     pub sasl: Option<Arc<Vec<String>>>,
+    /// Checks OAUTHBEARER tokens, where it is offered.
+    pub oauth: Option<Arc<Validator>>,
 }
 
 pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
@@ -99,7 +108,9 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
             listener: entry.listener,
             peer,
         };
-        let auth = entry.sasl.map(|m| Authenticator::new(m.to_vec()));
+        let auth = entry
+            .sasl
+            .map(|m| Authenticator::new(m.to_vec()).with_oauth(entry.oauth.clone()));
         read(
             &shard,
             &mut stream,
@@ -172,7 +183,9 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
         listener: entry.listener,
         peer,
     };
-    let auth = entry.sasl.map(|m| Authenticator::new(m.to_vec()));
+    let auth = entry
+        .sasl
+        .map(|m| Authenticator::new(m.to_vec()).with_oauth(entry.oauth.clone()));
     read(
         &shard,
         &mut reader,
@@ -214,12 +227,15 @@ async fn read<R: AsyncRead + Unpin>(
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
     // Set by a SaslHandshake v0: the tokens come as bare frames.
     let mut raw_tokens = false;
+    // When the SASL session ends unless the client re-authenticates first.
+    let mut session_ends: Option<Instant> = None;
+    let mut reauthenticating = false;
     loop {
         // Until a client has authenticated, its requests are bounded far
         // lower: nobody may make the broker hold 100 MB unauthenticated.
-        let limit = match auth {
-            Some(_) => shard.config.sasl_max_receive_bytes,
-            None => shard.config.max_request_bytes,
+        let limit = match &auth {
+            Some(a) if !a.is_authenticated() => shard.config.sasl_max_receive_bytes,
+            _ => shard.config.max_request_bytes,
         };
         let next = future::or(
             async { Some(net::read_frame(stream, limit).await) },
@@ -254,6 +270,17 @@ async fn read<R: AsyncRead + Unpin>(
         let bytes_in = frame.len() + 4;
         let started = Instant::now();
         if let Some(authenticator) = auth.as_mut() {
+            // Answers to requests placed before are written first: the
+            // handshake's answer queues behind them.
+            if authenticator.is_authenticated()
+                && api_key_of(&frame) == Some(ApiKey::SaslHandshake as i16)
+                && authenticator.begin_reauthentication()
+            {
+                reauthenticating = true;
+                tracing::debug!(?peer, "re-authenticating");
+            }
+        }
+        if let Some(authenticator) = auth.as_mut().filter(|a| !a.is_authenticated()) {
             let step = sasl_step(shard, authenticator, &mut raw_tokens, frame, context).await;
             let (work, api_key, version) = match step {
                 SaslStep::Serve(frame) => {
@@ -268,11 +295,22 @@ async fn read<R: AsyncRead + Unpin>(
                     work,
                     api_key,
                     version,
-                    principal,
+                    session,
                 } => {
-                    if let Some(principal) = principal {
-                        tracing::debug!(?peer, %principal, "authenticated");
-                        auth = None;
+                    if let Some(session) = session {
+                        raw_tokens = false;
+                        session_ends = session.ends;
+                        let lifetime_ms =
+                            session.ends.map(|e| e.duration_since(started).as_millis());
+                        if std::mem::take(&mut reauthenticating) {
+                            let mechanism = authenticator.mechanism().unwrap_or("none");
+                            shard
+                                .metrics
+                                .reauthenticated(shard.listener_name(context.listener), mechanism);
+                            tracing::debug!(?peer, principal = %session.principal, ?lifetime_ms, "re-authenticated");
+                        } else {
+                            tracing::debug!(?peer, principal = %session.principal, ?lifetime_ms, "authenticated");
+                        }
                     }
                     (work, api_key, version)
                 }
@@ -295,6 +333,17 @@ async fn read<R: AsyncRead + Unpin>(
                 break;
             }
             continue;
+        }
+        if session_ends.is_some_and(|end| Instant::now() >= end) {
+            // As Kafka: the request is not served, and what was placed
+            // before is still answered.
+            shard.metrics.bytes_received(bytes_in);
+            shard.metrics.session_expired();
+            tracing::info!(
+                ?peer,
+                "closing connection: its SASL session expired and the client did not re-authenticate (connections_max_reauth_ms, or its token's exp)"
+            );
+            break;
         }
         let request = match net::decode_request(frame) {
             Ok(mut r) => {
@@ -396,16 +445,46 @@ async fn queue_alone(
     .await
 }
 
+/// The API key of a request frame, before decoding it.
+fn api_key_of(frame: &[u8]) -> Option<i16> {
+    Some(i16::from_be_bytes([*frame.first()?, *frame.get(1)?]))
+}
+
+/// An authentication that completed.
+struct Session {
+    principal: String,
+    /// When it ends, if it does (KIP-368).
+    ends: Option<Instant>,
+}
+
+impl Session {
+    /// The session `auth` just opened, and the `session_lifetime_ms` that
+    /// tells the client of it (0: it does not end).
+    fn opened(shard: &Node, auth: &Authenticator, principal: String) -> (Session, i64) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let lifetime_ms = sasl::session_lifetime_ms(
+            shard.config.connections_max_reauth_ms,
+            auth.credential_expires_at_ms(),
+            now_ms,
+        );
+        let ends = lifetime_ms.and_then(|ms| Instant::now().checked_add(Duration::from_millis(ms)));
+        let told = lifetime_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+        (Session { principal, ends }, told)
+    }
+}
+
 /// What a request does to a connection that is authenticating.
 enum SaslStep {
     /// Not the authentication's (ApiVersions): served as usual.
     Serve(net::RequestFrame),
-    /// Answered here; `principal` once it completed authentication.
+    /// Answered here; `session` once it completed authentication.
     Answer {
         work: HandlerFuture,
         api_key: ApiKey,
         version: i16,
-        principal: Option<String>,
+        session: Option<Session>,
     },
     /// Closed without an answer, as Kafka does for any other request
     /// before authentication.
@@ -425,13 +504,13 @@ async fn sasl_step(
     let listener = shard.listener_name(context.listener);
     if *raw_tokens {
         // SaslHandshake v0: a bare token, answered bare; a failure closes.
-        let outcome = auth.authenticate(shard, &frame).await;
-        let (token, principal) = match outcome {
+        let outcome = auth.step(shard, &frame).await;
+        let (token, session) = match outcome {
             sasl::Outcome::Continue(token) => (token, None),
             sasl::Outcome::Authenticated {
                 principal,
                 auth_bytes,
-            } => (auth_bytes, Some(principal)),
+            } => (auth_bytes, Some(Session::opened(shard, auth, principal).0)),
             sasl::Outcome::Failed { message, user } => {
                 failed(
                     shard,
@@ -439,7 +518,7 @@ async fn sasl_step(
                     listener,
                     auth.mechanism(),
                     user.as_deref(),
-                    &message,
+                    &logged(auth, &message),
                 );
                 crate::rt::sleep(delay).await;
                 return SaslStep::Close(format!("SASL authentication failed: {message}"));
@@ -453,7 +532,7 @@ async fn sasl_step(
             work: Box::pin(async move { Ok(Reply::Frame(vec![bare])) }),
             api_key: ApiKey::SaslAuthenticate,
             version: 0,
-            principal,
+            session,
         };
     }
     let mut request = match net::decode_request(frame) {
@@ -464,11 +543,11 @@ async fn sasl_step(
     request.listener = context.listener;
     let api_key = request.api_key;
     let version = request.api_version();
-    let answer = |reply: Result<Reply, kafka::HandlerError>, principal| SaslStep::Answer {
+    let answer = |reply: Result<Reply, kafka::HandlerError>, session| SaslStep::Answer {
         work: Box::pin(async move { reply }),
         api_key,
         version,
-        principal,
+        session,
     };
     // An answer, then the close, after the failure delay.
     let last = |reply: Result<Reply, kafka::HandlerError>, reason: String| SaslStep::Answer {
@@ -481,7 +560,7 @@ async fn sasl_step(
         }),
         api_key,
         version,
-        principal: None,
+        session: None,
     };
     match api_key {
         // Kafka takes one ApiVersions, before the handshake.
@@ -535,7 +614,7 @@ async fn sasl_step(
                 let reason = "SaslAuthenticate before SaslHandshake".to_string();
                 return last(kafka::respond(&request, &response), reason);
             }
-            match auth.authenticate(shard, &asked.auth_bytes).await {
+            match auth.step(shard, &asked.auth_bytes).await {
                 sasl::Outcome::Continue(token) => {
                     response.auth_bytes = Bytes::from(token);
                     answer(kafka::respond(&request, &response), None)
@@ -545,10 +624,21 @@ async fn sasl_step(
                     auth_bytes,
                 } => {
                     response.auth_bytes = Bytes::from(auth_bytes);
-                    answer(kafka::respond(&request, &response), Some(principal))
+                    let (session, lifetime_ms) = Session::opened(shard, auth, principal);
+                    // A field of v1 and later; v0 clients are closed at
+                    // the session's end all the same.
+                    response.session_lifetime_ms = lifetime_ms;
+                    answer(kafka::respond(&request, &response), Some(session))
                 }
                 sasl::Outcome::Failed { message, user } => {
-                    failed(shard, context, listener, auth.mechanism(), user.as_deref(), &message);
+                    failed(
+                        shard,
+                        context,
+                        listener,
+                        auth.mechanism(),
+                        user.as_deref(),
+                        &logged(auth, &message),
+                    );
                     response.error_code = KafkaError::SaslAuthenticationFailed.code();
                     response.error_message = Some(kafka::str_bytes(message.clone()));
                     let reason = format!("SASL authentication failed: {message}");
@@ -559,6 +649,15 @@ async fn sasl_step(
         other => SaslStep::Close(format!(
             "unexpected {other:?} request before SASL authentication (a client configured with the wrong security protocol?)"
         )),
+    }
+}
+
+/// A failure's message for the log: what the client was told, and why
+/// when the client was told less.
+fn logged(auth: &Authenticator, message: &str) -> String {
+    match auth.failure_detail() {
+        Some(detail) => format!("{message}: {detail}"),
+        None => message.to_string(),
     }
 }
 

@@ -156,7 +156,7 @@ struct ServeArgs {
     #[arg(long)]
     tls_handshake_timeout_ms: Option<u64>,
     /// SASL mechanisms of the SASL listeners, comma-separated, of
-    /// SCRAM-SHA-512, SCRAM-SHA-256 and PLAIN [default:
+    /// SCRAM-SHA-512, SCRAM-SHA-256, PLAIN and OAUTHBEARER [default:
     /// SCRAM-SHA-512,SCRAM-SHA-256].
     #[arg(long, value_name = "LIST")]
     sasl_mechanisms: Option<String>,
@@ -178,6 +178,45 @@ struct ServeArgs {
     /// a missing file seeds nothing.
     #[arg(long, value_name = "FILE")]
     scram_bootstrap_file: Option<PathBuf>,
+    /// JWKS that OAUTHBEARER tokens (JWTs) are checked against: a file, or
+    /// an https:// URL (http:// only when written so); re-read every
+    /// --oauth-jwks-refresh-ms and when a token names an unknown kid.
+    #[arg(long, value_name = "FILE|URL")]
+    oauth_jwks: Option<String>,
+    /// Accept unsigned (alg=none) OAUTHBEARER tokens, as Kafka's unsecured
+    /// validator does: anyone can claim to be anyone. For tests only
+    /// [default: false].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
+    oauth_unsecured_jwt: Option<bool>,
+    /// Leeway on a token's exp and nbf, in seconds
+    /// (sasl.oauthbearer.clock.skew.seconds) [default: 30].
+    #[arg(long)]
+    oauth_clock_skew_s: Option<u64>,
+    /// The iss claim tokens must carry (sasl.oauthbearer.expected.issuer)
+    /// [default: not checked].
+    #[arg(long)]
+    oauth_expected_issuer: Option<String>,
+    /// Audiences, comma-separated: a token's aud must name one
+    /// (sasl.oauthbearer.expected.audience) [default: not checked].
+    #[arg(long, value_name = "LIST")]
+    oauth_expected_audience: Option<String>,
+    /// The claim that names the principal, User:<value>
+    /// (sasl.oauthbearer.sub.claim.name) [default: sub].
+    #[arg(long)]
+    oauth_sub_claim_name: Option<String>,
+    /// How often the JWKS is read again, in ms
+    /// (sasl.oauthbearer.jwks.endpoint.refresh.ms) [default: 3600000].
+    #[arg(long)]
+    oauth_jwks_refresh_ms: Option<u64>,
+    /// A token of an unknown kid has the JWKS read again at most once per
+    /// this many ms [default: 10000].
+    #[arg(long)]
+    oauth_jwks_refresh_min_ms: Option<u64>,
+    /// A SASL session lasts at most this long (and no longer than its
+    /// token) unless the client re-authenticates (connections.max.reauth.ms,
+    /// KIP-368); 0: only a token's expiry ends it [default: 0].
+    #[arg(long)]
+    connections_max_reauth_ms: Option<u64>,
     /// Where partition logs and metadata live [default: ./sluice-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -357,6 +396,12 @@ impl ServeArgs {
             sasl_plain_insecure,
             auth_failure_delay_ms,
             sasl_max_receive_bytes,
+            oauth_unsecured_jwt,
+            oauth_clock_skew_s,
+            oauth_sub_claim_name,
+            oauth_jwks_refresh_ms,
+            oauth_jwks_refresh_min_ms,
+            connections_max_reauth_ms,
             metrics_listen,
             metrics_tls,
             ingest_http_listen,
@@ -423,6 +468,15 @@ impl ServeArgs {
         }
         if self.scram_bootstrap_file.is_some() {
             c.scram_bootstrap_file = self.scram_bootstrap_file;
+        }
+        if self.oauth_jwks.is_some() {
+            c.oauth_jwks = self.oauth_jwks;
+        }
+        if self.oauth_expected_issuer.is_some() {
+            c.oauth_expected_issuer = self.oauth_expected_issuer;
+        }
+        if self.oauth_expected_audience.is_some() {
+            c.oauth_expected_audience = self.oauth_expected_audience;
         }
         if self.cluster_tls_cert.is_some() {
             c.cluster_tls_cert = self.cluster_tls_cert;
@@ -615,6 +669,23 @@ mod tests {
             "16",
             "--log-cleaner-backoff-ms",
             "17",
+            "--oauth-jwks",
+            "https://idp.example/jwks",
+            "--oauth-unsecured-jwt",
+            "--oauth-clock-skew-s",
+            "18",
+            "--oauth-expected-issuer",
+            "https://idp.example",
+            "--oauth-expected-audience",
+            "a,b",
+            "--oauth-sub-claim-name",
+            "client_id",
+            "--oauth-jwks-refresh-ms",
+            "19000",
+            "--oauth-jwks-refresh-min-ms",
+            "20",
+            "--connections-max-reauth-ms",
+            "21",
         ]);
         let expected = Config {
             listen: "127.0.0.1:1".into(),
@@ -640,6 +711,15 @@ mod tests {
             partitions_per_topic_max: 15,
             connections_max_idle_ms: 16,
             log_cleaner_backoff_ms: 17,
+            oauth_jwks: Some("https://idp.example/jwks".into()),
+            oauth_unsecured_jwt: true,
+            oauth_clock_skew_s: 18,
+            oauth_expected_issuer: Some("https://idp.example".into()),
+            oauth_expected_audience: Some("a,b".into()),
+            oauth_sub_claim_name: "client_id".into(),
+            oauth_jwks_refresh_ms: 19_000,
+            oauth_jwks_refresh_min_ms: 20,
+            connections_max_reauth_ms: 21,
             ..Config::default()
         };
         assert_eq!(c, expected);

@@ -35,6 +35,8 @@ pub enum StartError {
     MetricsBind { addr: String, reason: String },
     #[error("TLS: {0}. Fix: give --tls-cert and --tls-key as readable PEM files whose key matches the certificate (and --tls-client-ca as PEM CA certificates)")]
     Tls(String),
+    #[error("OAUTHBEARER: {0}. Fix: give --oauth-jwks a readable JWKS file or a reachable https:// URL serving one")]
+    OAuth(String),
     #[error("shard {shard} failed: {reason}")]
     Shard { shard: usize, reason: String },
     #[error("joining the cluster failed: {reason}. Fix: check --node-id, --controller-listen and --controller-voters (the same list on every node)")]

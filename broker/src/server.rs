@@ -18,6 +18,7 @@ use crate::listener::Acceptor;
 use crate::mesh::MESH_CHANNEL_CAPACITY;
 use crate::node::{Node, ShardEnvelope};
 use crate::preflight::StartError;
+use crate::security::oauth::{self, Validator};
 use crate::security::tls::{ClusterTls, ServerTls};
 use crate::shard::Shard;
 use net::tls_stream::PeerTls;
@@ -75,6 +76,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
         None => None,
     };
     let peer_tls = cluster_tls.as_ref().map(|t| t.peer());
+    let oauth = start_oauth(&config)?;
     spawn_reload_on_sighup(tls.clone(), cluster_tls);
     let config = Arc::new(config);
     let barriers = Arc::new(Barriers::default());
@@ -98,6 +100,7 @@ pub fn run(config: Config, shutdown: Arc<AtomicBool>) -> Result<(), StartError> 
                 metrics: metrics_listener,
                 tls,
                 peer_tls,
+                oauth,
             };
             shard_main(config, mesh, shutdown, barriers, listeners).await
         })
@@ -137,6 +140,7 @@ async fn shard_main(
         metrics: metrics_listener,
         tls,
         peer_tls,
+        oauth,
     } = listeners;
     let _stop_all_if_this_panics = PanicStopsAll(shutdown.clone());
     let nr_shards = mesh.nr_peers();
@@ -307,6 +311,7 @@ async fn shard_main(
                 .then(|| Arc::new(config.offered(spec.protocol).unwrap_or_default()));
             let entry = Entry {
                 listener: i as u8,
+                oauth: sasl.as_ref().and(oauth.clone()),
                 sasl,
                 tls: if spec.protocol.tls() {
                     tls.clone()
@@ -377,6 +382,28 @@ struct Listeners {
     metrics: Arc<std::sync::Mutex<Option<std::net::TcpListener>>>,
     tls: Option<Arc<ServerTls>>,
     peer_tls: Option<Arc<PeerTls>>,
+    oauth: Option<Arc<Validator>>,
+}
+
+/// The OAUTHBEARER validator, when a SASL listener offers OAUTHBEARER: its
+/// JWKS is read now, so that one that cannot be read stops start-up.
+fn start_oauth(config: &Config) -> Result<Option<Arc<Validator>>, StartError> {
+    if !config.oauth_offered() {
+        return Ok(None);
+    }
+    let settings = oauth::Settings {
+        jwks: config.oauth_jwks().map(str::to_string),
+        unsecured: config.oauth_unsecured_jwt,
+        clock_skew_s: config.oauth_clock_skew_s,
+        expected_issuer: config.oauth_expected_issuer.clone(),
+        expected_audiences: config.oauth_expected_audiences(),
+        sub_claim_name: config.oauth_sub_claim_name.trim().to_string(),
+        jwks_refresh_ms: config.oauth_jwks_refresh_ms,
+        jwks_refresh_min_ms: config.oauth_jwks_refresh_min_ms,
+    };
+    Validator::start(settings)
+        .map(|v| Some(Arc::new(v)))
+        .map_err(StartError::OAuth)
 }
 
 /// SIGHUP re-reads the TLS files (certificates expire; a fleet rotates

@@ -106,6 +106,9 @@ fn packaged_config_comments_show_the_defaults() {
     assert!(all.tls_key.take().is_some());
     assert!(all.tls_client_ca.take().is_some());
     assert!(all.scram_bootstrap_file.take().is_some());
+    assert!(all.oauth_jwks.take().is_some());
+    assert!(all.oauth_expected_issuer.take().is_some());
+    assert!(all.oauth_expected_audience.take().is_some());
     assert!(all.cluster_tls_cert.take().is_some());
     assert!(all.cluster_tls_key.take().is_some());
     assert!(all.cluster_tls_ca.take().is_some());

@@ -51,7 +51,7 @@ impl SecurityProtocol {
 }
 
 /// The SASL mechanisms Sluice implements, in Kafka's names.
-pub const SASL_MECHANISMS: [&str; 3] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+pub const SASL_MECHANISMS: [&str; 4] = ["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN", "OAUTHBEARER"];
 
 /// One Kafka listener: what it speaks, where it binds, and the address
 /// clients that connect through it are told about.
@@ -443,7 +443,7 @@ mod tests {
             nothing_offered.validate().expect_err("no mechanism").key,
             "sasl_mechanisms"
         );
-        for bad in ["", "GSSAPI", "scram-sha-256", "PLAIN,PLAIN"] {
+        for bad in ["", "GSSAPI", "scram-sha-256", "PLAIN,PLAIN", "oauthbearer"] {
             let c = Config {
                 sasl_mechanisms: bad.into(),
                 ..Config::default()

@@ -6,6 +6,7 @@ mod cluster;
 mod group;
 mod http;
 mod listeners;
+mod oauth;
 
 pub use cluster::ClusterTlsFiles;
 pub use group::GroupConfig;
@@ -128,7 +129,7 @@ pub struct Config {
     /// Bound on a TLS handshake; a client slower than this is cut off.
     pub tls_handshake_timeout_ms: u64,
     /// SASL mechanisms the SASL listeners offer, comma-separated:
-    /// SCRAM-SHA-512, SCRAM-SHA-256, PLAIN.
+    /// SCRAM-SHA-512, SCRAM-SHA-256, PLAIN, OAUTHBEARER.
     pub sasl_mechanisms: String,
     /// Offer PLAIN on SASL_PLAINTEXT listeners too, where passwords cross
     /// the network in clear.
@@ -142,6 +143,31 @@ pub struct Config {
     /// Lines `NAME:MECHANISM:PASSWORD` of SCRAM credentials to create at
     /// a start that finds none in the cluster: the first administrator.
     pub scram_bootstrap_file: Option<PathBuf>,
+    /// The JWKS that OAUTHBEARER tokens are checked against: a file, or an
+    /// `https://` URL (`http://` only when written so).
+    pub oauth_jwks: Option<String>,
+    /// Accept unsigned (`alg=none`) OAUTHBEARER tokens, as Kafka's
+    /// unsecured validator does: anyone can be anyone. Tests only.
+    pub oauth_unsecured_jwt: bool,
+    /// `sasl.oauthbearer.clock.skew.seconds`: leeway on `exp` and `nbf`.
+    pub oauth_clock_skew_s: u64,
+    /// `sasl.oauthbearer.expected.issuer`: the `iss` tokens must carry.
+    pub oauth_expected_issuer: Option<String>,
+    /// `sasl.oauthbearer.expected.audience`, comma-separated: `aud` must
+    /// name one of them.
+    pub oauth_expected_audience: Option<String>,
+    /// `sasl.oauthbearer.sub.claim.name`: the claim naming the principal.
+    pub oauth_sub_claim_name: String,
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms`: how often the JWKS is
+    /// read again.
+    pub oauth_jwks_refresh_ms: u64,
+    /// A token of an unknown `kid` has the JWKS read again at most once
+    /// per this many ms.
+    pub oauth_jwks_refresh_min_ms: u64,
+    /// `connections.max.reauth.ms`: a SASL session lasts at most this long
+    /// (and no longer than its token) unless the client re-authenticates
+    /// (KIP-368); 0: only a token's expiry ends it.
+    pub connections_max_reauth_ms: u64,
     pub data_dir: PathBuf,
     /// Shards (one per core); `None` = every core (every CPU of `cpus`).
     pub cores: Option<usize>,
@@ -287,6 +313,15 @@ impl Default for Config {
             auth_failure_delay_ms: 100,
             sasl_max_receive_bytes: 524_288,
             scram_bootstrap_file: None,
+            oauth_jwks: None,
+            oauth_unsecured_jwt: false,
+            oauth_clock_skew_s: 30,
+            oauth_expected_issuer: None,
+            oauth_expected_audience: None,
+            oauth_sub_claim_name: "sub".into(),
+            oauth_jwks_refresh_ms: 3_600_000,
+            oauth_jwks_refresh_min_ms: 10_000,
+            connections_max_reauth_ms: 0,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
             cpus: None,
@@ -554,6 +589,7 @@ impl Config {
         }
         self.tls_files()?;
         self.ingest_http_auth()?;
+        self.validate_oauth()?;
         if self.tls_handshake_timeout_ms == 0 {
             return Err(ConfigError {
                 key: "tls_handshake_timeout_ms",

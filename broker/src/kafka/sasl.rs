@@ -1,8 +1,10 @@
 //! SaslHandshake and SaslAuthenticate where no authentication is under way:
-//! on a listener without SASL, or on a connection that has authenticated
-//! already. Kafka answers both with ILLEGAL_SASL_STATE there. While a SASL
-//! listener's connection authenticates, `connection` answers them itself
-//! (see `security::sasl`), because what it may read next depends on them.
+//! on a listener without SASL, or a SaslAuthenticate on a connection that
+//! has authenticated already. Kafka answers both with ILLEGAL_SASL_STATE
+//! there. While a SASL listener's connection authenticates, or
+//! re-authenticates (a SaslHandshake once authenticated, KIP-368),
+//! `connection` answers them itself (see `security::sasl`), because what it
+//! may read next depends on them.
 
 use std::rc::Rc;
 

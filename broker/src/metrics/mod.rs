@@ -45,6 +45,10 @@ pub struct ShardMetrics {
         std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
     /// Requests refused for their credentials on the ingest HTTP listener.
     ingest_http_authentications_failed: Cell<u64>,
+    /// Re-authentications (KIP-368) completed, by (listener, mechanism).
+    reauthentications: std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
+    /// Connections closed because their SASL session expired.
+    sessions_expired: Cell<u64>,
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
@@ -77,6 +81,8 @@ impl Default for ShardMetrics {
             tls_handshakes_failed: Cell::new(0),
             authentications_failed: Default::default(),
             ingest_http_authentications_failed: Cell::new(0),
+            reauthentications: Default::default(),
+            sessions_expired: Cell::new(0),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
             prometheus_samples: Cell::new(0),
@@ -155,6 +161,13 @@ impl ShardMetrics {
                 .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
                 .collect(),
             ingest_http_authentications_failed: m.ingest_http_authentications_failed.get(),
+            reauthentications: m
+                .reauthentications
+                .borrow()
+                .iter()
+                .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
+                .collect(),
+            sessions_expired: m.sessions_expired.get(),
             influx_points: m.influx_points.get(),
             influx_lines_malformed: m.influx_lines_malformed.get(),
             prometheus_samples: m.prometheus_samples.get(),
@@ -223,6 +236,20 @@ impl ShardMetrics {
 
     pub fn ingest_http_authentication_failed(&self) {
         add(&self.ingest_http_authentications_failed, 1);
+    }
+
+    /// A re-authentication completed; `mechanism` is one offered here.
+    pub fn reauthenticated(&self, listener: &'static str, mechanism: &str) {
+        *self
+            .reauthentications
+            .borrow_mut()
+            .entry((listener, mechanism.to_string()))
+            .or_default() += 1;
+    }
+
+    /// A connection closed because its SASL session expired.
+    pub fn session_expired(&self) {
+        add(&self.sessions_expired, 1);
     }
 
     pub fn influx_points_stored(&self, n: u64) {
@@ -294,6 +321,9 @@ pub struct ShardSnapshot {
     /// (listener, mechanism, count).
     pub authentications_failed: Vec<(String, String, u64)>,
     pub ingest_http_authentications_failed: u64,
+    /// (listener, mechanism, count).
+    pub reauthentications: Vec<(String, String, u64)>,
+    pub sessions_expired: u64,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
     pub prometheus_samples: u64,

@@ -45,6 +45,27 @@ impl Merged {
     fn sum(&self, f: impl Fn(&ShardSnapshot) -> u64) -> u64 {
         self.shards.iter().map(f).fold(0, u64::wrapping_add)
     }
+
+    /// A (listener, mechanism, count) series of every shard, added up.
+    fn by_listener_and_mechanism(
+        &self,
+        f: impl Fn(&ShardSnapshot) -> &Vec<(String, String, u64)>,
+    ) -> Vec<(Labels, u64)> {
+        let mut total: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for s in &self.shards {
+            for (listener, mechanism, n) in f(s) {
+                *total
+                    .entry((listener.clone(), mechanism.clone()))
+                    .or_default() += n;
+            }
+        }
+        total
+            .into_iter()
+            .map(|((listener, mechanism), n)| {
+                (vec![("listener", listener), ("mechanism", mechanism)], n)
+            })
+            .collect()
+    }
 }
 
 fn api_name(key: i16) -> String {
@@ -156,20 +177,7 @@ impl prometheus_client::collector::Collector for Merged {
             "Client connections refused at the per-shard limit.",
             &[(vec![], self.sum(|s| s.connections_refused))],
         )?;
-        let mut failed: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        for s in &self.shards {
-            for (listener, mechanism, n) in &s.authentications_failed {
-                *failed
-                    .entry((listener.clone(), mechanism.clone()))
-                    .or_default() += n;
-            }
-        }
-        let failed: Vec<(Labels, u64)> = failed
-            .into_iter()
-            .map(|((listener, mechanism), n)| {
-                (vec![("listener", listener), ("mechanism", mechanism)], n)
-            })
-            .collect();
+        let failed = self.by_listener_and_mechanism(|s| &s.authentications_failed);
         counter(
             e,
             "sluice_sasl_authentications_failed",
@@ -184,6 +192,18 @@ impl prometheus_client::collector::Collector for Merged {
                 vec![("listener", "ingest".to_string())],
                 self.sum(|s| s.ingest_http_authentications_failed),
             )],
+        )?;
+        counter(
+            e,
+            "sluice_sasl_reauthentications",
+            "SASL re-authentications (KIP-368) completed, by listener and mechanism.",
+            &self.by_listener_and_mechanism(|s| &s.reauthentications),
+        )?;
+        counter(
+            e,
+            "sluice_sasl_sessions_expired",
+            "Connections closed because their SASL session expired without a re-authentication.",
+            &[(vec![], self.sum(|s| s.sessions_expired))],
         )?;
         counter(
             e,
