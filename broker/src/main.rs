@@ -94,14 +94,16 @@ struct ServeArgs {
     /// [default: false].
     #[arg(long)]
     ingest_http_tls: Option<bool>,
-    /// What an ingest write must present: none, or basic (HTTP Basic,
+    /// What an ingest write must present: none; basic (HTTP Basic,
     /// InfluxDB's Token USER:PASSWORD, or u and p on /write, checked
-    /// against the SCRAM credentials; HTTPS only unless
-    /// --ingest-http-auth-insecure) [default: none].
-    #[arg(long, value_name = "none|basic")]
+    /// against the SCRAM credentials); bearer (Authorization: Bearer JWT
+    /// or Token JWT, checked as OAUTHBEARER tokens are, against
+    /// --oauth-jwks); or basic,bearer. HTTPS only unless
+    /// --ingest-http-auth-insecure [default: none].
+    #[arg(long, value_name = "none|basic|bearer|basic,bearer")]
     ingest_http_auth: Option<String>,
-    /// Take basic passwords over plain HTTP too, where they cross the
-    /// network in clear [default: false].
+    /// Take passwords and tokens over plain HTTP too, where they cross
+    /// the network in clear [default: false].
     #[arg(long)]
     ingest_http_auth_insecure: Option<bool>,
     /// Address of the plain-TCP line-protocol listener; "" switches it off

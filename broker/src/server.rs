@@ -260,7 +260,7 @@ async fn shard_main(
             handshake_timeout: Duration::from_millis(config.tls_handshake_timeout_ms),
         })
     };
-    if let Err(e) = crate::ingest::start(&node, https(config.ingest_http_tls)) {
+    if let Err(e) = crate::ingest::start(&node, https(config.ingest_http_tls), oauth.clone()) {
         shutdown.store(true, Ordering::SeqCst);
         node.begin_shutdown();
         crate::partition::placement::close_logs(&node).await;

@@ -11,8 +11,11 @@ cluster (seeded by the bootstrap file, changed over SASL_SSL).
    its samples arrive in the topic and it reports none failed.
 2. influxdb-client over HTTPS with `token="user:password"`; curl with `-u`
    to /write; urllib to /write?u=&p= with a password that needs
-   form-encoding. Every point arrives.
-3. A wrong password, an unknown user, no credentials, a bearer token and a
+   form-encoding. Every point arrives. JWTs signed with a key of the
+   broker's JWKS (`--ingest-http-auth basic,bearer`) as `Bearer` and as
+   Influx's `Token JWT` are stored; expired, foreign-key and alg=none
+   tokens get 401 and store nothing.
+3. A wrong password, an unknown user, no credentials, a bad bearer token and a
    malformed header, on the Influx and the remote-write paths: 401 with
    `WWW-Authenticate: Basic realm="sluice"` and Influx's JSON error, counted
    in sluice_http_authentications_failed; the topics' end offsets do not
@@ -50,6 +53,7 @@ from influxdb_client.client.write_api import SYNCHRONOUS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from compat import free_port  # noqa: E402
 from prometheus import WriteRequest, consume, end_offsets, snappy  # noqa: E402
+from oauth import AUDIENCE, ISSUER, Keys, token, unsigned  # noqa: E402
 from sasl import Broker as SaslBroker, kp_config  # noqa: E402
 from tls import make_certs, openssl  # noqa: E402
 
@@ -79,7 +83,9 @@ class Broker(SaslBroker):
             "--cores", "2", "--default-partitions", str(PARTITIONS),
             "--metrics-tls", "true",
             "--ingest-http-listen", f"127.0.0.1:{self.http_port}", "--ingest-http-tls", "true",
-            "--ingest-http-auth", "basic",
+            "--ingest-http-auth", "basic,bearer",
+            "--oauth-jwks", str(Path(data_dir).parent / "jwks.json"),
+            "--oauth-expected-issuer", ISSUER, "--oauth-expected-audience", AUDIENCE,
             "--influx-topic", INFLUX_TOPIC, "--prometheus-topic", PROM_TOPIC]
 
 
@@ -218,6 +224,31 @@ def influx_over_https(broker, certs, form_user, form_secret):
     assert after - before == INFLUX_POINTS + 2, (before, after)
     log(f"influxdb-client (token user:password, {INFLUX_POINTS} points), curl -u, and "
         "/write?u=&p= (form-encoded password) over HTTPS: all stored")
+
+
+def bearer_tokens(broker, certs, keys):
+    """JWTs, checked as OAUTHBEARER tokens are, in both header forms;
+    an expired token and one signed by a key outside the JWKS are refused
+    and store nothing."""
+    ca = certs / "ca.pem"
+    url = f"https://localhost:{broker.http_port}"
+    before = sum(end_offsets(broker, INFLUX_TOPIC, PARTITIONS))
+    good = token(keys.rsa, sub="fleet-writer")
+    for header in (f"Bearer {good}", f"Token {good}"):
+        status, _, text = request(f"{url}/api/v2/write?bucket=b&precision=s", ca,
+                                  b"disk,host=t used=1i 1700000000\n", {"Authorization": header})
+        assert status == 204, (header.split()[0], status, text)
+    assert sum(end_offsets(broker, INFLUX_TOPIC, PARTITIONS)) - before == 2
+    for why, tok in (("expired", token(keys.rsa, lifetime_s=-120)),
+                     ("foreign key", token(keys.foreign)),
+                     ("alg none", unsigned())):
+        status, _, text = request(f"{url}/api/v2/write?bucket=b", ca,
+                                  b"disk,host=t used=2i 1700000000000000000\n",
+                                  {"Authorization": f"Bearer {tok}"})
+        assert status == 401, (why, status, text)
+    assert sum(end_offsets(broker, INFLUX_TOPIC, PARTITIONS)) - before == 2
+    log("bearer tokens (Authorization: Bearer and Influx's Token JWT) accepted; expired, "
+        "foreign-key and alg=none tokens refused with 401, nothing stored")
 
 
 # --- 3. Refusals store nothing --------------------------------------------
@@ -388,6 +419,8 @@ def main():
         seeds = tmp / "scram-bootstrap"
         seeds.write_text(f"admin:SCRAM-SHA-512:{ADMIN_SECRET}\n"
                          f"{WRITER}:SCRAM-SHA-512:{WRITER_SECRET}\n")
+        keys = Keys()
+        (tmp / "jwks.json").write_bytes(keys.jwks((keys.rsa, "k1")))
         broker = Broker(tmp / "data", certs, seeds)
         broker.start()
         try:
@@ -396,6 +429,7 @@ def main():
             form_user, form_secret = "telegraf", "p&ss word+1:%é"
             alter_password(broker, certs, form_user, form_secret)
             influx_over_https(broker, certs, form_user, form_secret)
+            bearer_tokens(broker, certs, keys)
             refusals(broker, certs)
             changed_password(broker, certs)
             plain_http_refused(broker, certs)

@@ -15,6 +15,21 @@ pub enum HttpAuthMode {
     /// USER:PASSWORD`, or `u` and `p` on `/write`), checked against the
     /// SCRAM credentials of the cluster.
     Basic,
+    /// A bearer token (`Authorization: Bearer JWT`, or InfluxDB's `Token
+    /// JWT`), checked as OAUTHBEARER tokens are.
+    Bearer,
+    /// Either.
+    BasicOrBearer,
+}
+
+impl HttpAuthMode {
+    pub fn takes_passwords(self) -> bool {
+        matches!(self, HttpAuthMode::Basic | HttpAuthMode::BasicOrBearer)
+    }
+
+    pub fn takes_tokens(self) -> bool {
+        matches!(self, HttpAuthMode::Bearer | HttpAuthMode::BasicOrBearer)
+    }
 }
 
 impl Config {
@@ -22,23 +37,33 @@ impl Config {
     /// HTTP, so `basic` needs `ingest_http_tls` unless
     /// `ingest_http_auth_insecure` says otherwise.
     pub fn ingest_http_auth(&self) -> Result<HttpAuthMode, ConfigError> {
-        let mode = match self.ingest_http_auth.as_str() {
-            "none" => HttpAuthMode::None,
-            "basic" => HttpAuthMode::Basic,
-            other => {
+        let mut parts: Vec<&str> = self
+            .ingest_http_auth
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .collect();
+        parts.sort_unstable();
+        parts.dedup();
+        let mode = match parts.as_slice() {
+            ["none"] => HttpAuthMode::None,
+            ["basic"] => HttpAuthMode::Basic,
+            ["bearer"] => HttpAuthMode::Bearer,
+            ["basic", "bearer"] => HttpAuthMode::BasicOrBearer,
+            _ => {
                 return Err(ConfigError {
                     key: "ingest_http_auth",
-                    value: other.into(),
-                    allowed: "none or basic".into(),
+                    value: self.ingest_http_auth.clone(),
+                    allowed: "none, basic, bearer, or basic,bearer".into(),
                 })
             }
         };
-        if mode == HttpAuthMode::Basic && !self.ingest_http_tls && !self.ingest_http_auth_insecure {
+        if mode != HttpAuthMode::None && !self.ingest_http_tls && !self.ingest_http_auth_insecure {
             return Err(ConfigError {
                 key: "ingest_http_auth",
                 value: self.ingest_http_auth.clone(),
-                allowed: "basic only with ingest_http_tls, or with ingest_http_auth_insecure \
-                          to take passwords over plain HTTP"
+                allowed: "basic or bearer only with ingest_http_tls, or with \
+                          ingest_http_auth_insecure to take secrets over plain HTTP"
                     .into(),
             });
         }
@@ -114,7 +139,29 @@ mod tests {
             ingest("basic", false, true).ingest_http_auth(),
             Ok(HttpAuthMode::Basic)
         );
-        for bad in ["Basic", "bearer", ""] {
+        for (text, mode) in [
+            ("bearer", HttpAuthMode::Bearer),
+            ("basic,bearer", HttpAuthMode::BasicOrBearer),
+            (" bearer , basic ", HttpAuthMode::BasicOrBearer),
+        ] {
+            assert_eq!(ingest(text, true, false).ingest_http_auth(), Ok(mode));
+        }
+        assert_eq!(
+            ingest("bearer", false, false)
+                .ingest_http_auth()
+                .expect_err("tokens over HTTP")
+                .key,
+            "ingest_http_auth"
+        );
+        // Bearer tokens are checked against a JWKS, which must be given.
+        assert_eq!(
+            ingest("bearer", true, false)
+                .validate()
+                .expect_err("no JWKS")
+                .key,
+            "oauth_jwks"
+        );
+        for bad in ["Basic", "basic,none", "token", ""] {
             assert_eq!(
                 ingest(bad, true, false)
                     .ingest_http_auth()

@@ -11,14 +11,17 @@ const JWKS_REFRESH_MS_MIN: u64 = 1000;
 impl Config {
     /// Whether a SASL listener offers OAUTHBEARER.
     pub fn oauth_offered(&self) -> bool {
-        self.kafka_listeners().is_ok_and(|listeners| {
-            listeners.iter().any(|l| {
-                l.protocol.sasl()
-                    && self
-                        .offered(l.protocol)
-                        .is_ok_and(|m| m.iter().any(|m| m == "OAUTHBEARER"))
+        let ingest = self.ingest_http_auth().is_ok_and(|m| m.takes_tokens())
+            && !self.ingest_http_listen.is_empty();
+        ingest
+            || self.kafka_listeners().is_ok_and(|listeners| {
+                listeners.iter().any(|l| {
+                    l.protocol.sasl()
+                        && self
+                            .offered(l.protocol)
+                            .is_ok_and(|m| m.iter().any(|m| m == "OAUTHBEARER"))
+                })
             })
-        })
     }
 
     /// `oauth_jwks`, `None` when unset or empty.
@@ -58,8 +61,8 @@ impl Config {
                 key: "oauth_jwks",
                 value: String::new(),
                 allowed: "a JWKS file or https:// URL, which OAUTHBEARER tokens are checked \
-                          against, when a SASL listener offers OAUTHBEARER (or \
-                          oauth_unsecured_jwt, for tests)"
+                          against, when a SASL listener offers OAUTHBEARER or the ingest \
+                          listener takes bearer tokens (or oauth_unsecured_jwt, for tests)"
                     .into(),
             });
         }

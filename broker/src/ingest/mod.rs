@@ -14,6 +14,7 @@ pub mod remote_write;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 
@@ -25,6 +26,7 @@ use crate::partition::ProduceItem;
 use crate::preflight::StartError;
 use crate::route;
 use crate::security::http_auth::HttpAuth;
+use crate::security::oauth::Validator;
 
 /// How long an ingest write may wait for the in-sync replicas.
 const INGEST_TIMEOUT_MS: i32 = 30_000;
@@ -161,7 +163,11 @@ pub struct Ingest {
 /// Binds this shard's ingest listeners (SO_REUSEPORT, like the Kafka
 /// listener, so every shard parses its share) and serves them; nothing
 /// when both are switched off. The HTTP listener serves HTTPS with `https`.
-pub fn start(shard: &Rc<Node>, https: Option<Https>) -> Result<(), StartError> {
+pub fn start(
+    shard: &Rc<Node>,
+    https: Option<Https>,
+    oauth: Option<Arc<Validator>>,
+) -> Result<(), StartError> {
     let (http_addr, tcp_addr) = shard.config.ingest_addrs()?;
     let format = shard.config.ingest_format()?;
     let auth = shard.config.ingest_http_auth()?;
@@ -178,17 +184,17 @@ pub fn start(shard: &Rc<Node>, https: Option<Https>) -> Result<(), StartError> {
         format,
         queues: Queues::new(shard.config.ingest_queue_bytes_max),
         https,
-        auth: HttpAuth::new(auth),
+        auth: HttpAuth::new(auth, oauth),
     });
     if let Some(l) = http_listener {
         if shard.id == 0 {
             let https = ingest.https.is_some();
             let auth = &shard.config.ingest_http_auth;
             tracing::info!(addr = ?http_addr, https, auth, "ingest http listening");
-            if !https && ingest.auth.mode() == HttpAuthMode::Basic {
+            if !https && ingest.auth.mode() != HttpAuthMode::None {
                 tracing::warn!(
-                    "ingest http: passwords are taken over plain HTTP, in clear on the \
-                     network (ingest_http_auth_insecure); set ingest_http_tls"
+                    "ingest http: passwords or tokens are taken over plain HTTP, in clear on \
+                     the network (ingest_http_auth_insecure); set ingest_http_tls"
                 );
             }
         }

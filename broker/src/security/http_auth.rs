@@ -15,6 +15,9 @@ use base64::Engine as _;
 
 use super::credential_cache::CredentialCache;
 use super::password::{self, Verdict};
+use std::sync::Arc;
+
+use super::oauth::Validator;
 use crate::config::HttpAuthMode;
 use crate::shard::Shard;
 
@@ -103,9 +106,12 @@ pub fn from_header(value: &str) -> Presented {
             None => Presented::Malformed("Basic credentials are not USER:PASSWORD"),
         }
     } else if scheme.eq_ignore_ascii_case("token") {
+        // InfluxDB 2's clients send their API token this way: without a
+        // colon it is a token (a JWT has none), with one a password.
         match rest.split_once(':') {
             Some((user, pass)) => user_password(user, pass),
-            None => Presented::Malformed("a Token must be USER:PASSWORD"),
+            None if rest.is_empty() => Presented::Malformed("an empty token"),
+            None => Presented::Bearer(rest.into()),
         }
     } else if scheme.eq_ignore_ascii_case("bearer") {
         if rest.is_empty() {
@@ -162,13 +168,16 @@ pub enum Refused {
 pub struct HttpAuth {
     mode: HttpAuthMode,
     cache: CredentialCache,
+    /// Checks bearer tokens, when the mode takes them.
+    oauth: Option<Arc<Validator>>,
 }
 
 impl HttpAuth {
-    pub fn new(mode: HttpAuthMode) -> HttpAuth {
+    pub fn new(mode: HttpAuthMode, oauth: Option<Arc<Validator>>) -> HttpAuth {
         HttpAuth {
             mode,
             cache: CredentialCache::new(CACHED_USERS_MAX),
+            oauth,
         }
     }
 
@@ -192,13 +201,14 @@ impl HttpAuth {
                     "authorization required: HTTP Basic, Token USER:PASSWORD, or u and p",
                 ))
             }
-            Presented::Bearer(_) => {
-                return Err(Refused::Unauthorized(
-                    "bearer tokens are not accepted here: use HTTP Basic",
-                ))
-            }
+            Presented::Bearer(token) => return self.bearer(token),
             Presented::Malformed(why) => return Err(Refused::Unauthorized(why)),
         };
+        if !self.mode.takes_passwords() {
+            return Err(Refused::Unauthorized(
+                "passwords are not accepted here: use a bearer token",
+            ));
+        }
         let current = password::strongest(shard, user);
         if self.cache.hit(user, pass, current.as_ref()) {
             return Ok(format!("User:{user}"));
@@ -214,6 +224,30 @@ impl HttpAuth {
                 "authorization failed: invalid user name or password",
             )),
             Verdict::Unavailable => Err(Refused::Unavailable),
+        }
+    }
+
+    /// A bearer token, checked as an OAUTHBEARER token is: signature
+    /// against the JWKS, expiry, issuer, audience; the principal from its
+    /// claim. The reason of a refusal goes to the log, not the client.
+    fn bearer(&self, token: &str) -> Result<String, Refused> {
+        let validator = match &self.oauth {
+            Some(v) if self.mode.takes_tokens() => v,
+            _ => {
+                return Err(Refused::Unauthorized(
+                    "bearer tokens are not accepted here: use HTTP Basic",
+                ))
+            }
+        };
+        let now_ms = i64::try_from(crate::partition::now_ms()).unwrap_or(i64::MAX);
+        match validator.validate(token, now_ms) {
+            Ok(valid) => Ok(valid.principal),
+            Err(e) => {
+                tracing::info!("ingest http: bearer token refused: {e}");
+                Err(Refused::Unauthorized(
+                    "authorization failed: invalid bearer token",
+                ))
+            }
         }
     }
 }
@@ -283,7 +317,11 @@ mod tests {
     fn influx_tokens_and_others() {
         assert_eq!(
             from_header("Token just-a-token"),
-            Presented::Malformed("a Token must be USER:PASSWORD")
+            Presented::Bearer("just-a-token".into())
+        );
+        assert_eq!(
+            from_header("Token "),
+            Presented::Malformed("an empty token")
         );
         assert_eq!(
             from_header("Token :p"),
