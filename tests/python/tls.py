@@ -55,6 +55,33 @@ def issue(d, name, subject, ca, usage):
             cwd=d)
 
 
+def issue_expired(d, name, ca):
+    """A client certificate `name` signed by `ca` that expired yesterday
+    (openssl's x509 cannot date one in the past)."""
+    import datetime
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    ca_cert = x509.load_pem_x509_certificate((d / f"{ca}.pem").read_bytes())
+    ca_key = serialization.load_pem_private_key((d / f"{ca}.key").read_bytes(), None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=3))
+            .not_valid_after(now - datetime.timedelta(days=1))
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), False)
+            .sign(ca_key, hashes.SHA256()))
+    (d / f"{name}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (d / f"{name}.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+
+
 def make_certs(d):
     for ca in ("ca", "other-ca"):
         make_ca(d, ca)
@@ -246,6 +273,10 @@ def main():
             assert out.returncode != 0, "kcat without a client certificate was served"
             out = kcat(bootstrap, certs, "-L", "-m", "3", cert="stranger")
             assert out.returncode != 0, "kcat with a foreign CA's certificate was served"
+            issue_expired(certs, "expired", "ca")
+            out = kcat(bootstrap, certs, "-L", "-m", "3", cert="expired")
+            assert out.returncode != 0, "kcat with an expired certificate was served"
+            assert b"expired" in out.stderr.lower(), out.stderr[-400:]
             out = subprocess.run(["kcat", "-b", bootstrap, "-L", "-m", "3"], capture_output=True,
                                  timeout=DEADLINE_S)
             assert out.returncode != 0, "a PLAINTEXT kcat was served on the SSL port"
@@ -255,7 +286,8 @@ def main():
                                  timeout=DEADLINE_S)
             assert out.returncode == 0, "the PLAINTEXT listener stopped serving"
             assert f":{broker.port}".encode() in out.stdout, "PLAINTEXT clients get PLAINTEXT addresses"
-            log("refused: no certificate, a foreign CA's certificate, PLAINTEXT on the SSL port")
+            log("refused: no certificate, a foreign CA's certificate, an expired certificate, "
+                "PLAINTEXT on the SSL port")
             broker.stop()
         finally:
             broker.kill()
