@@ -6,8 +6,9 @@
 //! the password check PLAIN and HTTP Basic share (`password`), the ingest
 //! listener's HTTP authentication (`http_auth`) and its cache of checked
 //! passwords (`credential_cache`), and the credentials seeded at start
-//! (`bootstrap`).
+//! (`bootstrap`), and authorization with Kafka's ACLs (`acl`).
 
+pub mod acl;
 pub mod bootstrap;
 pub mod credential_cache;
 pub mod http_auth;
