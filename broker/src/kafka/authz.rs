@@ -112,3 +112,28 @@ fn denied(node: &Node, frame: &RequestFrame, op: Operation, resource: ResourceTy
         );
     }
 }
+
+/// Whether the request may create topic `name`: Create on the cluster
+/// (not logged when refused, as Kafka) or on the topic.
+pub(crate) fn may_create_topic(
+    node: &Node,
+    meta: &ClusterMetadata,
+    frame: &RequestFrame,
+    name: &str,
+) -> bool {
+    allowed_quietly(
+        node,
+        meta,
+        frame,
+        Operation::Create,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    ) || allowed(
+        node,
+        meta,
+        frame,
+        Operation::Create,
+        ResourceType::Topic,
+        name,
+    )
+}
