@@ -34,7 +34,7 @@ pub(crate) fn allowed(
 ) -> bool {
     let ok = allowed_quietly(node, meta, frame, op, resource, name);
     if !ok {
-        denied(node, frame, op, resource, name);
+        note_denied(node, frame, op, resource, name);
     }
     ok
 }
@@ -87,7 +87,13 @@ pub(crate) fn authorized_operations(
     )
 }
 
-fn denied(node: &Node, frame: &RequestFrame, op: Operation, resource: ResourceType, name: &str) {
+pub(crate) fn note_denied(
+    node: &Node,
+    frame: &RequestFrame,
+    op: Operation,
+    resource: ResourceType,
+    name: &str,
+) {
     node.metrics
         .authorization_denied(resource.name(), op.name());
     let now = Instant::now();
@@ -136,4 +142,25 @@ pub(crate) fn may_create_topic(
         ResourceType::Topic,
         name,
     )
+}
+
+/// `allowed`, against the current metadata: for handlers that hold none.
+pub(crate) fn check(
+    node: &Node,
+    frame: &RequestFrame,
+    op: Operation,
+    resource: ResourceType,
+    name: &str,
+) -> bool {
+    allowed(node, &node.metadata(), frame, op, resource, name)
+}
+
+/// GROUP_AUTHORIZATION_FAILED unless the request may Read the group, as
+/// Kafka checks every classic group API.
+pub(crate) fn group_read(node: &Node, frame: &RequestFrame, group_id: &str) -> Result<(), i16> {
+    if check(node, frame, Operation::Read, ResourceType::Group, group_id) {
+        Ok(())
+    } else {
+        Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
+    }
 }

@@ -168,6 +168,47 @@ impl AclIndex {
         allowed
     }
 
+    /// Kafka's `authorizeByResourceType`, simplified to what it decides in
+    /// practice: whether the principal may perform `operation` on some
+    /// resource of the type (an ALLOW of it that applies, unless a DENY
+    /// covers every resource of the type).
+    pub fn may_on_some(
+        &self,
+        settings: &Settings,
+        principal: &str,
+        host: Option<IpAddr>,
+        operation: Operation,
+        resource: ResourceType,
+    ) -> bool {
+        if !settings.enabled || settings.is_super_user(principal) {
+            return true;
+        }
+        let host = host.map(|h| h.to_canonical());
+        let t = &self.types[resource.slot()];
+        let applies = |e: &&Entry| e.applies_to(principal, host);
+        let denied_everywhere = t
+            .wildcard
+            .iter()
+            .filter(applies)
+            .any(|e| !e.allow && (e.operation == operation || e.operation == Operation::All));
+        if denied_everywhere {
+            return false;
+        }
+        let mut entries = t
+            .literal
+            .values()
+            .chain(t.prefixed.values())
+            .flatten()
+            .chain(t.wildcard.iter())
+            .peekable();
+        if entries.peek().is_none() {
+            return settings.allow_everyone_if_no_acl_found;
+        }
+        entries
+            .filter(applies)
+            .any(|e| e.allow && operation.allowed_by(e.operation))
+    }
+
     /// KIP-430's bitfield: bit `code` set for each operation applicable to
     /// the resource type that the principal may perform.
     pub fn authorized_operations(
