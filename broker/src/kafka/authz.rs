@@ -164,3 +164,28 @@ pub(crate) fn group_read(node: &Node, frame: &RequestFrame, group_id: &str) -> R
         Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
     }
 }
+
+/// Describe/AlterConfigs on a config resource (Kafka's ConfigResource
+/// types: 2 topic, 4 broker, 8 broker logger): the error Kafka answers
+/// when refused. Broker resources are checked on the cluster.
+pub(crate) fn config_refusal(
+    node: &Node,
+    meta: &ClusterMetadata,
+    frame: &RequestFrame,
+    op: Operation,
+    resource_type: i8,
+    name: &str,
+) -> Option<(i16, String)> {
+    use kafka_protocol::ResponseError as Kafka;
+    match resource_type {
+        2 if !allowed(node, meta, frame, op, ResourceType::Topic, name) => Some((
+            Kafka::TopicAuthorizationFailed.code(),
+            Kafka::TopicAuthorizationFailed.to_string(),
+        )),
+        4 | 8 if !cluster(node, meta, frame, op) => Some((
+            Kafka::ClusterAuthorizationFailed.code(),
+            Kafka::ClusterAuthorizationFailed.to_string(),
+        )),
+        _ => None,
+    }
+}
