@@ -11,8 +11,8 @@ use net::RequestFrame;
 use super::{respond, str_bytes, HandlerError, Reply};
 use crate::cluster::admin::AdminOp;
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType};
 use crate::route;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     shard: &Rc<Node>,

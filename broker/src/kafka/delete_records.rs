@@ -13,8 +13,8 @@ use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType};
 use crate::route;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     shard: &Rc<Node>,

@@ -10,6 +10,7 @@ use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
 use crate::node::Node;
+use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// DescribeCluster endpoint types (KIP-919).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
@@ -25,6 +26,22 @@ pub async fn handle(
         response.error_code = Kafka::UnsupportedEndpointType.code();
         response.error_message = Some(str_bytes("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER"));
         return respond(frame, &response);
+    }
+    if request.include_cluster_authorized_operations {
+        // As Kafka: the operations with Describe on the cluster, else none.
+        let meta = shard.metadata();
+        response.cluster_authorized_operations =
+            if super::authz::cluster(shard, &meta, frame, Operation::Describe) {
+                super::authz::authorized_operations(
+                    shard,
+                    &meta,
+                    frame,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                )
+            } else {
+                0
+            };
     }
     response.cluster_id = str_bytes(shard.metadata().cluster_id.clone());
     response.controller_id = BrokerId(super::metadata::controller_id(shard));

@@ -13,6 +13,7 @@ use net::RequestFrame;
 use super::{respond, str_bytes, HandlerError, Reply};
 use crate::node::Node;
 use crate::route;
+use crate::security::acl::Operation;
 
 /// Kafka's "volume size unknown".
 const UNKNOWN_VOLUME_BYTES: i64 = -1;
@@ -23,6 +24,15 @@ pub async fn handle(
     request: DescribeLogDirsRequest,
 ) -> Result<Reply, HandlerError> {
     let meta = shard.metadata();
+    // As Kafka: Describe on the cluster, else no directory (and the error
+    // from v3).
+    if !super::authz::cluster(shard, &meta, frame, Operation::Describe) {
+        let mut response = DescribeLogDirsResponse::default();
+        if frame.api_version() >= 3 {
+            response.error_code = kafka_protocol::ResponseError::ClusterAuthorizationFailed.code();
+        }
+        return respond(frame, &response);
+    }
     // Partitions this broker hosts among those asked (all when null);
     // others are left out, as Kafka does.
     let wanted: Vec<(String, i32)> = match &request.topics {

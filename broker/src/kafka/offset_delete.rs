@@ -14,6 +14,7 @@ use super::{respond, HandlerError, Reply};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
+use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     shard: &Rc<Node>,
@@ -35,7 +36,19 @@ pub async fn handle(
         group_id: group_id.clone(),
         partitions,
     };
-    let (top, codes) = match groups::call(shard, &group_id, call).await {
+    // As Kafka: Delete on the group.
+    let allowed = if super::authz::check(
+        shard,
+        frame,
+        Operation::Delete,
+        ResourceType::Group,
+        &group_id,
+    ) {
+        Ok(())
+    } else {
+        Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
+    };
+    let (top, codes) = match groups::call_if(allowed, shard, &group_id, call).await {
         Ok(GroupAnswer::Codes(top, codes)) => (top, codes),
         Ok(_) => (UNKNOWN_SERVER_ERROR, vec![0; n]),
         Err(code) => (code, vec![0; n]),
