@@ -15,7 +15,7 @@ use replication::partition_state::PartitionState;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::security::acl::AclIndex;
+use crate::acl::AclIndex;
 
 pub const METADATA_FILE: &str = "metadata.json";
 

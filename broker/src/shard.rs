@@ -45,7 +45,7 @@ pub struct Shard {
     /// `listener` indexes it).
     pub listeners: Vec<crate::config::Listener>,
     /// The authorizer's settings (whether it is on, the super users).
-    pub acl: crate::security::acl::Settings,
+    pub acl: crate::acl::Settings,
     metadata: RefCell<Arc<ClusterMetadata>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
     /// Fired when a log of this shard grew, or leadership changed, so that

@@ -349,7 +349,7 @@ fn table() -> Vec<(&'static str, i8, i8, &'static str, Kafka, Probe)> {
             |n| {
                 Box::pin(async move {
                     let req = InitProducerIdRequest::default()
-                    .with_transactional_id(None)
+                        .with_transactional_id(None)
                         .with_transaction_timeout_ms(-1)
                         .with_producer_id(ProducerId(-1))
                         .with_producer_epoch(-1);

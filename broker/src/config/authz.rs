@@ -3,7 +3,7 @@
 //! the ACL decision reads.
 
 use super::{Config, ConfigError};
-use crate::security::acl::Settings;
+use crate::acl::Settings;
 
 impl Config {
     /// The authorizer's settings, or the key that is wrong.

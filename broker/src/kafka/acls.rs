@@ -24,9 +24,9 @@ use net::RequestFrame;
 use replication::controller::{AclRecord, Command, SubmitError};
 
 use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{self, AclFilter, Operation};
 use crate::node::Node;
 use crate::peers::Peers;
-use crate::security::acl::{self, AclFilter, Operation};
 
 const SECURITY_DISABLED: &str = "No Authorizer is configured on the broker";
 

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use net::RequestFrame;
 
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::metadata::ClusterMetadata;
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// At most this many refusals are logged per shard per `LOG_PERIOD`.
 const LOGGED_PER_PERIOD_MAX: u32 = 10;

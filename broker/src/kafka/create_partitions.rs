@@ -9,10 +9,10 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::cluster::admin::AdminOp;
 use crate::node::Node;
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     shard: &Rc<Node>,

@@ -10,10 +10,10 @@ use net::RequestFrame;
 use uuid::Uuid;
 
 use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::cluster::admin::AdminOp;
 use crate::node::Node;
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     shard: &Rc<Node>,

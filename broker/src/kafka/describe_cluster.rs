@@ -9,8 +9,8 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 /// DescribeCluster endpoint types (KIP-919).
 const ENDPOINT_TYPE_BROKERS: i8 = 1;

@@ -34,7 +34,7 @@ pub async fn handle(
             shard,
             &meta,
             frame,
-            crate::security::acl::Operation::DescribeConfigs,
+            crate::acl::Operation::DescribeConfigs,
             resource.resource_type,
             name,
         );

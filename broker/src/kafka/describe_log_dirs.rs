@@ -11,9 +11,9 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::Operation;
 use crate::node::Node;
 use crate::route;
-use crate::security::acl::Operation;
 
 /// Kafka's "volume size unknown".
 const UNKNOWN_VOLUME_BYTES: i64 = -1;

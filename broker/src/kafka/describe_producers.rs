@@ -12,10 +12,10 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::partition::ProducersAnswer;
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 
 pub async fn handle(
     shard: &Rc<Node>,

@@ -16,8 +16,8 @@ use replication::controller::{Command, MetadataError};
 use replication::partition_state::ElectError;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::Operation;
 use crate::node::Node;
-use crate::security::acl::Operation;
 
 const PREFERRED: i8 = 0;
 const UNCLEAN: i8 = 1;

@@ -14,10 +14,10 @@ use net::fetch::{encode_fetch_response, FetchPartitionParts, FetchResponseParts,
 use net::RequestFrame;
 
 use super::{authz, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::partition::{FetchItem, PartitionRead};
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 
 /// First version naming topics by id instead of name.
 const TOPIC_IDS_FROM: i16 = 13;

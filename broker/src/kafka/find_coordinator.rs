@@ -13,10 +13,10 @@ use net::RequestFrame;
 
 use super::groups::ensure_offsets_topic;
 use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::group::records::partition_for;
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType};
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;

@@ -27,7 +27,7 @@ pub async fn handle(
                 shard,
                 &meta,
                 frame,
-                crate::security::acl::Operation::AlterConfigs,
+                crate::acl::Operation::AlterConfigs,
                 r.resource_type,
                 r.resource_name.as_str(),
             );

@@ -11,8 +11,8 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{authz, respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 pub async fn handle(
     node: &Rc<Node>,

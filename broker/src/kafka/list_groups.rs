@@ -9,9 +9,9 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 
 pub async fn handle(
     shard: &Rc<Node>,

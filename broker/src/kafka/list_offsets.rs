@@ -13,11 +13,11 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{authz, respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::partition::OffsetAnswer;
 use crate::partition::EARLIEST_TIMESTAMP;
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 const LATEST_TIERED_TIMESTAMP: i64 = -5;

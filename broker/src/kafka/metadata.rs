@@ -18,9 +18,9 @@ use net::RequestFrame;
 use uuid::Uuid;
 
 use super::{authz, respond, str_bytes, topics, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::metadata::{validate_topic_name, TopicMeta};
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::shard::Shard;
 
 /// Kafka's "authorized operations not requested" marker.

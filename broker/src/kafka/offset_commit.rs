@@ -11,10 +11,10 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{GroupAnswer, GroupCall, OffsetCommit};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::ResponseError;
 
 pub async fn handle(

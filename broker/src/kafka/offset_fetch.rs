@@ -12,10 +12,10 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{FetchedOffset, GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
-use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::ResponseError;
 
 type Topics = Option<Vec<(String, Vec<i32>)>>;

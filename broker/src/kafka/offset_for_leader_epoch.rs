@@ -13,9 +13,9 @@ use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpoch
 use net::RequestFrame;
 
 use super::{authz, respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 use kafka_protocol::ResponseError as Kafka;
 
 pub async fn handle(

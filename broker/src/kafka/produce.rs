@@ -16,12 +16,12 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{authz, str_bytes, topics, HandlerError, HandlerFuture, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::metadata::validate_topic_name;
 use crate::node::Node;
 use crate::partition::{PartitionWrite, ProduceItem};
 use crate::route;
-use crate::security::acl::{Operation, ResourceType};
 
 /// First version naming topics by id instead of name.
 const TOPIC_IDS_FROM: i16 = 13;

@@ -21,9 +21,9 @@ use replication::controller::SubmitError;
 use replication::controller::{Command, ScramRecord};
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::Operation;
 use crate::node::Node;
 use crate::peers::Peers;
-use crate::security::acl::Operation;
 use crate::security::scram::{Mechanism, ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
 
 pub async fn describe(

@@ -6,9 +6,8 @@
 //! the password check PLAIN and HTTP Basic share (`password`), the ingest
 //! listener's HTTP authentication (`http_auth`) and its cache of checked
 //! passwords (`credential_cache`), and the credentials seeded at start
-//! (`bootstrap`), and authorization with Kafka's ACLs (`acl`).
+//! (`bootstrap`). Authorization is `crate::acl`.
 
-pub mod acl;
 pub mod bootstrap;
 pub mod credential_cache;
 pub mod http_auth;

@@ -1,3 +1,6 @@
+//! Unit tests of the ACL model: Kafka's matching, implied operations,
+//! deny-over-allow, super users, hosts, validation and filters.
+
 use std::net::IpAddr;
 
 use replication::controller::AclRecord;
