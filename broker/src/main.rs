@@ -60,6 +60,8 @@ enum Command {
     Cluster(cli::cluster::ClusterArgs),
     /// Set, list and delete SCRAM users' credentials (KIP-554).
     User(cli::user::UserArgs),
+    /// Add, list and remove ACL bindings (with `--authorizer on`).
+    Acl(cli::acl::AclArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -558,6 +560,7 @@ fn main() -> ExitCode {
         Command::Group(args) => cli::group::run(args),
         Command::Cluster(args) => cli::cluster::run(args),
         Command::User(args) => cli::user::run(args),
+        Command::Acl(args) => cli::acl::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(())
