@@ -9,8 +9,8 @@ produces to `metrics.cpu` and is refused on `billing`
 (TOPIC_AUTHORIZATION_FAILED) with confluent-kafka and kcat; a reader cannot
 produce (kafka-python) but consumes in its group; a consumer without Read
 on its group gets GROUP_AUTHORIZATION_FAILED (aiokafka); Metadata shows each
-principal only the topics it may describe; a DENY beats an ALLOW; the ACLs
-survive a restart.
+principal only the topics it may describe; a DENY beats an ALLOW; refusals
+are counted in the metrics; the ACLs survive a restart.
 
 Run by scripts/test.sh; `SLUICE_BIN` overrides the binary to test.
 """
@@ -39,7 +39,9 @@ def log(msg):
 class Broker(PlainBroker):
     def __init__(self, data_dir, seeds):
         self.sasl = free_port()
+        self.metrics = free_port()
         super().__init__(data_dir, extra_args=[
+            "--metrics-listen", f"127.0.0.1:{self.metrics}",
             "--authorizer", "on", "--super-users", "User:admin",
             # kcat logs in with PLAIN (see run_kcat).
             "--sasl-mechanisms", "SCRAM-SHA-512,PLAIN", "--sasl-plain-insecure", "true",
@@ -261,6 +263,18 @@ def run_kcat(bootstrap):
     log("kcat: writer produces to metrics.cpu, refused on billing")
 
 
+def denied_count(broker, resource_type, operation):
+    """sluice_authorizations_denied_total for one label pair, 0 if absent."""
+    import re
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{broker.metrics}/metrics",
+                                  timeout=10).read().decode()
+    pattern = (r'^sluice_authorizations_denied_total\{resource_type="%s",operation="%s"\} (\S+)$'
+               % (resource_type, operation))
+    found = re.search(pattern, text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def anonymous_sees_nothing(plain):
     from confluent_kafka.admin import AdminClient
     seen = set(AdminClient({"bootstrap.servers": plain}).list_topics(timeout=10).topics)
@@ -285,6 +299,13 @@ def main():
             log("aiokafka: GROUP_AUTHORIZATION_FAILED without Read on the group; "
                 "reads orders assigned")
             run_kcat(bootstrap)
+            # Produce refused: the writer on shared, the reader on orders (on
+            # billing, Metadata refused Describe and no Produce was sent).
+            assert denied_count(broker, "Topic", "Write") >= 2
+            assert denied_count(broker, "Topic", "Describe") >= 1
+            assert denied_count(broker, "Group", "Describe") >= 1
+            assert denied_count(broker, "Cluster", "Describe") >= 1
+            log("metrics: refusals counted by resource type and operation")
             anonymous_sees_nothing(broker.addr)
             log("PLAINTEXT (User:ANONYMOUS): Metadata lists only what User:* may describe")
             broker.stop()
