@@ -309,6 +309,91 @@ fn table() -> Vec<(&'static str, i8, i8, &'static str, Kafka, Probe)> {
                 r.error_code
             })
         }),
+        ("SyncGroup", READ, GROUP_TYPE, GROUP, group_refused, |n| {
+            Box::pin(async move {
+                let req = SyncGroupRequest::default()
+                    .with_group_id(GroupId(s(GROUP)))
+                    .with_member_id(s("m"));
+                let r: SyncGroupResponse = call_as(&n, ALICE, ApiKey::SyncGroup, 3, &req).await;
+                r.error_code
+            })
+        }),
+        ("LeaveGroup", READ, GROUP_TYPE, GROUP, group_refused, |n| {
+            Box::pin(async move {
+                let req = LeaveGroupRequest::default()
+                    .with_group_id(GroupId(s(GROUP)))
+                    .with_members(vec![
+                        leave_group_request::MemberIdentity::default().with_member_id(s("m"))
+                    ]);
+                let r: LeaveGroupResponse = call_as(&n, ALICE, ApiKey::LeaveGroup, 4, &req).await;
+                r.error_code
+            })
+        }),
+        (
+            "OffsetCommit",
+            READ,
+            GROUP_TYPE,
+            GROUP,
+            group_refused,
+            |n| {
+                Box::pin(async move {
+                    let req = OffsetCommitRequest::default()
+                        .with_group_id(GroupId(s(GROUP)))
+                        .with_generation_id_or_member_epoch(-1)
+                        .with_topics(vec![
+                            offset_commit_request::OffsetCommitRequestTopic::default()
+                                .with_name(name(TOPIC))
+                                .with_partitions(vec![
+                                    offset_commit_request::OffsetCommitRequestPartition::default()
+                                        .with_partition_index(0)
+                                        .with_committed_offset(0),
+                                ]),
+                        ]);
+                    let r: OffsetCommitResponse =
+                        call_as(&n, ALICE, ApiKey::OffsetCommit, 8, &req).await;
+                    r.topics[0].partitions[0].error_code
+                })
+            },
+        ),
+        (
+            "OffsetDelete",
+            DELETE,
+            GROUP_TYPE,
+            GROUP,
+            group_refused,
+            |n| {
+                Box::pin(async move {
+                    let req = OffsetDeleteRequest::default()
+                        .with_group_id(GroupId(s(GROUP)))
+                        .with_topics(vec![
+                            offset_delete_request::OffsetDeleteRequestTopic::default()
+                                .with_name(name(TOPIC))
+                                .with_partitions(vec![
+                                    offset_delete_request::OffsetDeleteRequestPartition::default()
+                                        .with_partition_index(0),
+                                ]),
+                        ]);
+                    let r: OffsetDeleteResponse =
+                        call_as(&n, ALICE, ApiKey::OffsetDelete, 0, &req).await;
+                    r.error_code
+                })
+            },
+        ),
+        (
+            "DescribeGroups",
+            DESCRIBE,
+            GROUP_TYPE,
+            GROUP,
+            group_refused,
+            |n| {
+                Box::pin(async move {
+                    let req = DescribeGroupsRequest::default().with_groups(vec![GroupId(s(GROUP))]);
+                    let r: DescribeGroupsResponse =
+                        call_as(&n, ALICE, ApiKey::DescribeGroups, 5, &req).await;
+                    r.groups[0].error_code
+                })
+            },
+        ),
         (
             "OffsetFetch",
             DESCRIBE,
@@ -543,6 +628,26 @@ fn every_api_needs_what_kafka_checks() {
             revoke_all(&n).await;
             assert_eq!(probe(n.clone()).await, refusal.code(), "{api} once revoked");
         }
+        // OffsetCommit needs Read on the topic too, checked per topic once
+        // the group is allowed.
+        let commit = table()
+            .into_iter()
+            .find(|row| row.0 == "OffsetCommit")
+            .expect("row")
+            .5;
+        grant(&n, GROUP_TYPE, GROUP, READ).await;
+        assert_eq!(
+            commit(n.clone()).await,
+            Kafka::TopicAuthorizationFailed.code()
+        );
+        grant(&n, TOPIC_TYPE, TOPIC, READ).await;
+        let code = commit(n.clone()).await;
+        assert!(
+            code != Kafka::TopicAuthorizationFailed.code()
+                && code != Kafka::GroupAuthorizationFailed.code(),
+            "{code}"
+        );
+        revoke_all(&n).await;
     });
 }
 

@@ -226,6 +226,7 @@ fn missing(error: Kafka, name: Option<&str>, topic_id: Uuid) -> MetadataResponse
     let mut out = MetadataResponseTopic::default();
     out.error_code = error.code();
     out.name = name.map(|n| TopicName(str_bytes(n)));
+    out.is_internal = name == Some(crate::group::coordinator::OFFSETS_TOPIC);
     out.topic_id = topic_id;
     out.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     out
