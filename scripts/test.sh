@@ -19,6 +19,7 @@ cargo test --workspace -- --test-threads=2
 .venv/bin/python tests/python/tls.py
 .venv/bin/python tests/python/sasl.py
 .venv/bin/python tests/python/oauth.py
+.venv/bin/python tests/python/acl.py
 .venv/bin/python tests/python/idempotence.py
 .venv/bin/python tests/python/groups.py
 .venv/bin/python tests/python/metrics.py

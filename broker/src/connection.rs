@@ -119,6 +119,7 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
             ended,
             context,
             auth,
+            net::request::anonymous(),
         )
         .await;
         // What was placed is answered before the socket closes.
@@ -194,6 +195,7 @@ pub async fn serve(shard: Rc<Node>, stream: TcpStream, entry: Entry) {
         ended,
         context,
         auth,
+        Arc::from(principal),
     )
     .await;
     answering.await;
@@ -213,7 +215,9 @@ struct Context {
 
 /// Reads requests and places them, until the client closes, the shard
 /// stops, the connection idles out or the answering side ends. On a SASL
-/// listener (`auth`), requests are first the authentication's.
+/// listener (`auth`), requests are first the authentication's, and the
+/// principal they establish replaces the TLS one (`principal`).
+#[allow(clippy::too_many_arguments)]
 async fn read<R: AsyncRead + Unpin>(
     shard: &Rc<Node>,
     stream: &mut R,
@@ -222,6 +226,7 @@ async fn read<R: AsyncRead + Unpin>(
     mut answering_ended: oneshot::Receiver<()>,
     context: Context,
     mut auth: Option<Authenticator>,
+    mut principal: Arc<str>,
 ) {
     let peer = context.peer;
     let idle = Duration::from_millis(shard.config.connections_max_idle_ms);
@@ -299,6 +304,7 @@ async fn read<R: AsyncRead + Unpin>(
                 } => {
                     if let Some(session) = session {
                         raw_tokens = false;
+                        principal = Arc::from(session.principal.as_str());
                         session_ends = session.ends;
                         let lifetime_ms =
                             session.ends.map(|e| e.duration_since(started).as_millis());
@@ -349,6 +355,7 @@ async fn read<R: AsyncRead + Unpin>(
             Ok(mut r) => {
                 r.peer = peer;
                 r.listener = context.listener;
+                r.principal = principal.clone();
                 r
             }
             Err(e) => {

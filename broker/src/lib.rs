@@ -2,6 +2,7 @@
 //! shard owns, topic metadata, and one handler per Kafka API. The `sluice`
 //! binary (main.rs) is a thin CLI over `server::run`.
 
+pub mod acl;
 pub mod alloc;
 pub mod batch;
 pub mod cleaner;

@@ -60,6 +60,8 @@ enum Command {
     Cluster(cli::cluster::ClusterArgs),
     /// Set, list and delete SCRAM users' credentials (KIP-554).
     User(cli::user::UserArgs),
+    /// Add, list and remove ACL bindings (with `--authorizer on`).
+    Acl(cli::acl::AclArgs),
     /// Print a shell completion script.
     Completions {
         #[arg(value_enum)]
@@ -219,6 +221,19 @@ struct ServeArgs {
     /// KIP-368); 0: only a token's expiry ends it [default: 0].
     #[arg(long)]
     connections_max_reauth_ms: Option<u64>,
+    /// on: every request is checked against the ACLs (managed with
+    /// `sluice acl` or any Kafka admin client); off: everyone may do
+    /// everything, and the ACL APIs answer SECURITY_DISABLED [default: off].
+    #[arg(long, value_name = "on|off")]
+    authorizer: Option<String>,
+    /// Principals allowed everything whatever the ACLs say, e.g.
+    /// "User:admin;User:ops" (super.users).
+    #[arg(long, value_name = "PRINCIPALS")]
+    super_users: Option<String>,
+    /// A resource that no ACL names is open to everyone
+    /// (allow.everyone.if.no.acl.found) [default: false].
+    #[arg(long)]
+    allow_everyone_if_no_acl_found: Option<bool>,
     /// Where partition logs and metadata live [default: ./sluice-data].
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -404,6 +419,9 @@ impl ServeArgs {
             oauth_jwks_refresh_ms,
             oauth_jwks_refresh_min_ms,
             connections_max_reauth_ms,
+            authorizer,
+            super_users,
+            allow_everyone_if_no_acl_found,
             metrics_listen,
             metrics_tls,
             ingest_http_listen,
@@ -544,6 +562,7 @@ fn main() -> ExitCode {
         Command::Group(args) => cli::group::run(args),
         Command::Cluster(args) => cli::cluster::run(args),
         Command::User(args) => cli::user::run(args),
+        Command::Acl(args) => cli::acl::run(args),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut std::io::stdout());
             Ok(())
@@ -688,6 +707,12 @@ mod tests {
             "20",
             "--connections-max-reauth-ms",
             "21",
+            "--authorizer",
+            "on",
+            "--super-users",
+            "User:admin;User:ops",
+            "--allow-everyone-if-no-acl-found",
+            "true",
         ]);
         let expected = Config {
             listen: "127.0.0.1:1".into(),
@@ -722,6 +747,9 @@ mod tests {
             oauth_jwks_refresh_ms: 19_000,
             oauth_jwks_refresh_min_ms: 20,
             connections_max_reauth_ms: 21,
+            authorizer: "on".into(),
+            super_users: "User:admin;User:ops".into(),
+            allow_everyone_if_no_acl_found: true,
             ..Config::default()
         };
         assert_eq!(c, expected);

@@ -1,18 +1,21 @@
 //! The cluster metadata as shards see it: topics with their ids, partition
 //! counts, configs and partition states (replicas, leader, ISR, epochs),
-//! the nodes with their addresses, and the cluster id. The controller
+//! the nodes with their addresses, the cluster id, SCRAM credentials and
+//! ACLs (with the authorizer's index of them). The controller
 //! quorum owns it; shard 0 turns each version the controller applies into
 //! this form (`from_controller`) and hands every shard an immutable
 //! snapshot. `<data-dir>/metadata.json`, where single nodes kept their
 //! topics before the controller, is read once to import them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
-use replication::controller::ClusterMetadata as Controlled;
+use replication::controller::{AclRecord, ClusterMetadata as Controlled};
 use replication::partition_state::PartitionState;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::acl::AclIndex;
 
 pub const METADATA_FILE: &str = "metadata.json";
 
@@ -88,6 +91,13 @@ pub struct ClusterMetadata {
     /// SCRAM credentials by user (stored and server keys).
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, Vec<replication::controller::ScramRecord>>,
+    /// The ACL bindings, as stored.
+    #[serde(default)]
+    pub acls: BTreeSet<AclRecord>,
+    /// `acls` arranged for the authorizer's decision; derived by
+    /// `reindex`, once per metadata version, shared by every shard.
+    #[serde(skip)]
+    pub acl_index: AclIndex,
     /// Topic names by id, for requests naming topics by id (Fetch v13+,
     /// Produce v13, DeleteTopics v6). Derived from `topics` by `reindex`.
     #[serde(skip)]
@@ -112,6 +122,7 @@ impl PartialEq for ClusterMetadata {
             && self.topics == other.topics
             && self.nodes == other.nodes
             && self.controller_id == other.controller_id
+            && self.acls == other.acls
     }
 }
 
@@ -172,6 +183,8 @@ impl ClusterMetadata {
             controller_id,
             applied_index: index,
             scram_credentials: c.scram_credentials.clone(),
+            acls: c.acls.clone(),
+            acl_index: AclIndex::default(),
             by_id: HashMap::new(),
         };
         meta.reindex();
@@ -193,6 +206,8 @@ impl ClusterMetadata {
             controller_id: -1,
             applied_index: 0,
             scram_credentials: BTreeMap::new(),
+            acls: BTreeSet::new(),
+            acl_index: AclIndex::default(),
             by_id: HashMap::new(),
         }
     }
@@ -210,8 +225,10 @@ impl ClusterMetadata {
         }
     }
 
-    /// Rebuilds the topic id index after `topics` changed.
+    /// Rebuilds the topic id and ACL indexes after `topics` or `acls`
+    /// changed.
     pub fn reindex(&mut self) {
+        self.acl_index = AclIndex::build(&self.acls);
         self.by_id = self
             .topics
             .values()

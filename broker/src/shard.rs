@@ -44,6 +44,8 @@ pub struct Shard {
     /// The Kafka listeners, in configuration order (a request's
     /// `listener` indexes it).
     pub listeners: Vec<crate::config::Listener>,
+    /// The authorizer's settings (whether it is on, the super users).
+    pub acl: crate::acl::Settings,
     metadata: RefCell<Arc<ClusterMetadata>>,
     logs: RefCell<HashMap<TopicPartition, OwnedLog>>,
     /// Fired when a log of this shard grew, or leadership changed, so that
@@ -88,7 +90,9 @@ impl Shard {
         let advertised = config.advertised()?;
         let listeners = config.kafka_listeners()?;
         let cache_budget = storage::CacheBudget::new(config.shard_cache_bytes);
+        let acl = config.acl_settings()?;
         Ok(Shard {
+            acl,
             id,
             nr_shards,
             cache_budget,

@@ -36,6 +36,20 @@ pub struct RequestFrame {
     /// broker's list), set by the connection: Metadata answers with the
     /// addresses of that listener.
     pub listener: u8,
+    /// Who the connection authenticated as (`User:NAME`), set by the
+    /// connection: the authorizer checks requests against it.
+    pub principal: std::sync::Arc<str>,
+}
+
+/// The principal of a connection that did not authenticate.
+pub const ANONYMOUS: &str = "User:ANONYMOUS";
+
+/// `ANONYMOUS`, shared rather than allocated per request.
+pub fn anonymous() -> std::sync::Arc<str> {
+    static ANONYMOUS_SHARED: std::sync::OnceLock<std::sync::Arc<str>> = std::sync::OnceLock::new();
+    ANONYMOUS_SHARED
+        .get_or_init(|| std::sync::Arc::from(ANONYMOUS))
+        .clone()
 }
 
 impl RequestFrame {
@@ -86,6 +100,7 @@ pub fn decode_request(frame: Bytes) -> Result<RequestFrame, RequestError> {
         body,
         peer: None,
         listener: 0,
+        principal: anonymous(),
     })
 }
 

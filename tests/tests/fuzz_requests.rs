@@ -289,6 +289,59 @@ fn security_seeds() -> Vec<Bytes> {
             .with_upsertions(vec![upsertion])
             .with_deletions(vec![deletion]),
     ));
+    out.extend(acl_seeds());
+    out
+}
+
+/// CreateAcls, DescribeAcls and DeleteAcls with valid and invalid
+/// bindings and filters (unknown types, MATCH patterns, empty names).
+fn acl_seeds() -> Vec<Bytes> {
+    let mut out = Vec::new();
+    let creation = |rt: i8, name: &'static str, pt: i8, op: i8, perm: i8| {
+        create_acls_request::AclCreation::default()
+            .with_resource_type(rt)
+            .with_resource_name(StrBytes::from_static_str(name))
+            .with_resource_pattern_type(pt)
+            .with_principal(StrBytes::from_static_str("User:alice"))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(op)
+            .with_permission_type(perm)
+    };
+    for v in 1i16..=3 {
+        out.push(encode(
+            ApiKey::CreateAcls,
+            v,
+            &CreateAclsRequest::default().with_creations(vec![
+                creation(2, "metrics.", 4, 4, 3),
+                creation(4, "kafka-cluster", 3, 7, 2),
+                creation(1, "", 2, 1, 1),
+                creation(6, "token", 3, 2, 3),
+            ]),
+        ));
+        out.push(encode(
+            ApiKey::DescribeAcls,
+            v,
+            &DescribeAclsRequest::default()
+                .with_resource_type_filter(1)
+                .with_pattern_type_filter(2)
+                .with_resource_name_filter(Some(StrBytes::from_static_str("metrics.cpu")))
+                .with_operation(1)
+                .with_permission_type(1),
+        ));
+        let filter = |rt: i8, pt: i8| {
+            delete_acls_request::DeleteAclsFilter::default()
+                .with_resource_type_filter(rt)
+                .with_pattern_type_filter(pt)
+                .with_principal_filter(Some(StrBytes::from_static_str("User:alice")))
+                .with_operation(1)
+                .with_permission_type(1)
+        };
+        out.push(encode(
+            ApiKey::DeleteAcls,
+            v,
+            &DeleteAclsRequest::default().with_filters(vec![filter(1, 1), filter(0, 9)]),
+        ));
+    }
     out
 }
 

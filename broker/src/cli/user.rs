@@ -122,9 +122,9 @@ pub fn run(args: UserArgs) -> anyhow::Result<()> {
 }
 
 /// A per-user failure as Kafka names it, e.g. RESOURCE_NOT_FOUND.
-struct UserError {
-    name: String,
-    message: String,
+pub(super) struct UserError {
+    pub(super) name: String,
+    pub(super) message: String,
 }
 
 impl UserError {
@@ -132,7 +132,7 @@ impl UserError {
     ///
     /// # Safety
     /// `e` is null or an error object alive for the call.
-    unsafe fn from_native(e: *const bindings::rd_kafka_error_t) -> Option<UserError> {
+    pub(super) unsafe fn from_native(e: *const bindings::rd_kafka_error_t) -> Option<UserError> {
         // SAFETY: as the caller promised; the strings are copied.
         unsafe {
             if bindings::rd_kafka_error_code(e)
@@ -396,7 +396,7 @@ fn list(c: &Common, names: &[String]) -> anyhow::Result<()> {
 /// One admin request through librdkafka's C API on `client`: `start`
 /// issues it with our options onto a queue of ours; the answer is the
 /// event of type `expected`, or the error of the whole request.
-fn call<C: ClientContext>(
+pub(super) fn call<C: ClientContext>(
     client: &Client<C>,
     c: &Common,
     expected: i32,
@@ -549,7 +549,7 @@ fn c_string(name: &str) -> anyhow::Result<CString> {
 /// Owners of librdkafka objects, destroyed on drop.
 struct Queue(*mut bindings::rd_kafka_queue_t);
 struct Options(*mut bindings::rd_kafka_AdminOptions_t);
-struct Event(*mut bindings::rd_kafka_event_t);
+pub(super) struct Event(pub(super) *mut bindings::rd_kafka_event_t);
 struct Alteration(*mut bindings::rd_kafka_UserScramCredentialAlteration_t);
 
 impl Drop for Queue {

@@ -2,53 +2,25 @@
 //! profiles, and `validate()` that refuses nonsense at start-up with the
 //! key, the value and what is allowed.
 
+mod authz;
 mod cluster;
 mod group;
 mod http;
 mod listeners;
 mod oauth;
+mod profile;
 
 pub use cluster::ClusterTlsFiles;
 pub use group::GroupConfig;
 pub use http::HttpAuthMode;
 pub use listeners::{ClientAuth, Listener, SecurityProtocol, TlsFiles, SASL_MECHANISMS};
+pub use profile::Profile;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use serde::Deserialize;
 use storage::{FsyncPolicy, LogConfig};
-
-/// Named bundles of durability choices, compared by the benchmark harness.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Profile {
-    /// Acknowledge only what an fdatasync covers (group commit).
-    Durable,
-    /// fdatasync at least every `fsync_interval_ms` or `fsync_interval_bytes`.
-    Balanced,
-    /// Never fdatasync on the produce path; the kernel flushes.
-    Throughput,
-}
-
-impl Profile {
-    pub fn parse(s: &str) -> Option<Profile> {
-        match s {
-            "durable" => Some(Profile::Durable),
-            "balanced" => Some(Profile::Balanced),
-            "throughput" => Some(Profile::Throughput),
-            _ => None,
-        }
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Profile::Durable => "durable",
-            Profile::Balanced => "balanced",
-            Profile::Throughput => "throughput",
-        }
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
@@ -168,6 +140,15 @@ pub struct Config {
     /// (and no longer than its token) unless the client re-authenticates
     /// (KIP-368); 0: only a token's expiry ends it.
     pub connections_max_reauth_ms: u64,
+    /// `on` or `off`: whether requests are checked against the ACLs (as
+    /// Kafka's `authorizer.class.name` set or not).
+    pub authorizer: String,
+    /// `super.users`: `User:NAME` principals, `;`-separated, allowed
+    /// everything.
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`: a resource no ACL names is open
+    /// to everyone.
+    pub allow_everyone_if_no_acl_found: bool,
     pub data_dir: PathBuf,
     /// Shards (one per core); `None` = every core (every CPU of `cpus`).
     pub cores: Option<usize>,
@@ -322,6 +303,9 @@ impl Default for Config {
             oauth_jwks_refresh_ms: 3_600_000,
             oauth_jwks_refresh_min_ms: 10_000,
             connections_max_reauth_ms: 0,
+            authorizer: "off".into(),
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
             data_dir: PathBuf::from("./sluice-data"),
             cores: None,
             cpus: None,
@@ -590,6 +574,7 @@ impl Config {
         self.tls_files()?;
         self.ingest_http_auth()?;
         self.validate_oauth()?;
+        self.acl_settings()?;
         if self.tls_handshake_timeout_ms == 0 {
             return Err(ConfigError {
                 key: "tls_handshake_timeout_ms",

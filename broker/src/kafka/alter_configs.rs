@@ -24,23 +24,32 @@ pub async fn handle(
     frame: &RequestFrame,
     request: AlterConfigsRequest,
 ) -> Result<Reply, HandlerError> {
+    let meta = shard.metadata();
     let resources = request
         .resources
         .into_iter()
         .map(|r| {
             let mut configs = BTreeMap::new();
-            let mut refusal = None;
+            let mut refusal = super::authz::config_refusal(
+                shard,
+                &meta,
+                frame,
+                crate::acl::Operation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            );
             for c in r.configs {
                 match c.value {
                     Some(v) => {
                         configs.insert(c.name.to_string(), v.to_string());
                     }
-                    None => {
+                    None if refusal.is_none() => {
                         refusal = Some((
                             Kafka::InvalidRequest.code(),
                             format!("Null value not supported for : {}", c.name.as_str()),
                         ))
                     }
+                    None => {}
                 }
             }
             (

@@ -9,6 +9,7 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::cluster::admin::AdminOp;
 use crate::node::Node;
 use crate::route;
@@ -19,10 +20,25 @@ pub async fn handle(
     request: CreatePartitionsRequest,
 ) -> Result<Reply, HandlerError> {
     let node = shard.config.node_id;
+    let meta = shard.metadata();
     let refusals: Vec<Option<(i16, String)>> = request
         .topics
         .iter()
         .map(|t| {
+            // As Kafka: Alter on the topic.
+            if !super::authz::allowed(
+                shard,
+                &meta,
+                frame,
+                Operation::Alter,
+                ResourceType::Topic,
+                t.name.0.as_str(),
+            ) {
+                return Some((
+                    Kafka::TopicAuthorizationFailed.code(),
+                    Kafka::TopicAuthorizationFailed.to_string(),
+                ));
+            }
             let local = t.assignments.as_ref().is_none_or(|a| {
                 a.iter()
                     .all(|x| x.broker_ids.len() == 1 && x.broker_ids[0].0 == node)

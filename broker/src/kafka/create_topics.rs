@@ -12,7 +12,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
-use super::{respond, str_bytes, HandlerError, Reply};
+use super::{authz, respond, str_bytes, HandlerError, Reply};
 use crate::cluster::admin::{AdminOp, NewTopic};
 use crate::metadata::validate_topic_name;
 use crate::node::Node;
@@ -27,6 +27,7 @@ pub async fn handle(
     frame: &RequestFrame,
     request: CreateTopicsRequest,
 ) -> Result<Reply, HandlerError> {
+    let meta = shard.metadata();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for t in &request.topics {
         *seen.entry(t.name.0.to_string()).or_default() += 1;
@@ -40,6 +41,13 @@ pub async fn handle(
                 return Err((
                     Kafka::InvalidRequest.code(),
                     format!("Create topics request from client contains multiple entries for the following topics: {name}"),
+                ));
+            }
+            // As Kafka: Create on the cluster or on the topic.
+            if !authz::may_create_topic(shard, &meta, frame, &name) {
+                return Err((
+                    Kafka::TopicAuthorizationFailed.code(),
+                    "Authorization failed.".to_string(),
                 ));
             }
             check_topic(shard, t).map(|(partitions, replication_factor, configs)| NewTopic {

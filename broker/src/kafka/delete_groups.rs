@@ -9,6 +9,7 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
@@ -23,7 +24,19 @@ pub async fn handle(
         let call = GroupCall::Delete(group_id.to_string());
         let mut r = DeletableGroupResult::default();
         r.group_id = group_id.clone();
-        r.error_code = match groups::call(shard, group_id, call).await {
+        // As Kafka: Delete on the group.
+        let allowed = if super::authz::check(
+            shard,
+            frame,
+            Operation::Delete,
+            ResourceType::Group,
+            group_id,
+        ) {
+            Ok(())
+        } else {
+            Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
+        };
+        r.error_code = match groups::call_if(allowed, shard, group_id, call).await {
             Ok(GroupAnswer::Code(code)) => code,
             Ok(_) => UNKNOWN_SERVER_ERROR,
             Err(code) => code,

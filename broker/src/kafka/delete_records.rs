@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::route;
 
@@ -25,8 +26,18 @@ pub async fn handle(
     let mut items = Vec::new();
     for t in &request.topics {
         let found = meta.topic(t.name.0.as_str());
+        // As Kafka: Delete on the topic.
+        let deletable = super::authz::allowed(
+            shard,
+            &meta,
+            frame,
+            Operation::Delete,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        );
         for p in &t.partitions {
             slots.push(match found {
+                _ if !deletable => Err((Kafka::TopicAuthorizationFailed.code(), -1)),
                 Some(f) if p.partition_index >= 0 && p.partition_index < f.partitions => {
                     if p.offset < -1 {
                         Err((Kafka::OffsetOutOfRange.code(), -1))

@@ -9,7 +9,8 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 use uuid::Uuid;
 
-use super::{respond, str_bytes, HandlerError, Reply};
+use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::cluster::admin::AdminOp;
 use crate::node::Node;
 use crate::route;
@@ -40,6 +41,45 @@ pub async fn handle(
             .map(|n| (Some(n.0.to_string()), Uuid::nil(), None))
             .collect()
     };
+    // As Kafka: Delete on each topic (Describe first when named by id,
+    // so that an id hides a topic one may not see).
+    let wanted: Vec<(Option<String>, Uuid, Option<Kafka>)> = wanted
+        .into_iter()
+        .map(|(name, id, refusal)| {
+            let refusal = refusal.or_else(|| {
+                let n = name.as_deref()?;
+                if !id.is_nil()
+                    && !authz::allowed(
+                        shard,
+                        &meta,
+                        frame,
+                        Operation::Describe,
+                        ResourceType::Topic,
+                        n,
+                    )
+                {
+                    Some(Kafka::UnknownTopicId)
+                } else if !authz::allowed(
+                    shard,
+                    &meta,
+                    frame,
+                    Operation::Delete,
+                    ResourceType::Topic,
+                    n,
+                ) {
+                    Some(Kafka::TopicAuthorizationFailed)
+                } else {
+                    None
+                }
+            });
+            let name = if refusal == Some(Kafka::UnknownTopicId) {
+                None
+            } else {
+                name
+            };
+            (name, id, refusal)
+        })
+        .collect();
     let to_delete: Vec<String> = wanted
         .iter()
         .filter(|(_, _, refusal)| refusal.is_none())

@@ -9,6 +9,7 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::node::Node;
 
 /// DescribeCluster endpoint types (KIP-919).
@@ -25,6 +26,22 @@ pub async fn handle(
         response.error_code = Kafka::UnsupportedEndpointType.code();
         response.error_message = Some(str_bytes("The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER"));
         return respond(frame, &response);
+    }
+    if request.include_cluster_authorized_operations {
+        // As Kafka: the operations with Describe on the cluster, else none.
+        let meta = shard.metadata();
+        response.cluster_authorized_operations =
+            if super::authz::cluster(shard, &meta, frame, Operation::Describe) {
+                super::authz::authorized_operations(
+                    shard,
+                    &meta,
+                    frame,
+                    ResourceType::Cluster,
+                    CLUSTER_NAME,
+                )
+            } else {
+                0
+            };
     }
     response.cluster_id = str_bytes(shard.metadata().cluster_id.clone());
     response.controller_id = BrokerId(super::metadata::controller_id(shard));

@@ -30,6 +30,20 @@ pub async fn handle(
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
         let name = resource.resource_name.as_str();
+        let refused = super::authz::config_refusal(
+            shard,
+            &meta,
+            frame,
+            crate::acl::Operation::DescribeConfigs,
+            resource.resource_type,
+            name,
+        );
+        if let Some((code, message)) = refused {
+            result.error_code = code;
+            result.error_message = Some(super::str_bytes(message));
+            response.results.push(result);
+            continue;
+        }
         let described: Result<Vec<Described>, (Kafka, String)> = match resource.resource_type {
             RESOURCE_TOPIC => match meta.topic(name) {
                 Some(t) => Ok(describe_topic(&shard.config, &t.configs)),

@@ -9,6 +9,7 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
@@ -18,13 +19,36 @@ pub async fn handle(
     frame: &RequestFrame,
     request: DescribeGroupsRequest,
 ) -> Result<Reply, HandlerError> {
+    let meta = shard.metadata();
     let mut response = DescribeGroupsResponse::default();
     for group_id in &request.groups {
         let call = GroupCall::Describe(group_id.to_string());
         let mut d = DescribedGroup::default();
         d.group_id = group_id.clone();
         d.authorized_operations = i32::MIN;
-        match groups::call(shard, group_id, call).await {
+        // As Kafka: Describe on the group.
+        let allowed = if super::authz::allowed(
+            shard,
+            &meta,
+            frame,
+            Operation::Describe,
+            ResourceType::Group,
+            group_id,
+        ) {
+            if request.include_authorized_operations && frame.api_version() >= 3 {
+                d.authorized_operations = super::authz::authorized_operations(
+                    shard,
+                    &meta,
+                    frame,
+                    ResourceType::Group,
+                    group_id,
+                );
+            }
+            Ok(())
+        } else {
+            Err(kafka_protocol::ResponseError::GroupAuthorizationFailed.code())
+        };
+        match groups::call_if(allowed, shard, group_id, call).await {
             Ok(GroupAnswer::Described(g)) => {
                 d.error_code = g.error_code;
                 d.group_state = str_bytes(g.state);

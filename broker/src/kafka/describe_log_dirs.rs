@@ -11,6 +11,7 @@ use kafka_protocol::messages::{DescribeLogDirsRequest, DescribeLogDirsResponse, 
 use net::RequestFrame;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::Operation;
 use crate::node::Node;
 use crate::route;
 
@@ -23,6 +24,15 @@ pub async fn handle(
     request: DescribeLogDirsRequest,
 ) -> Result<Reply, HandlerError> {
     let meta = shard.metadata();
+    // As Kafka: Describe on the cluster, else no directory (and the error
+    // from v3).
+    if !super::authz::cluster(shard, &meta, frame, Operation::Describe) {
+        let mut response = DescribeLogDirsResponse::default();
+        if frame.api_version() >= 3 {
+            response.error_code = kafka_protocol::ResponseError::ClusterAuthorizationFailed.code();
+        }
+        return respond(frame, &response);
+    }
     // Partitions this broker hosts among those asked (all when null);
     // others are left out, as Kafka does.
     let wanted: Vec<(String, i32)> = match &request.topics {

@@ -12,6 +12,7 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::{respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::partition::ProducersAnswer;
 use crate::route;
@@ -28,8 +29,18 @@ pub async fn handle(
     let mut items = Vec::new();
     for t in &request.topics {
         let found = meta.topic(t.name.0.as_str());
+        // As Kafka: Read on the topic.
+        let readable = super::authz::allowed(
+            shard,
+            &meta,
+            frame,
+            Operation::Read,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        );
         for &p in &t.partition_indexes {
             slots.push(match found {
+                _ if !readable => Err(Kafka::TopicAuthorizationFailed.code()),
                 Some(f) if p >= 0 && p < f.partitions => {
                     items.push((f.name.clone(), p));
                     Ok(items.len() - 1)

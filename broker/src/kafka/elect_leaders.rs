@@ -16,6 +16,7 @@ use replication::controller::{Command, MetadataError};
 use replication::partition_state::ElectError;
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::Operation;
 use crate::node::Node;
 
 const PREFERRED: i8 = 0;
@@ -33,6 +34,25 @@ pub async fn handle(
     }
     let unclean = request.election_type == UNCLEAN;
     let meta = shard.metadata();
+    // As Kafka: Alter on the cluster, else every partition named is refused.
+    if !super::authz::cluster(shard, &meta, frame, Operation::Alter) {
+        let refused = Kafka::ClusterAuthorizationFailed.code();
+        if frame.api_version() >= 1 {
+            response.error_code = refused;
+        }
+        for t in request.topic_partitions.iter().flatten() {
+            let mut result = ReplicaElectionResult::default();
+            result.topic = t.topic.clone();
+            for &p in &t.partitions {
+                let mut r = PartitionResult::default();
+                r.partition_id = p;
+                r.error_code = refused;
+                result.partition_result.push(r);
+            }
+            response.replica_election_results.push(result);
+        }
+        return respond(frame, &response);
+    }
     // (topic, partitions) to elect, in request order.
     let wanted: Vec<(TopicName, Vec<i32>)> = match &request.topic_partitions {
         Some(named) => named

@@ -1,7 +1,9 @@
 //! Fetch (v4-v18): reads each partition on its owning shard and answers
 //! with the stored batches as they are (zero copy, see `net::fetch`).
 //! Long polling: with less than `min_bytes` ready, waits up to
-//! `max_wait_ms`, woken by appends to any partition asked for.
+//! `max_wait_ms`, woken by appends to any partition asked for. Read on
+//! each topic is needed (ClusterAction for a follower's fetch), else
+//! TOPIC_AUTHORIZATION_FAILED per partition.
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,8 @@ use kafka_protocol::ResponseError as Kafka;
 use net::fetch::{encode_fetch_response, FetchPartitionParts, FetchResponseParts, FetchTopicParts};
 use net::RequestFrame;
 
-use super::{HandlerError, Reply};
+use super::{authz, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::partition::{FetchItem, PartitionRead};
 use crate::route;
@@ -37,6 +40,15 @@ pub async fn handle(
     }
     let meta = shard.metadata();
     let by_id = version >= TOPIC_IDS_FROM;
+    // A follower's fetch (replica id >= 0) needs ClusterAction; a
+    // consumer's, Read on each topic.
+    let replica_id = if version >= 15 {
+        request.replica_state.replica_id.0
+    } else {
+        request.replica_id.0
+    };
+    let follower_allowed =
+        replica_id < 0 || authz::cluster(shard, &meta, frame, Operation::ClusterAction);
     // Per partition in request order: an index into `items`, or an error.
     let mut slots: Vec<Result<usize, i16>> = Vec::new();
     let mut items: Vec<FetchItem> = Vec::new();
@@ -51,8 +63,20 @@ pub async fn handle(
             topic_id: t.topic_id,
             partitions: Vec::with_capacity(t.partitions.len()),
         };
+        let name = match found {
+            Some(f) => Some(f.name.as_str()),
+            None if by_id => None,
+            None => Some(t.topic.0.as_str()),
+        };
+        let readable = follower_allowed
+            && name.is_some_and(|n| {
+                replica_id >= 0
+                    || authz::allowed(shard, &meta, frame, Operation::Read, ResourceType::Topic, n)
+            });
         for p in &t.partitions {
             let slot = match found {
+                _ if by_id && found.is_none() => Err(Kafka::UnknownTopicId.code()),
+                _ if !readable => Err(Kafka::TopicAuthorizationFailed.code()),
                 Some(f) if p.partition >= 0 && p.partition < f.partitions => {
                     items.push(FetchItem {
                         tp: (f.name.clone(), p.partition),

@@ -12,12 +12,14 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
 use super::groups::ensure_offsets_topic;
-use super::{respond, str_bytes, HandlerError, Reply};
+use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::group::records::partition_for;
 use crate::node::Node;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 pub async fn handle(
     shard: &Rc<Node>,
@@ -45,7 +47,23 @@ pub async fn handle(
     let coordinator = |key: &str| {
         let mut c = Coordinator::default();
         c.key = str_bytes(key);
-        let leader = answer.clone().and_then(|()| {
+        // As Kafka: Describe on the group or transactional id named.
+        let (resource, refused) = if request.key_type == KEY_TYPE_GROUP {
+            (ResourceType::Group, Kafka::GroupAuthorizationFailed)
+        } else {
+            (
+                ResourceType::TransactionalId,
+                Kafka::TransactionalIdAuthorizationFailed,
+            )
+        };
+        let authorized = request.key_type > KEY_TYPE_TRANSACTION
+            || authz::allowed(shard, &meta, frame, Operation::Describe, resource, key);
+        let leader = if authorized {
+            answer.clone()
+        } else {
+            Err((refused.code(), refused.to_string()))
+        };
+        let leader = leader.and_then(|()| {
             let topic = meta.topic(OFFSETS_TOPIC).ok_or((
                 Kafka::CoordinatorNotAvailable.code(),
                 "the offsets topic is not there yet".to_string(),

@@ -75,6 +75,18 @@ pub async fn call(shard: &Rc<Node>, group_id: &str, call: GroupCall) -> Result<G
     }
 }
 
+/// `call`, once the authorization check `allowed` passed; its error code
+/// otherwise (GROUP_AUTHORIZATION_FAILED), the group untouched.
+pub async fn call_if(
+    allowed: Result<(), i16>,
+    shard: &Rc<Node>,
+    group_id: &str,
+    group_call: GroupCall,
+) -> Result<GroupAnswer, i16> {
+    allowed?;
+    call(shard, group_id, group_call).await
+}
+
 /// Asks every shard (ListGroups).
 pub async fn call_all(shard: &Rc<Node>, make: impl Fn() -> GroupCall) -> Vec<GroupAnswer> {
     let mut out = Vec::with_capacity(shard.nr_shards);

@@ -28,7 +28,14 @@ pub async fn handle(
             instance: request.group_instance_id.as_ref().map(|s| s.to_string()),
             generation: request.generation_id,
         };
-        match groups::call(shard, &group_id, call).await {
+        match groups::call_if(
+            super::authz::group_read(shard, frame, &group_id),
+            shard,
+            &group_id,
+            call,
+        )
+        .await
+        {
             Ok(GroupAnswer::Code(code)) => code,
             Ok(_) => UNKNOWN_SERVER_ERROR,
             Err(code) => code,

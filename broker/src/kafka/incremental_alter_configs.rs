@@ -18,10 +18,19 @@ pub async fn handle(
     frame: &RequestFrame,
     request: IncrementalAlterConfigsRequest,
 ) -> Result<Reply, HandlerError> {
+    let meta = shard.metadata();
     let resources = request
         .resources
         .into_iter()
         .map(|r| {
+            let refusal = super::authz::config_refusal(
+                shard,
+                &meta,
+                frame,
+                crate::acl::Operation::AlterConfigs,
+                r.resource_type,
+                r.resource_name.as_str(),
+            );
             let ops = r
                 .configs
                 .into_iter()
@@ -36,7 +45,7 @@ pub async fn handle(
             (
                 r.resource_type,
                 r.resource_name,
-                None,
+                refusal,
                 ConfigChange::Incremental(ops),
             )
         })

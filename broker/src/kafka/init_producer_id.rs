@@ -1,6 +1,8 @@
 //! InitProducerId (v0-v5) for idempotent producers: a fresh producer id
 //! from this shard's block (`producer_ids`). Transactions are not
-//! supported yet: a request with a transactional id is refused.
+//! supported yet: a request with a transactional id is refused. As Kafka
+//! authorizes it: IdempotentWrite on the cluster or Write on some topic,
+//! Write on the transactional id when one is given.
 
 use std::rc::Rc;
 
@@ -8,7 +10,8 @@ use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, Pr
 use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
-use super::{respond, HandlerError, Reply};
+use super::{authz, respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::node::Node;
 
 pub async fn handle(
@@ -19,6 +22,50 @@ pub async fn handle(
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
+    let meta = node.metadata();
+    // As Kafka: Write on the transactional id; without one, IdempotentWrite
+    // on the cluster or Write on some topic.
+    let authorized = match &request.transactional_id {
+        Some(id) => authz::allowed(
+            node,
+            &meta,
+            frame,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        ),
+        None => {
+            authz::allowed_quietly(
+                node,
+                &meta,
+                frame,
+                Operation::IdempotentWrite,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            ) || meta.acl_index.may_on_some(
+                &node.acl,
+                &frame.principal,
+                frame.peer.map(|p| p.ip()),
+                Operation::Write,
+                ResourceType::Topic,
+            )
+        }
+    };
+    if !authorized {
+        response.error_code = if request.transactional_id.is_some() {
+            Kafka::TransactionalIdAuthorizationFailed.code()
+        } else {
+            authz::note_denied(
+                node,
+                frame,
+                Operation::IdempotentWrite,
+                ResourceType::Cluster,
+                CLUSTER_NAME,
+            );
+            Kafka::ClusterAuthorizationFailed.code()
+        };
+        return respond(frame, &response);
+    }
     if request.transactional_id.is_some() {
         // Transactions come later; say so rather than pretend.
         response.error_code = Kafka::UnsupportedVersion.code();

@@ -46,7 +46,14 @@ pub async fn handle(
         group_id: group_id.clone(),
         request: join,
     };
-    let answer = match groups::call(shard, &group_id, call).await {
+    let answer = match groups::call_if(
+        super::authz::group_read(shard, frame, &group_id),
+        shard,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupAnswer::Join(a)) => a,
         Ok(_) => crate::group::classic::join_error(UNKNOWN_SERVER_ERROR, &request.member_id),
         Err(code) => crate::group::classic::join_error(code, &request.member_id),

@@ -41,7 +41,14 @@ pub async fn handle(
             group_id: group_id.clone(),
             members: members.clone(),
         };
-        match groups::call(shard, &group_id, call).await {
+        match groups::call_if(
+            super::authz::group_read(shard, frame, &group_id),
+            shard,
+            &group_id,
+            call,
+        )
+        .await
+        {
             Ok(GroupAnswer::Codes(top, codes)) => (top, codes),
             Ok(_) => (
                 UNKNOWN_SERVER_ERROR,

@@ -9,6 +9,7 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::group::coordinator::{GroupAnswer, GroupCall};
 use crate::node::Node;
 
@@ -27,12 +28,35 @@ pub async fn handle(
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
+    // As Kafka: every group with Describe on the cluster, else those the
+    // principal may describe, the others left out without a word.
+    let meta = shard.metadata();
+    let all = super::authz::allowed_quietly(
+        shard,
+        &meta,
+        frame,
+        Operation::Describe,
+        ResourceType::Cluster,
+        CLUSTER_NAME,
+    );
     let mut response = ListGroupsResponse::default();
     for answer in groups::call_all(shard, || GroupCall::List).await {
         let GroupAnswer::List(listed) = answer else {
             continue;
         };
         for g in listed {
+            let describable = all
+                || super::authz::allowed_quietly(
+                    shard,
+                    &meta,
+                    frame,
+                    Operation::Describe,
+                    ResourceType::Group,
+                    &g.group_id,
+                );
+            if !describable {
+                continue;
+            }
             if !states.is_empty() && !states.contains(&g.state.to_lowercase()) {
                 continue;
             }

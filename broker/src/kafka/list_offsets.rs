@@ -12,7 +12,8 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
-use super::{respond, HandlerError, Reply};
+use super::{authz, respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::partition::OffsetAnswer;
 use crate::partition::EARLIEST_TIMESTAMP;
@@ -31,6 +32,15 @@ pub async fn handle(
     let mut items = Vec::new();
     for t in &request.topics {
         let found = meta.topic(t.name.0.as_str());
+        // As Kafka: Describe on the topic.
+        let describable = authz::allowed(
+            shard,
+            &meta,
+            frame,
+            Operation::Describe,
+            ResourceType::Topic,
+            t.name.0.as_str(),
+        );
         for p in &t.partitions {
             let nothing = OffsetAnswer {
                 error_code: 0,
@@ -38,6 +48,10 @@ pub async fn handle(
                 offset: -1,
             };
             slots.push(match found {
+                _ if !describable => Err(OffsetAnswer {
+                    error_code: Kafka::TopicAuthorizationFailed.code(),
+                    ..nothing
+                }),
                 Some(f) if p.partition_index >= 0 && p.partition_index < f.partitions => {
                     match p.timestamp {
                         LATEST_TIERED_TIMESTAMP => Err(nothing),

@@ -1,7 +1,11 @@
 //! Metadata: the live brokers, the controller leader, and the topics asked
 //! for (all when the list is null, or empty in v0) with each partition's
 //! leader, leader epoch, replicas, ISR and offline replicas, auto-creating
-//! unknown topics when the config and the request allow it.
+//! unknown topics when the config, the request and the ACLs allow it.
+//! Only topics the principal may Describe are listed; one asked for by
+//! name that it may not describe answers TOPIC_AUTHORIZATION_FAILED, as
+//! Kafka does, and KIP-430's authorized operations are computed when
+//! asked for.
 
 use std::rc::Rc;
 
@@ -13,7 +17,8 @@ use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 use uuid::Uuid;
 
-use super::{respond, str_bytes, topics, HandlerError, Reply};
+use super::{authz, respond, str_bytes, topics, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType, CLUSTER_NAME};
 use crate::metadata::{validate_topic_name, TopicMeta};
 use crate::node::Node;
 use crate::shard::Shard;
@@ -35,18 +40,61 @@ pub async fn handle(
     response.brokers = brokers(shard, frame.listener);
     response.cluster_id = Some(str_bytes(shard.metadata().cluster_id.clone()));
     response.controller_id = BrokerId(controller_id(shard));
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    let meta = shard.metadata();
+    response.cluster_authorized_operations =
+        if request.include_cluster_authorized_operations && (8..=10).contains(&version) {
+            authz::authorized_operations(shard, &meta, frame, ResourceType::Cluster, CLUSTER_NAME)
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        };
+    let with_ops = request.include_topic_authorized_operations && version >= 8;
+    let described = |t: &TopicMeta| {
+        let mut out = topic(shard, t);
+        if with_ops {
+            out.topic_authorized_operations =
+                authz::authorized_operations(shard, &meta, frame, ResourceType::Topic, &t.name);
+        }
+        out
+    };
+    let describable = |name: &str, logged: bool| {
+        let check = if logged {
+            authz::allowed
+        } else {
+            authz::allowed_quietly
+        };
+        check(
+            shard,
+            &meta,
+            frame,
+            Operation::Describe,
+            ResourceType::Topic,
+            name,
+        )
+    };
     match requested {
         None => {
-            let meta = shard.metadata();
-            response.topics = meta.topics.values().map(|t| topic(shard, t)).collect();
+            // Every topic the principal may describe; the others are left
+            // out without a word, as Kafka does.
+            response.topics = meta
+                .topics
+                .values()
+                .filter(|t| describable(&t.name, false))
+                .map(described)
+                .collect();
         }
         Some(asked) => {
             let allow_auto_create = version < 4 || request.allow_auto_topic_creation;
-            if allow_auto_create {
+            let auto_create = allow_auto_create && shard.config.auto_create_topics;
+            if auto_create {
                 let names: Vec<String> = asked
                     .iter()
-                    .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+                    .filter_map(|t| t.name.as_ref().map(|n| n.0.as_str()))
+                    .filter(|n| {
+                        meta.topic(n).is_none()
+                            && describable(n, true)
+                            && authz::may_create_topic(shard, &meta, frame, n)
+                    })
+                    .map(str::to_string)
                     .collect();
                 topics::auto_create(shard, &names).await;
             }
@@ -54,13 +102,25 @@ pub async fn handle(
             response.topics = asked
                 .iter()
                 .map(|t| match &t.name {
+                    // Kafka names a topic the principal may not describe,
+                    // or may not create when it would be created, with
+                    // TOPIC_AUTHORIZATION_FAILED and no more.
+                    Some(name) if !describable(name.0.as_str(), true) => missing(
+                        Kafka::TopicAuthorizationFailed,
+                        Some(name.0.as_str()),
+                        Uuid::nil(),
+                    ),
                     Some(name) => {
                         let name = name.0.as_str();
                         match meta.topic(name) {
-                            Some(found) => topic(shard, found),
+                            Some(found) => described(found),
                             None => {
                                 let error = if validate_topic_name(name).is_err() {
                                     Kafka::InvalidTopicException
+                                } else if auto_create
+                                    && !authz::may_create_topic(shard, &meta, frame, name)
+                                {
+                                    Kafka::TopicAuthorizationFailed
                                 } else {
                                     Kafka::UnknownTopicOrPartition
                                 };
@@ -68,8 +128,13 @@ pub async fn handle(
                             }
                         }
                     }
-                    None => match meta.topic_by_id(t.topic_id) {
-                        Some(found) => topic(shard, found),
+                    // By id: a topic the principal may not describe is as
+                    // unknown as one that is not there.
+                    None => match meta
+                        .topic_by_id(t.topic_id)
+                        .filter(|found| describable(&found.name, true))
+                    {
+                        Some(found) => described(found),
                         None => missing(Kafka::UnknownTopicId, None, t.topic_id),
                     },
                 })
@@ -161,6 +226,7 @@ fn missing(error: Kafka, name: Option<&str>, topic_id: Uuid) -> MetadataResponse
     let mut out = MetadataResponseTopic::default();
     out.error_code = error.code();
     out.name = name.map(|n| TopicName(str_bytes(n)));
+    out.is_internal = name == Some(crate::group::coordinator::OFFSETS_TOPIC);
     out.topic_id = topic_id;
     out.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     out

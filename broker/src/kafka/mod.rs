@@ -13,8 +13,10 @@ use net::RequestFrame;
 
 use crate::node::Node;
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
+pub(crate) mod authz;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;
@@ -54,6 +56,15 @@ mod describe_user_scram_credentials {
 }
 mod alter_user_scram_credentials {
     pub(super) use super::user_scram_credentials::alter as handle;
+}
+mod create_acls {
+    pub(super) use super::acls::create as handle;
+}
+mod describe_acls {
+    pub(super) use super::acls::describe as handle;
+}
+mod delete_acls {
+    pub(super) use super::acls::delete as handle;
 }
 
 /// What a handler asks the connection to do.
@@ -311,6 +322,15 @@ pub fn apis() -> &'static [Api] {
                 0,
                 0
             ),
+            api!(ApiKey::CreateAcls, create_acls, m::CreateAclsRequest, 1, 3),
+            api!(
+                ApiKey::DescribeAcls,
+                describe_acls,
+                m::DescribeAclsRequest,
+                1,
+                3
+            ),
+            api!(ApiKey::DeleteAcls, delete_acls, m::DeleteAclsRequest, 1, 3),
         ]
     })
 }

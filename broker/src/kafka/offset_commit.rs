@@ -11,9 +11,11 @@ use net::RequestFrame;
 
 use super::groups;
 use super::{respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{GroupAnswer, GroupCall, OffsetCommit};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
+use kafka_protocol::ResponseError;
 
 pub async fn handle(
     shard: &Rc<Node>,
@@ -21,6 +23,27 @@ pub async fn handle(
     request: OffsetCommitRequest,
 ) -> Result<Reply, HandlerError> {
     let group_id = request.group_id.to_string();
+    // As Kafka: Read on the group, or every partition is refused; Read on
+    // each topic, or its partitions are.
+    let group_allowed = super::authz::group_read(shard, frame, &group_id);
+    let group_refused = group_allowed.err();
+    let meta = shard.metadata();
+    let readable: Vec<bool> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let ok = super::authz::allowed(
+                shard,
+                &meta,
+                frame,
+                Operation::Read,
+                ResourceType::Topic,
+                t.name.as_str(),
+            );
+            t.partitions.iter().map(move |_| ok)
+        })
+        .collect();
+    let mut readable_flags = readable.iter();
     let offsets: Vec<(String, i32, i64, i32, Option<String>)> = request
         .topics
         .iter()
@@ -35,6 +58,7 @@ pub async fn handle(
                 )
             })
         })
+        .filter(|_| readable_flags.next().copied().unwrap_or(false))
         .collect();
     let n = offsets.len();
     let call = GroupCall::Commit(OffsetCommit {
@@ -44,7 +68,7 @@ pub async fn handle(
         generation: request.generation_id_or_member_epoch,
         offsets,
     });
-    let codes = match groups::call(shard, &group_id, call).await {
+    let codes = match groups::call_if(group_allowed, shard, &group_id, call).await {
         // A group-level refusal applies to every partition.
         Ok(GroupAnswer::Codes(top, codes)) if top != 0 => vec![top; codes.len()],
         Ok(GroupAnswer::Codes(_, codes)) => codes,
@@ -52,6 +76,14 @@ pub async fn handle(
         Err(code) => vec![code; n],
     };
     let mut codes = codes.into_iter();
+    let topic_refused = group_refused.unwrap_or(ResponseError::TopicAuthorizationFailed.code());
+    let mut codes = readable.into_iter().map(move |ok| {
+        if ok && group_refused.is_none() {
+            codes.next().unwrap_or(UNKNOWN_SERVER_ERROR)
+        } else {
+            topic_refused
+        }
+    });
     let mut response = OffsetCommitResponse::default();
     response.topics = request
         .topics

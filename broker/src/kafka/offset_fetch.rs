@@ -11,20 +11,36 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use net::RequestFrame;
 
 use super::groups;
-use super::{respond, str_bytes, HandlerError, Reply};
+use super::{authz, respond, str_bytes, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::{FetchedOffset, GroupAnswer, GroupCall};
 use crate::group::errors::UNKNOWN_SERVER_ERROR;
 use crate::node::Node;
+use kafka_protocol::ResponseError;
 
 type Topics = Option<Vec<(String, Vec<i32>)>>;
 
 /// One group's answer: a group-level error code and its offsets, grouped by
 /// topic in the order asked (or in topic order when all were asked for).
+/// As Kafka: Describe on the group, or GROUP_AUTHORIZATION_FAILED;
+/// Describe on each topic asked for, or TOPIC_AUTHORIZATION_FAILED for its
+/// partitions; when all were asked for, those not describable are left out.
 async fn fetch(
     shard: &Rc<Node>,
+    frame: &RequestFrame,
     group_id: &str,
     topics: Topics,
 ) -> (i16, Vec<(String, Vec<FetchedOffset>)>) {
+    if !authz::check(
+        shard,
+        frame,
+        Operation::Describe,
+        ResourceType::Group,
+        group_id,
+    ) {
+        return (ResponseError::GroupAuthorizationFailed.code(), Vec::new());
+    }
+    let all = topics.is_none();
     let call = GroupCall::FetchOffsets {
         group_id: group_id.to_string(),
         topics,
@@ -34,8 +50,39 @@ async fn fetch(
         Ok(_) => (UNKNOWN_SERVER_ERROR, Vec::new()),
         Err(code) => (code, Vec::new()),
     };
+    let meta = shard.metadata();
     let mut by_topic: Vec<(String, Vec<FetchedOffset>)> = Vec::new();
-    for o in offsets {
+    let mut last: Option<(String, bool)> = None;
+    for mut o in offsets {
+        let describable = match &last {
+            Some((t, ok)) if *t == o.topic => *ok,
+            _ => {
+                let check = if all {
+                    authz::allowed_quietly
+                } else {
+                    authz::allowed
+                };
+                let ok = check(
+                    shard,
+                    &meta,
+                    frame,
+                    Operation::Describe,
+                    ResourceType::Topic,
+                    &o.topic,
+                );
+                last = Some((o.topic.clone(), ok));
+                ok
+            }
+        };
+        if !describable {
+            if all {
+                continue;
+            }
+            o.offset = -1;
+            o.leader_epoch = -1;
+            o.metadata.clear();
+            o.error_code = ResponseError::TopicAuthorizationFailed.code();
+        }
         match by_topic.last_mut() {
             Some((t, list)) if *t == o.topic => list.push(o),
             _ => by_topic.push((o.topic.clone(), vec![o])),
@@ -58,7 +105,7 @@ pub async fn handle(
                     .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let (error, by_topic) = fetch(shard, &g.group_id, topics).await;
+            let (error, by_topic) = fetch(shard, frame, &g.group_id, topics).await;
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
             rg.error_code = error;
@@ -91,7 +138,7 @@ pub async fn handle(
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let (error, by_topic) = fetch(shard, &request.group_id, asked.clone()).await;
+    let (error, by_topic) = fetch(shard, frame, &request.group_id, asked.clone()).await;
     if version >= 2 {
         response.error_code = error;
     }

@@ -12,19 +12,45 @@ use kafka_protocol::messages::offset_for_leader_epoch_response::{
 use kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 use net::RequestFrame;
 
-use super::{respond, HandlerError, Reply};
+use super::{authz, respond, HandlerError, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::node::Node;
 use crate::route;
+use kafka_protocol::ResponseError as Kafka;
 
 pub async fn handle(
     shard: &Rc<Node>,
     frame: &RequestFrame,
     request: OffsetForLeaderEpochRequest,
 ) -> Result<Reply, HandlerError> {
+    let meta = shard.metadata();
+    // As Kafka: ClusterAction for a follower (replica id >= 0), else
+    // Describe on each topic.
+    let follower = request.replica_id.0 >= 0;
+    let allowed: Vec<bool> = request
+        .topics
+        .iter()
+        .map(|t| {
+            if follower {
+                authz::cluster(shard, &meta, frame, Operation::ClusterAction)
+            } else {
+                authz::allowed(
+                    shard,
+                    &meta,
+                    frame,
+                    Operation::Describe,
+                    ResourceType::Topic,
+                    t.topic.0.as_str(),
+                )
+            }
+        })
+        .collect();
     let items: Vec<_> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&allowed)
+        .filter(|(_, &ok)| ok)
+        .flat_map(|(t, _)| {
             t.partitions.iter().map(|p| {
                 (
                     (t.topic.0.to_string(), p.partition),
@@ -35,12 +61,17 @@ pub async fn handle(
         })
         .collect();
     let mut answers = route::epoch_ends(shard, items).await.into_iter();
+    let refused = (Kafka::TopicAuthorizationFailed.code(), -1, -1);
     let mut response = OffsetForLeaderEpochResponse::default();
-    for t in &request.topics {
+    for (t, &ok) in request.topics.iter().zip(&allowed) {
         let mut result = OffsetForLeaderTopicResult::default();
         result.topic = t.topic.clone();
         for p in &t.partitions {
-            let (error_code, leader_epoch, end_offset) = answers.next().unwrap_or((-1, -1, -1));
+            let (error_code, leader_epoch, end_offset) = if ok {
+                answers.next().unwrap_or((-1, -1, -1))
+            } else {
+                refused
+            };
             let mut e = EpochEndOffset::default();
             e.partition = p.partition;
             e.error_code = error_code;

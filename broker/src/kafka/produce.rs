@@ -4,7 +4,9 @@
 //! metadata); acks 0 and 1 answer once the leader's log has the records
 //! as its fsync policy requires, acks -1 once the in-sync replicas have
 //! them too (the high watermark covers them), within the request timeout.
-//! Unknown topics are auto-created when allowed.
+//! Unknown topics are auto-created when allowed. As Kafka authorizes it:
+//! Write on each topic (TOPIC_AUTHORIZATION_FAILED per partition), Write
+//! on the transactional id if one is given.
 
 use std::rc::Rc;
 
@@ -13,7 +15,8 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use kafka_protocol::ResponseError as Kafka;
 use net::RequestFrame;
 
-use super::{str_bytes, topics, HandlerError, HandlerFuture, Reply};
+use super::{authz, str_bytes, topics, HandlerError, HandlerFuture, Reply};
+use crate::acl::{Operation, ResourceType};
 use crate::group::coordinator::OFFSETS_TOPIC;
 use crate::metadata::validate_topic_name;
 use crate::node::Node;
@@ -44,11 +47,48 @@ pub async fn place(
     let by_id = version >= TOPIC_IDS_FROM;
     let acks = request.acks;
     let internal_allowed = frame.header.client_id.as_deref() == Some("__admin_client");
-    if !by_id {
+    let meta = shard.metadata();
+    // As Kafka: a transactional producer needs Write on its id, or the
+    // whole request is refused.
+    let transaction_refused = request.transactional_id.as_ref().is_some_and(|id| {
+        !authz::allowed(
+            shard,
+            &meta,
+            frame,
+            Operation::Write,
+            ResourceType::TransactionalId,
+            id.0.as_str(),
+        )
+    });
+    // Write on each topic, by name once resolved.
+    let writable: Vec<bool> = request
+        .topic_data
+        .iter()
+        .map(|t| {
+            let name = if by_id {
+                meta.topic_by_id(t.topic_id).map(|f| f.name.as_str())
+            } else {
+                Some(t.name.0.as_str())
+            };
+            name.is_some_and(|n| {
+                authz::allowed(
+                    shard,
+                    &meta,
+                    frame,
+                    Operation::Write,
+                    ResourceType::Topic,
+                    n,
+                )
+            })
+        })
+        .collect();
+    if !by_id && !transaction_refused {
         let names: Vec<String> = request
             .topic_data
             .iter()
-            .map(|t| t.name.0.to_string())
+            .zip(&writable)
+            .filter(|(t, &w)| w && authz::may_create_topic(shard, &meta, frame, t.name.0.as_str()))
+            .map(|(t, _)| t.name.0.to_string())
             .collect();
         topics::auto_create(shard, &names).await;
     }
@@ -58,7 +98,7 @@ pub async fn place(
     let mut slots: Vec<Result<usize, PartitionWrite>> = Vec::new();
     let mut items: Vec<ProduceItem> = Vec::new();
     let mut names: Vec<(TopicName, uuid::Uuid)> = Vec::new();
-    for t in &request.topic_data {
+    for (t, &writable) in request.topic_data.iter().zip(&writable) {
         let found = if by_id {
             meta.topic_by_id(t.topic_id)
         } else {
@@ -71,6 +111,12 @@ pub async fn place(
         for p in &t.partition_data {
             let refusal = if !(-1..=1).contains(&acks) {
                 Some(Kafka::InvalidRequiredAcks)
+            } else if transaction_refused {
+                Some(Kafka::TransactionalIdAuthorizationFailed)
+            } else if by_id && found.is_none() {
+                Some(Kafka::UnknownTopicId)
+            } else if !writable {
+                Some(Kafka::TopicAuthorizationFailed)
             } else if let Some(topic) = found {
                 if topic.name == OFFSETS_TOPIC && !internal_allowed {
                     // Only the coordinator writes group state, as in Kafka

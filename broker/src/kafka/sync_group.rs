@@ -37,7 +37,14 @@ pub async fn handle(
         request: sync,
     };
     let mut response = SyncGroupResponse::default();
-    match groups::call(shard, &group_id, call).await {
+    match groups::call_if(
+        super::authz::group_read(shard, frame, &group_id),
+        shard,
+        &group_id,
+        call,
+    )
+    .await
+    {
         Ok(GroupAnswer::Sync(a)) => {
             response.error_code = a.error_code;
             response.protocol_type = a.protocol_type.map(str_bytes);

@@ -21,6 +21,7 @@ use replication::controller::SubmitError;
 use replication::controller::{Command, ScramRecord};
 
 use super::{respond, str_bytes, HandlerError, Reply};
+use crate::acl::Operation;
 use crate::node::Node;
 use crate::peers::Peers;
 use crate::security::scram::{Mechanism, ScramCredential, ITERATIONS_MAX, ITERATIONS_MIN};
@@ -32,6 +33,12 @@ pub async fn describe(
 ) -> Result<Reply, HandlerError> {
     let meta = shard.metadata();
     let mut response = DescribeUserScramCredentialsResponse::default();
+    // As Kafka: Describe on the cluster.
+    if !super::authz::cluster(shard, &meta, frame, Operation::Describe) {
+        response.error_code = Kafka::ClusterAuthorizationFailed.code();
+        response.error_message = Some(str_bytes(Kafka::ClusterAuthorizationFailed.to_string()));
+        return respond(frame, &response);
+    }
     // Null or empty: every user, as Kafka reads it.
     let asked: Vec<String> = match &request.users {
         Some(users) if !users.is_empty() => users.iter().map(|u| u.name.to_string()).collect(),
@@ -111,7 +118,17 @@ pub async fn alter(
     }
     let meta = shard.metadata();
     let mut response = AlterUserScramCredentialsResponse::default();
+    // As Kafka: Alter on the cluster, else every user's change is refused.
+    let allowed = super::authz::cluster(shard, &meta, frame, Operation::Alter);
     for user in users {
+        if !allowed {
+            let mut result = AlterUserScramCredentialsResult::default();
+            result.user = str_bytes(user);
+            result.error_code = Kafka::ClusterAuthorizationFailed.code();
+            result.error_message = Some(str_bytes(Kafka::ClusterAuthorizationFailed.to_string()));
+            response.results.push(result);
+            continue;
+        }
         let mine: Vec<&Change> = changes.iter().filter(|c| c.0 == user).collect();
         let stored: Vec<i8> = meta
             .scram_credentials

@@ -49,6 +49,9 @@ pub struct ShardMetrics {
     reauthentications: std::cell::RefCell<std::collections::BTreeMap<(&'static str, String), u64>>,
     /// Connections closed because their SASL session expired.
     sessions_expired: Cell<u64>,
+    /// Operations the authorizer refused, by (resource type, operation).
+    authorizations_denied:
+        std::cell::RefCell<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
     /// Influx line-protocol points stored, and lines refused as malformed.
     influx_points: Cell<u64>,
     influx_lines_malformed: Cell<u64>,
@@ -83,6 +86,7 @@ impl Default for ShardMetrics {
             ingest_http_authentications_failed: Cell::new(0),
             reauthentications: Default::default(),
             sessions_expired: Cell::new(0),
+            authorizations_denied: Default::default(),
             influx_points: Cell::new(0),
             influx_lines_malformed: Cell::new(0),
             prometheus_samples: Cell::new(0),
@@ -168,6 +172,12 @@ impl ShardMetrics {
                 .map(|((l, m), n)| (l.to_string(), m.clone(), *n))
                 .collect(),
             sessions_expired: m.sessions_expired.get(),
+            authorizations_denied: m
+                .authorizations_denied
+                .borrow()
+                .iter()
+                .map(|((r, o), n)| (r.to_string(), o.to_string(), *n))
+                .collect(),
             influx_points: m.influx_points.get(),
             influx_lines_malformed: m.influx_lines_malformed.get(),
             prometheus_samples: m.prometheus_samples.get(),
@@ -252,6 +262,15 @@ impl ShardMetrics {
         add(&self.sessions_expired, 1);
     }
 
+    /// The authorizer refused `operation` on a resource of this type.
+    pub fn authorization_denied(&self, resource_type: &'static str, operation: &'static str) {
+        *self
+            .authorizations_denied
+            .borrow_mut()
+            .entry((resource_type, operation))
+            .or_default() += 1;
+    }
+
     pub fn influx_points_stored(&self, n: u64) {
         add(&self.influx_points, n);
     }
@@ -324,6 +343,8 @@ pub struct ShardSnapshot {
     /// (listener, mechanism, count).
     pub reauthentications: Vec<(String, String, u64)>,
     pub sessions_expired: u64,
+    /// (resource type, operation, count).
+    pub authorizations_denied: Vec<(String, String, u64)>,
     pub influx_points: u64,
     pub influx_lines_malformed: u64,
     pub prometheus_samples: u64,

@@ -51,6 +51,14 @@ impl Merged {
         &self,
         f: impl Fn(&ShardSnapshot) -> &Vec<(String, String, u64)>,
     ) -> Vec<(Labels, u64)> {
+        self.by_two_labels(("listener", "mechanism"), f)
+    }
+
+    fn by_two_labels(
+        &self,
+        names: (&'static str, &'static str),
+        f: impl Fn(&ShardSnapshot) -> &Vec<(String, String, u64)>,
+    ) -> Vec<(Labels, u64)> {
         let mut total: BTreeMap<(String, String), u64> = BTreeMap::new();
         for s in &self.shards {
             for (listener, mechanism, n) in f(s) {
@@ -61,9 +69,7 @@ impl Merged {
         }
         total
             .into_iter()
-            .map(|((listener, mechanism), n)| {
-                (vec![("listener", listener), ("mechanism", mechanism)], n)
-            })
+            .map(|((listener, mechanism), n)| (vec![(names.0, listener), (names.1, mechanism)], n))
             .collect()
     }
 }
@@ -198,6 +204,12 @@ impl prometheus_client::collector::Collector for Merged {
             "sluice_sasl_reauthentications",
             "SASL re-authentications (KIP-368) completed, by listener and mechanism.",
             &self.by_listener_and_mechanism(|s| &s.reauthentications),
+        )?;
+        counter(
+            e,
+            "sluice_authorizations_denied",
+            "Operations the authorizer refused, by resource type and operation.",
+            &self.by_two_labels(("resource_type", "operation"), |s| &s.authorizations_denied),
         )?;
         counter(
             e,

@@ -6,7 +6,7 @@
 //! the password check PLAIN and HTTP Basic share (`password`), the ingest
 //! listener's HTTP authentication (`http_auth`) and its cache of checked
 //! passwords (`credential_cache`), and the credentials seeded at start
-//! (`bootstrap`).
+//! (`bootstrap`). Authorization is `crate::acl`.
 
 pub mod bootstrap;
 pub mod credential_cache;

@@ -9,7 +9,7 @@
 //! heartbeat times in memory and proposes `FenceNode` when a node's session
 //! expires; the log only records the decisions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -120,6 +120,16 @@ pub enum Command {
         /// Credentials set, each of its own `mechanism`.
         upsertions: Vec<ScramRecord>,
     },
+    /// Adds ACL bindings (CreateAcls), validated by the proposer; a
+    /// binding already there is kept once.
+    CreateAcls {
+        acls: Vec<AclRecord>,
+    },
+    /// Removes ACL bindings (DeleteAcls): the proposer matched its filters
+    /// against the bindings it saw; one no longer there is skipped.
+    DeleteAcls {
+        acls: Vec<AclRecord>,
+    },
     /// A partition leader's ISR change (a compare-and-set on the leader
     /// epoch and the partition epoch).
     AlterPartition {
@@ -170,6 +180,8 @@ impl fmt::Display for Command {
             Command::DeleteScramCredential { user, mechanism } => {
                 write!(f, "DeleteScramCredential({user}, type {mechanism})")
             }
+            Command::CreateAcls { acls } => write!(f, "CreateAcls({} bindings)", acls.len()),
+            Command::DeleteAcls { acls } => write!(f, "DeleteAcls({} bindings)", acls.len()),
             Command::AlterScramCredentials {
                 user,
                 deletions,
@@ -238,6 +250,22 @@ pub struct ScramRecord {
     pub server_key: Vec<u8>,
 }
 
+/// An ACL binding as stored, in Kafka's wire codes (resource type,
+/// pattern type, operation, permission), so that the log does not depend
+/// on the broker's model of them.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AclRecord {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    /// `User:NAME` or `User:*`.
+    pub principal: String,
+    /// A client address or `*`.
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
+}
+
 /// The answer to a command, carried back to the proposer through Raft.
 pub type CommandResult = Result<Applied, MetadataError>;
 
@@ -289,6 +317,9 @@ pub struct ClusterMetadata {
     /// SCRAM credentials by user, one per mechanism.
     #[serde(default)]
     pub scram_credentials: BTreeMap<String, Vec<ScramRecord>>,
+    /// The ACL bindings the authorizer enforces.
+    #[serde(default)]
+    pub acls: BTreeSet<AclRecord>,
 }
 
 impl ClusterMetadata {
@@ -462,6 +493,16 @@ impl ClusterMetadata {
                 }
                 if credentials.is_empty() {
                     self.scram_credentials.remove(user);
+                }
+                Ok(Applied::Done)
+            }
+            Command::CreateAcls { acls } => {
+                self.acls.extend(acls.iter().cloned());
+                Ok(Applied::Done)
+            }
+            Command::DeleteAcls { acls } => {
+                for acl in acls {
+                    self.acls.remove(acl);
                 }
                 Ok(Applied::Done)
             }
@@ -925,5 +966,32 @@ mod tests {
             !m.scram_credentials.contains_key("alice"),
             "no credential, no user"
         );
+    }
+
+    #[test]
+    fn acls_are_added_once_removed_and_kept_in_snapshots() {
+        let acl = |name: &str| AclRecord {
+            resource_type: 2,
+            resource_name: name.into(),
+            pattern_type: 3,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: 3,
+            permission: 3,
+        };
+        let mut m = ClusterMetadata::default();
+        let create = Command::CreateAcls {
+            acls: vec![acl("a"), acl("b"), acl("a")],
+        };
+        assert_eq!(m.apply(1, &create), Ok(Applied::Done));
+        assert_eq!(m.acls.len(), 2);
+        let delete = Command::DeleteAcls {
+            acls: vec![acl("a"), acl("gone")],
+        };
+        assert_eq!(m.apply(2, &delete), Ok(Applied::Done));
+        assert_eq!(m.acls.iter().collect::<Vec<_>>(), vec![&acl("b")]);
+        let json = serde_json::to_string(&m).expect("encodes");
+        let back: ClusterMetadata = serde_json::from_str(&json).expect("decodes");
+        assert_eq!(back, m);
     }
 }

@@ -42,7 +42,9 @@ use openraft::{BasicNode, Config, Raft, RaftNetworkFactory};
 
 /// The file log, at the path it has always had.
 pub use log_store::file_log;
-pub use metadata::{Applied, ClusterMetadata, Command, CommandResult, MetadataError, ScramRecord};
+pub use metadata::{
+    AclRecord, Applied, ClusterMetadata, Command, CommandResult, MetadataError, ScramRecord,
+};
 pub use runtime::GlommioRuntime;
 pub use state_machine::{AppliedMetadata, MetadataStateMachine, MetadataWatch};
 

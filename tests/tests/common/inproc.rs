@@ -50,6 +50,17 @@ pub async fn call<Q: Encodable, R: Decodable>(
     version: i16,
     req: &Q,
 ) -> R {
+    call_as(shard, net::request::ANONYMOUS, key, version, req).await
+}
+
+/// `call`, from a connection authenticated as `principal`.
+pub async fn call_as<Q: Encodable, R: Decodable>(
+    shard: &Rc<Node>,
+    principal: &str,
+    key: ApiKey,
+    version: i16,
+    req: &Q,
+) -> R {
     let header = RequestHeader::default()
         .with_request_api_key(key as i16)
         .with_request_api_version(version)
@@ -59,7 +70,8 @@ pub async fn call<Q: Encodable, R: Decodable>(
         .encode(&mut buf, key.request_header_version(version))
         .expect("header");
     req.encode(&mut buf, version).expect("body");
-    let frame = net::decode_request(buf.freeze()).expect("frame");
+    let mut frame = net::decode_request(buf.freeze()).expect("frame");
+    frame.principal = Arc::from(principal);
     let Ok(Reply::Frame(chunks)) = kafka::dispatch(shard, frame).await else {
         panic!("{key:?} v{version} gave no response");
     };
