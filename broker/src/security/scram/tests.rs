@@ -24,6 +24,19 @@ fn client_final(
     server_first: &[u8],
     channel: &str,
 ) -> (String, String) {
+    client_final_prefixed(mech, password, bare, server_first, channel, "")
+}
+
+/// `client_final` with `prefix` before the nonce, as librdkafka before
+/// 2.6.1 sends it (its client nonce once more).
+fn client_final_prefixed(
+    mech: Mechanism,
+    password: &str,
+    bare: &str,
+    server_first: &[u8],
+    channel: &str,
+    prefix: &str,
+) -> (String, String) {
     let server_first = std::str::from_utf8(server_first).expect("server-first is UTF-8");
     let mut fields = server_first.split(',');
     let mut value = |key: &str| {
@@ -35,7 +48,7 @@ fn client_final(
     let iterations = value("i").parse().expect("iterations are a number");
     let salted = salted_password(mech, password.as_bytes(), &salt, iterations);
     let client_key = hmac_sign(mech.hmac(), &salted, &[b"Client Key"]);
-    let without_proof = format!("c={channel},r={nonce}");
+    let without_proof = format!("c={channel},r={prefix}{nonce}");
     let auth = format!("{bare},{server_first},{without_proof}");
     let signature = hmac_sign(mech.hmac(), &hash(mech, &client_key), &[auth.as_bytes()]);
     let proof: Vec<u8> = client_key
@@ -209,6 +222,39 @@ fn wrong_nonce_fails() {
     assert_eq!(
         error.to_string(),
         "Invalid client nonce in the final client message."
+    );
+}
+
+/// librdkafka before 2.6.1 (Debian 12's kcat among its users) sends its
+/// client nonce again before the whole nonce; Kafka 3.8.1+ accepts a final
+/// nonce that ends with the whole one, and so does this server. The proof
+/// is over what the client sent, so it still checks.
+#[test]
+fn a_final_nonce_repeating_the_client_nonce_is_accepted_as_kafka_does() {
+    let mech = Mechanism::Sha512;
+    let (mut server, first) = started(mech, &format!("n,,n=user,r={CLIENT_NONCE}"));
+    let first = first.expect("accepted");
+    let bare = format!("n=user,r={CLIENT_NONCE}");
+    let (last, expected) =
+        client_final_prefixed(mech, "pencil", &bare, &first, "biws", CLIENT_NONCE);
+    assert!(last.contains(&format!("r={CLIENT_NONCE}{CLIENT_NONCE}{SERVER_NONCE}")));
+    let reply = server.client_final(last.as_bytes()).expect("accepted");
+    assert_eq!(reply, expected.into_bytes());
+    // Whatever comes before it, as Kafka's endsWith; a nonce without the
+    // server's whole random part is refused.
+    let (mut server, first) = started(mech, &format!("n,,n=user,r={CLIENT_NONCE}"));
+    let (last, _) = client_final_prefixed(mech, "pencil", &bare, &first.expect("ok"), "biws", "x");
+    assert!(
+        server.client_final(last.as_bytes()).is_ok(),
+        "a suffix match, as Kafka's"
+    );
+    let (mut server, first) = started(mech, &format!("n,,n=user,r={CLIENT_NONCE}"));
+    let first = String::from_utf8(first.expect("ok")).expect("text");
+    let cut = first.replacen(SERVER_NONCE, &SERVER_NONCE[..4], 1);
+    let (last, _) = client_final(mech, "pencil", &bare, cut.as_bytes(), "biws");
+    assert_eq!(
+        server.client_final(last.as_bytes()).expect_err("refused"),
+        ScramError::InvalidNonce
     );
 }
 
