@@ -40,8 +40,12 @@ class Broker(PlainBroker):
     def __init__(self, data_dir, seeds):
         self.sasl = free_port()
         self.metrics = free_port()
+        self.ingest = free_port()
         super().__init__(data_dir, extra_args=[
             "--metrics-listen", f"127.0.0.1:{self.metrics}",
+            # Influx writes into metrics.cpu, which only the writer may write.
+            "--ingest-http-listen", f"127.0.0.1:{self.ingest}", "--influx-topic", "metrics.cpu",
+            "--ingest-http-auth", "basic", "--ingest-http-auth-insecure", "true",
             "--authorizer", "on", "--super-users", "User:admin",
             "--sasl-mechanisms", "SCRAM-SHA-512",
             "--scram-bootstrap-file", str(seeds)])
@@ -282,6 +286,42 @@ def anonymous_sees_nothing(plain):
     assert seen == {"shared"}, seen
 
 
+def ingest_needs_write(broker, bootstrap):
+    """An Influx write needs Write on its topic, as a Produce does: the
+    writer's is stored, the reader's gets 403 and stores nothing."""
+    import base64
+    import urllib.error
+    import urllib.request
+    from confluent_kafka import Consumer, TopicPartition
+
+    def end():
+        c = Consumer({**ck_config(bootstrap, "admin"), "group.id": "acl-ends"})
+        try:
+            return c.get_watermark_offsets(TopicPartition("metrics.cpu", 0), timeout=10)[1]
+        finally:
+            c.close()
+
+    def write(user):
+        auth = base64.b64encode(f"{user}:{USERS[user]}".encode()).decode()
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{broker.ingest}/api/v2/write?bucket=b",
+            data=b"cpu,host=a v=1i 1700000000000000000\n", method="POST",
+            headers={"Authorization": f"Basic {auth}"})
+        try:
+            with urllib.request.urlopen(req, timeout=DEADLINE_S) as r:
+                return r.status, b""
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    before = end()
+    status, _ = write("writer")
+    assert status == 204, status
+    status, body = write("reader")
+    assert status == 403 and b"metrics.cpu" in body, (status, body)
+    assert end() == before + 1, (before, end())
+    log("ingest: the writer's Influx write stored, the reader's refused with 403, nothing stored")
+
+
 def main():
     with tempfile.TemporaryDirectory(prefix="sluice-acl-") as tmp:
         tmp = Path(tmp)
@@ -299,6 +339,7 @@ def main():
             log("aiokafka: GROUP_AUTHORIZATION_FAILED without Read on the group; "
                 "reads orders assigned")
             run_kcat(bootstrap)
+            ingest_needs_write(broker, bootstrap)
             # Produce refused: the writer on shared, the reader on orders (on
             # billing, Metadata refused Describe and no Produce was sent).
             assert denied_count(broker, "Topic", "Write") >= 2

@@ -22,6 +22,8 @@ use futures_lite::{future, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::influx_line::{self, Precision};
 use super::remote_write::{self, Version};
 use super::{Ingest, IngestError, RETRY_AFTER_S};
+use crate::acl::{Operation, ResourceType};
+use crate::kafka::authz;
 use crate::listener::http::{accept_tls, head_end, read_head, HeadRead};
 use crate::listener::Acceptor;
 use crate::security::http_auth::{self, Presented, Refused};
@@ -234,6 +236,7 @@ pub fn response(answer: &Refusal, keep_alive: bool) -> Vec<u8> {
         204 => ("No Content", ""),
         400 => ("Bad Request", "invalid"),
         401 => ("Unauthorized", "unauthorized"),
+        403 => ("Forbidden", "forbidden"),
         404 => ("Not Found", "not found"),
         405 => ("Method Not Allowed", "method not allowed"),
         411 => ("Length Required", "invalid"),
@@ -285,8 +288,7 @@ fn gunzip(body: &[u8], max: usize) -> Result<Vec<u8>, Refusal> {
     Ok(out)
 }
 
-/// Who sent a request: for its log lines, and the principal that
-/// authorization will need.
+/// Who sent a request: for its log lines and its authorization.
 struct Caller {
     peer: Option<SocketAddr>,
     principal: String,
@@ -413,6 +415,34 @@ async fn discard<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>, len: u
     true
 }
 
+/// Whether `caller` may write to `topic` (always, with the authorizer
+/// off); a refusal is counted and logged as a Produce's is.
+fn write_allowed(ingest: &Ingest, caller: &Caller, topic: &str) -> bool {
+    let node = &ingest.shard;
+    let host = caller.peer.map(|p| p.ip());
+    let (op, resource) = (Operation::Write, ResourceType::Topic);
+    let allowed = node.metadata().acl_index.authorize(
+        &node.acl,
+        &caller.principal,
+        host,
+        op,
+        resource,
+        topic,
+    );
+    if !allowed {
+        authz::note_denied_for(
+            node,
+            &caller.principal,
+            host,
+            op,
+            resource,
+            topic,
+            &"ingest http",
+        );
+    }
+    allowed
+}
+
 /// Who sent a write, or the answer that refuses it; refusals are counted,
 /// logged and delayed by `auth_failure_delay_ms` here.
 async fn authenticate(
@@ -496,6 +526,21 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
             }
         },
     };
+    // With the authorizer on, a write needs Write on its topic, as a
+    // Produce does.
+    let topic = match head.route {
+        Route::Ping => None,
+        Route::Influx(_) => Some(ingest.shard.config.influx_topic.as_str()),
+        Route::RemoteWrite(_) => Some(ingest.shard.config.prometheus_topic.as_str()),
+    };
+    if let Some(topic) = topic.filter(|t| !write_allowed(ingest, &caller, t)) {
+        if !head.expect_continue && !discard(stream, buf, head.content_length).await {
+            return false;
+        }
+        let answer = refuse(403, format!("not authorized to write to topic {topic}"));
+        let _ = stream.write_all(&response(&answer, false)).await;
+        return false;
+    }
     if head.expect_continue
         && buf.len() < head.content_length
         && stream

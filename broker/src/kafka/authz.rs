@@ -94,6 +94,22 @@ pub(crate) fn note_denied(
     resource: ResourceType,
     name: &str,
 ) {
+    let via = frame.api_key;
+    let host = frame.peer.map(|p| p.ip());
+    note_denied_for(node, &frame.principal, host, op, resource, name, &via);
+}
+
+/// A refusal of `principal` from `host`, by whatever `via` names (a Kafka
+/// API, the ingest listener): counted, and logged at a bounded rate.
+pub(crate) fn note_denied_for(
+    node: &Node,
+    principal: &str,
+    host: Option<std::net::IpAddr>,
+    op: Operation,
+    resource: ResourceType,
+    name: &str,
+    via: &dyn std::fmt::Debug,
+) {
     node.metrics
         .authorization_denied(resource.name(), op.name());
     let now = Instant::now();
@@ -108,12 +124,12 @@ pub(crate) fn note_denied(
     });
     if log {
         tracing::info!(
-            principal = %frame.principal,
-            host = ?frame.peer.map(|p| p.ip()),
+            principal,
+            ?host,
             operation = op.name(),
             resource_type = resource.name(),
             resource = name,
-            api = ?frame.api_key,
+            api = ?via,
             "authorization denied"
         );
     }
