@@ -128,6 +128,12 @@ struct RunArgs {
         requires = "sasl"
     )]
     sasl_password: Option<String>,
+    /// Turn the embedded broker's authorizer on and define this many ACL
+    /// bindings first (one allowing the run's topic and groups, the rest on
+    /// other topics, literal and prefixed), to measure what authorization
+    /// costs; the same run without it is the baseline.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    acls: u32,
     #[command(flatten)]
     overrides: Overrides,
 }
@@ -244,6 +250,14 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
     if args.limits_mib == 0 || args.limits_mib > 64 << 10 {
         bail!("--limits-mib {}: 1 to 65536", args.limits_mib);
     }
+    if args.acls > 0
+        && (args.bootstrap.is_some() || scenario.is_cluster() || scenario.http.is_some())
+    {
+        bail!("--acls: Kafka-protocol scenarios against the embedded single-node broker");
+    }
+    if args.acls == 1 || args.acls > 100_000 {
+        bail!("--acls {}: 0 (off), or 2 to 100000", args.acls);
+    }
     if (args.tls || args.sasl) && (scenario.is_cluster() || scenario.http.is_some()) {
         bail!("--tls and --sasl: Kafka-protocol scenarios against one node or --bootstrap");
     }
@@ -290,6 +304,7 @@ fn options(args: &RunArgs, cancel: &Arc<AtomicBool>) -> anyhow::Result<RunOption
         tls: args.tls,
         tls_ca: args.tls_ca.clone(),
         sasl,
+        acls: args.acls,
     })
 }
 

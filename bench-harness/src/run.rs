@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime};
 use glommio::{LocalExecutorBuilder, LocalExecutorPoolBuilder, Placement, PoolPlacement};
 
 use crate::broker_proc::{self, EmbeddedBroker, EmbeddedCluster, ListenerSecurity, ProcSample};
-use crate::client::admin::{create_topic, describe_topic, wait_for_brokers, TopicInfo};
+use crate::client::admin::{
+    create_acls, create_topic, describe_topic, wait_for_brokers, TopicInfo,
+};
 use crate::client::security::{self, SaslLogin, Security};
 use crate::client::Connection;
 use crate::clock::Clock;
@@ -72,6 +74,9 @@ pub struct RunOptions {
     pub tls_ca: Option<PathBuf>,
     /// Log in with SASL (`--sasl`).
     pub sasl: Option<SaslLogin>,
+    /// With the embedded broker's authorizer on, define this many ACL
+    /// bindings before the load (`--acls`); 0: authorizer off.
+    pub acls: u32,
 }
 
 /// How this run's connections are secured: the embedded broker's CA, or
@@ -184,13 +189,27 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
                 tls: opts.tls,
                 sasl: opts.sasl.clone(),
             };
+            // Every principal may do what no ACL covers (the harness's
+            // own setup), so the bindings decide only for the topic.
+            let authorizer: Vec<String> = if opts.acls > 0 {
+                [
+                    "--authorizer",
+                    "on",
+                    "--allow-everyone-if-no-acl-found",
+                    "true",
+                ]
+                .map(String::from)
+                .to_vec()
+            } else {
+                Vec::new()
+            };
             let b = EmbeddedBroker::start_secured(
                 &bin,
                 &s.profile,
                 s.broker_cores,
                 opts.data_dir.as_deref(),
                 &listener,
-                &[],
+                &authorizer,
             )?;
             let out = (b.addr.clone(), vec![b.pid], Some(bin.display().to_string()));
             embedded = Some(b);
@@ -204,7 +223,13 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
         _ => None,
     };
     let target = Target {
-        security: security::current().protocol().to_string(),
+        security: match opts.acls {
+            0 => security::current().protocol().to_string(),
+            n => format!(
+                "{}, authorizer on with {n} ACLs",
+                security::current().protocol()
+            ),
+        },
         bootstrap: bootstrap.clone(),
         embedded: embedded.is_some() || cluster.is_some(),
         sluice_bin,
@@ -247,8 +272,12 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
     let setup_scenario = s.clone();
     let setup_bootstrap = bootstrap.clone();
     let cluster_nodes = cluster.as_ref().map_or(0, |c| c.nodes.len());
+    let acls = opts.acls;
     let (topic, tail_from) = on_executor("sluice-bench-setup", move || async move {
         let mut conn = Connection::connect(&setup_bootstrap, timeout).await?;
+        if acls > 0 {
+            create_acls(&mut conn, &topic_name, acls).await?;
+        }
         if cluster_nodes > 1 {
             wait_for_brokers(&mut conn, cluster_nodes, CLUSTER_SETTLE_MAX).await?;
         }

@@ -203,3 +203,68 @@ pub async fn list_offsets(
     out.sort_unstable();
     Ok(out)
 }
+
+/// Kafka's codes of the ACL bindings the harness defines.
+mod acl_code {
+    pub const TOPIC: i8 = 2;
+    pub const GROUP: i8 = 3;
+    pub const LITERAL: i8 = 3;
+    pub const PREFIXED: i8 = 4;
+    pub const ALL: i8 = 2;
+    pub const WRITE: i8 = 4;
+    pub const ALLOW: i8 = 3;
+}
+
+/// `count` ACL bindings for an authorizer under load: an ALLOW of every
+/// operation on `topic` and on every group for `User:*`, the rest noise on
+/// other topics (literal and prefixed, prefixes of several lengths, so the
+/// index's prefix search has work). Sent in one CreateAcls.
+pub async fn create_acls(conn: &mut Connection, topic: &str, count: u32) -> Result<()> {
+    use acl_code::*;
+    use kafka_protocol::messages::create_acls_request::AclCreation;
+    use kafka_protocol::messages::CreateAclsRequest;
+    let binding = |resource_type, name: String, pattern, principal: String, operation| {
+        AclCreation::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name))
+            .with_resource_pattern_type(pattern)
+            .with_principal(StrBytes::from_string(principal))
+            .with_host(StrBytes::from_static_str("*"))
+            .with_operation(operation)
+            .with_permission_type(ALLOW)
+    };
+    let mut creations = vec![
+        binding(TOPIC, topic.to_string(), LITERAL, "User:*".into(), ALL),
+        binding(GROUP, "*".into(), LITERAL, "User:*".into(), ALL),
+    ];
+    for i in 0..count.saturating_sub(2) {
+        let (name, pattern) = if i % 2 == 0 {
+            (format!("noise-{i}"), LITERAL)
+        } else {
+            // Prefixes of 3 to 10 bytes.
+            let len = 3 + (i as usize % 8);
+            (format!("{i:0>len$}"), PREFIXED)
+        };
+        creations.push(binding(
+            TOPIC,
+            name,
+            pattern,
+            format!("User:noise-{i}"),
+            WRITE,
+        ));
+    }
+    let response = conn
+        .call(&CreateAclsRequest::default().with_creations(creations))
+        .await?;
+    match response.results.iter().find(|r| r.error_code != 0) {
+        None => Ok(()),
+        Some(r) => Err(BenchError::Kafka {
+            api: "CreateAcls",
+            code: r.error_code,
+            what: r
+                .error_message
+                .as_ref()
+                .map_or_else(|| error_name(r.error_code).to_string(), |m| m.to_string()),
+        }),
+    }
+}
