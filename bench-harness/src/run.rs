@@ -16,7 +16,7 @@ use crate::broker_proc::{self, EmbeddedBroker, EmbeddedCluster, ListenerSecurity
 use crate::client::admin::{
     create_acls, create_topic, describe_topic, wait_for_brokers, TopicInfo,
 };
-use crate::client::security::{self, SaslLogin, Security};
+use crate::client::security::{self, SaslLogin};
 use crate::client::Connection;
 use crate::clock::Clock;
 use crate::connections;
@@ -77,38 +77,6 @@ pub struct RunOptions {
     /// With the embedded broker's authorizer on, define this many ACL
     /// bindings before the load (`--acls`); 0: authorizer off.
     pub acls: u32,
-}
-
-/// How this run's connections are secured: the embedded broker's CA, or
-/// the one given for `--bootstrap`.
-pub fn client_security(opts: &RunOptions, embedded: Option<&EmbeddedBroker>) -> Result<Security> {
-    if (opts.tls || opts.sasl.is_some()) && opts.scenario.is_cluster() {
-        return Err(BenchError::Config {
-            key: "tls",
-            value: "an embedded cluster".into(),
-            allowed: "--tls and --sasl with one node or --bootstrap".into(),
-        });
-    }
-    let tls = match (
-        opts.tls,
-        embedded.and_then(|b| b.ca.as_deref()),
-        opts.tls_ca.as_deref(),
-    ) {
-        (false, _, _) => None,
-        (true, Some(ca), _) | (true, None, Some(ca)) => Some(security::tls_client(ca)?),
-        (true, None, None) => {
-            return Err(BenchError::Config {
-                key: "tls-ca",
-                value: String::new(),
-                allowed: "the CA file of the broker's certificate, with --tls and --bootstrap"
-                    .into(),
-            })
-        }
-    };
-    Ok(Security {
-        tls,
-        sasl: opts.sasl.clone(),
-    })
 }
 
 /// Runs `make()` to completion on a fresh glommio executor thread.
@@ -216,7 +184,12 @@ pub fn run(opts: &RunOptions) -> Result<Report> {
             out
         }
     };
-    security::install(client_security(opts, embedded.as_ref())?);
+    security::install(security::for_run(
+        opts.tls,
+        embedded.as_ref().and_then(|b| b.ca.as_deref()),
+        opts.tls_ca.as_deref(),
+        opts.sasl.clone(),
+    )?);
     // The pid whose figures stand for "the broker" with one process.
     let broker_pid = match broker_pids.as_slice() {
         [one] => Some(*one),

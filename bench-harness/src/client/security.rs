@@ -80,6 +80,30 @@ pub fn current() -> Security {
     }
 }
 
+/// How a run's connections are secured: over TLS (`tls`) trusting the
+/// embedded broker's CA, or with `--bootstrap` the one given (`tls_ca`);
+/// logged in as `sasl`.
+pub fn for_run(
+    tls: bool,
+    embedded_ca: Option<&Path>,
+    tls_ca: Option<&Path>,
+    sasl: Option<SaslLogin>,
+) -> Result<Security> {
+    let tls = match (tls, embedded_ca.or(tls_ca)) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(tls_client(ca)?),
+        (true, None) => {
+            return Err(BenchError::Config {
+                key: "tls-ca",
+                value: String::new(),
+                allowed: "the CA file of the broker's certificate, with --tls and --bootstrap"
+                    .into(),
+            })
+        }
+    };
+    Ok(Security { tls, sasl })
+}
+
 /// A client configuration trusting the CA certificates in `ca` (PEM).
 pub fn tls_client(ca: &Path) -> Result<Arc<ClientConfig>> {
     let bad = |reason: String| BenchError::Config {
